@@ -49,3 +49,27 @@ def litemedsam():
     from SAMZeroShotLib import models
 
     return models.load_model("litemedsam", device="cpu")
+
+
+def radiograph_from_ct(voxels, right, left, ijk_to_ras):
+    """A frontal radiograph of a real CT (a digitally reconstructed radiograph) and its lung labels.
+
+    Attenuation above air is summed along the anterior-posterior axis; the lung labels are the
+    projections of the CT's lung masks (1 = right, 2 = left). Rows are resampled to the column
+    spacing so that the image has square pixels. Returns ``(image[rows, cols] float32,
+    labels[rows, cols] uint8, pixel spacing in mm)``; rows run superior to inferior and columns
+    from the patient's right to left, as on a PA film displayed the usual way.
+    """
+    import numpy as np
+    from SAMZeroShotLib import imaging
+
+    geometry = imaging.slice_geometry(ijk_to_ras, voxels.shape, "coronal")
+    attenuation = np.clip(geometry.view(voxels).astype(np.float32) + 1000.0, 0, None) / 1000.0
+    image = attenuation.sum(axis=0)  # coronal view: [A-P, S-I, R-L] -> sum over A-P
+    labels = np.zeros(image.shape, np.uint8)
+    labels[geometry.view(right).any(axis=0)] = 1
+    labels[geometry.view(left).any(axis=0)] = 2
+    row_spacing, col_spacing = geometry.pixel_spacing
+    rows = np.minimum((np.arange(int(image.shape[0] * row_spacing / col_spacing)) * col_spacing / row_spacing).astype(int),
+                      image.shape[0] - 1)
+    return image[rows].astype(np.float32), labels[rows], col_spacing

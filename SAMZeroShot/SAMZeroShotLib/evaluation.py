@@ -1,0 +1,291 @@
+"""Cohort evaluation from files: the engine of ``samzeroshot evaluate``.
+
+Images and masks are paired by file stem. Mask label 0 is background, 255 is "ignore" (left
+out of scoring and never a prompt), every other label is one prompt segment. An X-ray is one
+slice. Outputs (a stable interface, read by scripts outside this project):
+
+* ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
+  sensitivity, precision, pixel counts; scores are for the union of all segments;
+* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance;
+* ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
+  scored 2D slices, pooled over cases as the paper does), ``model``, ``strategy``, ``seconds``, ...
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import imaging, metrics
+
+IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
+MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
+IGNORE_LABEL = 255
+SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
+                "predicted_pixels", "prompted")
+CASE_FIELDS = ("case", "n_scored_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
+               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds")
+
+# LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class CaseError(ValueError):
+    """A bad input file: ``str(error)`` is one line naming the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass
+class Case:
+    name: str
+    image_path: Path
+    mask_path: Path
+
+
+def file_stem(path: Path, extensions: Sequence[str]) -> Optional[str]:
+    """The name without its (possibly double) extension, or None if it has none of ``extensions``."""
+    lower = path.name.lower()
+    for extension in extensions:
+        if lower.endswith(extension):
+            return path.name[: -len(extension)]
+    return None
+
+
+def pair_cases(images_dir, masks_dir) -> Tuple[List[Case], List[CaseError]]:
+    """Cases matched by stem, and one error per image without a mask or mask without an image."""
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise CaseError(folder, "folder not found")
+    images = {file_stem(p, IMAGE_EXTENSIONS): p for p in sorted(images_dir.iterdir()) if p.is_file()}
+    masks = {file_stem(p, MASK_EXTENSIONS): p for p in sorted(masks_dir.iterdir()) if p.is_file()}
+    images.pop(None, None)
+    masks.pop(None, None)
+    if not images:
+        raise CaseError(images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)})")
+    cases = [Case(stem, images[stem], masks[stem]) for stem in sorted(images) if stem in masks]
+    problems = [CaseError(images[stem], f"no mask with the same name in {masks_dir}")
+                for stem in sorted(images) if stem not in masks]
+    problems += [CaseError(masks[stem], f"no image with the same name in {images_dir}")
+                 for stem in sorted(masks) if stem not in images]
+    return cases, problems
+
+
+def _ijk_to_ras(image) -> np.ndarray:
+    """IJK-to-RAS of a 3D SimpleITK image."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = _LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
+    return matrix
+
+
+def _as_volume(image):
+    """A 2D SimpleITK image as a one-slice 3D image (keeping spacing and origin)."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() == 3:
+        return image
+    if image.GetDimension() != 2:
+        raise ValueError(f"{image.GetDimension()}D images are not supported")
+    return sitk.JoinSeries([image])
+
+
+def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
+    """Voxels ``[K, J, I]`` (float32; colour becomes luminance) and the IJK-to-RAS matrix.
+
+    DICOM MONOCHROME1 images (white = low values) are inverted so that air is dark, as on a CT.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        photometric = reader.GetMetaData("0028|0004").strip() if reader.HasMetaDataKey("0028|0004") else ""
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise CaseError(path, f"not a readable image ({str(error).strip().splitlines()[-1][:120]})") from None
+    components = image.GetNumberOfComponentsPerPixel()
+    try:
+        image = _as_volume(image)
+    except ValueError as error:
+        raise CaseError(path, str(error)) from None
+    array = sitk.GetArrayFromImage(image)
+    if components == 1:
+        array = array.astype(np.float32)
+    elif components in (3, 4):
+        array = imaging.luminance(array[..., :3])
+    else:
+        raise CaseError(path, f"{components} values per pixel (a 4D or multi-channel image); expected one image")
+    if photometric == "MONOCHROME1":
+        array = array.max() - array
+    return array, _ijk_to_ras(image)
+
+
+def read_labels(path, shape) -> np.ndarray:
+    """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
+
+    A ``.seg.nrrd`` with several layers (overlapping segments) gets one label per layer and value.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        image = _as_volume(sitk.ReadImage(str(path)))
+    except (RuntimeError, ValueError) as error:
+        raise CaseError(path, f"not a readable mask ({str(error).strip().splitlines()[-1][:120]})") from None
+    array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        if not path.name.lower().endswith(".seg.nrrd"):
+            raise CaseError(path, "a colour image, not a label mask: save the labels as one channel")
+        layers = np.moveaxis(array, -1, 0).astype(np.int64)
+        combined = np.zeros(layers.shape[1:], dtype=np.int64)
+        offset = 0
+        for layer in layers:
+            combined[layer > 0] = layer[layer > 0] + offset
+            offset += int(layer.max())
+        array = combined
+    if tuple(array.shape) != tuple(shape):
+        raise CaseError(path, f"mask size {_size(array.shape)} differs from its image's {_size(shape)}")
+    if array.dtype.kind == "f":
+        if not np.all(array == np.round(array)):
+            raise CaseError(path, "not a label mask: it holds non-integer values")
+    labels = array.astype(np.int64)
+    if not np.any((labels != 0) & (labels != IGNORE_LABEL)):
+        raise CaseError(path, "no labels: every pixel is background (0) or ignore (255)")
+    return labels
+
+
+def _size(shape) -> str:
+    """``[K, J, I]`` as "I x J x K" pixels, without K for a single slice."""
+    dims = list(shape)[::-1]
+    return " x ".join(str(d) for d in (dims[:2] if len(dims) == 3 and dims[2] == 1 else dims))
+
+
+def check_case(case: Case) -> None:
+    """Read a case once to find bad input before any time is spent on the model."""
+    image, _ = read_image(case.image_path)
+    read_labels(case.mask_path, image.shape)
+
+
+def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None):
+    """Segment one case and score it: ``(slice rows, case row)``."""
+    from . import pipeline
+
+    started = time.perf_counter()
+    volume, ijk_to_ras = read_image(case.image_path)
+    labels = read_labels(case.mask_path, volume.shape)
+    geometry = imaging.slice_geometry(ijk_to_ras, volume.shape)
+    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
+    reference = {value: labels == value for value in segment_labels}
+    ignore = labels == IGNORE_LABEL
+    prompts = reference
+    if propagate_from is not None:
+        prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
+    result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
+                                     cancel=cancel, propagate=propagate_from is not None)
+    predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
+    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
+    ignore_view = geometry.view(ignore)
+    scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
+    prompted = {outcome.slice for outcome in result.slices}
+    scored = np.flatnonzero(scores["reference_pixels"] > 0)
+    slice_rows = [{"case": case.name, "slice": int(s),
+                   **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
+                   "reference_pixels": int(scores["reference_pixels"][s]),
+                   "predicted_pixels": int(scores["predicted_pixels"][s]),
+                   "prompted": int(s in prompted)} for s in scored]
+    spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
+    keep = ~ignore_view
+    flat = predicted_union.shape[0] == 1
+    pred, ref = predicted_union & keep, reference_union & keep
+    distances = metrics.surface_distances(pred[0] if flat else pred, ref[0] if flat else ref,
+                                          spacing[1:] if flat else spacing)
+    whole = metrics.overlap(pred, ref)
+    case_row = {"case": case.name, "n_scored_slices": len(scored),
+                "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
+                "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
+                "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
+                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started}
+    return slice_rows, case_row
+
+
+def _write_csv(path: Path, rows: List[dict], fields: Sequence[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value) for key, value in row.items()})
+
+
+def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", window: str = "auto",
+             keep_going: bool = False, propagate_from: Optional[str] = None,
+             progress: Optional[Callable[[float, str], None]] = None, settings: Optional[dict] = None) -> dict:
+    """Evaluate every case; write slices.csv, cases.csv and summary.json into ``out_dir``.
+
+    Bad input raises :class:`CaseError` before any case is segmented, unless ``keep_going``: then
+    the bad cases are skipped and listed in the summary under ``skipped``.
+    """
+    from .pipeline import resolve_strategy
+
+    started = time.perf_counter()
+    strategy_name, _ = resolve_strategy(strategy, engine.model.spec.name)
+    cases, problems = pair_cases(images_dir, masks_dir)
+    good = []
+    for case in cases:
+        try:
+            check_case(case)
+            good.append(case)
+        except CaseError as error:
+            problems.append(error)
+    if problems and not keep_going:
+        raise problems[0]
+    if not good:
+        raise CaseError(images_dir, "no usable image/mask pairs")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slice_rows, case_rows = [], []
+    report = progress or (lambda fraction, message: None)
+    for number, case in enumerate(good):
+        rows, row = evaluate_case(case, engine, strategy_name, window, propagate_from=propagate_from)
+        slice_rows += rows
+        case_rows.append(row)
+        report((number + 1) / len(good), f"{case.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices")
+    seconds = time.perf_counter() - started
+    dice = np.array([r["dice"] for r in slice_rows])
+    summary = {
+        "n_cases": len(case_rows),
+        "n_scored_slices": len(slice_rows),
+        "mean_dice": float(dice.mean()) if dice.size else math.nan,
+        "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
+        "median_dice": float(np.median(dice)) if dice.size else math.nan,
+        "mean_sensitivity": float(np.nanmean([r["sensitivity"] for r in slice_rows])) if slice_rows else math.nan,
+        "mean_precision": float(np.nanmean([r["precision"] for r in slice_rows])) if slice_rows else math.nan,
+        "model": engine.model.spec.name,
+        "strategy": strategy_name,
+        "window": window,
+        "propagate_from": propagate_from,
+        "device": engine.device,
+        "precision": engine.precision,
+        "backend": engine.backend,
+        "seconds": seconds,
+        "seconds_per_slice": seconds / max(sum(r["prompted"] for r in slice_rows), 1),
+        "skipped": [{"file": p.path, "problem": p.problem} for p in problems],
+        **(settings or {}),
+    }
+    _write_csv(out_dir / "slices.csv", slice_rows, SLICE_FIELDS)
+    _write_csv(out_dir / "cases.csv", case_rows, CASE_FIELDS)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,169 @@
+"""The one entry point shared by the Slicer module and the command line.
+
+:func:`process` reads the volume and prompt segments from MRML nodes, runs the slice pipeline,
+scores the result against a reference, and writes a *new* segmentation node, a metrics table and
+a Dice-per-slice plot into the volume's scene. Input nodes are never modified; on cancel or
+error every node it created is removed again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import imaging, metrics, mrml_io
+from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
+from .parameters import Parameters
+from .pipeline import Cancelled
+
+__all__ = ["process", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
+
+TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
+                 "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
+                 "reference_ml", "predicted_ml", "model", "strategy")
+
+_engines: Dict[tuple, object] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(parameters: Parameters, progress=None):
+    """The engine for these model settings, made once per process and reused (with its cache)."""
+    from . import models
+    from .engine import EmbeddingCache, SamEngine
+
+    device = models.resolve_device(parameters.device)
+    key = (parameters.model, parameters.checkpoint, device, parameters.precision, parameters.embedding_cache)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress)
+            cache = EmbeddingCache() if parameters.embedding_cache else None
+            engine = SamEngine(model, precision=parameters.precision, cache=cache)
+            _engines[key] = engine
+    return engine
+
+
+def _reference_masks(reference_node, prompt_node, ids, volume_node):
+    """Reference masks keyed like the prompts; segments of another node are matched by name."""
+    if reference_node is None or reference_node is prompt_node:
+        return None
+    names = [prompt_node.GetSegmentation().GetSegment(segment_id).GetName() for segment_id in ids]
+    reference_ids = mrml_io.resolve_segment_ids(reference_node, names)
+    masks = mrml_io.segment_masks(reference_node, reference_ids, volume_node)
+    return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
+
+
+def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
+            referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+            progress: Optional[Callable[[float, str], None]] = None,
+            cancel: Optional[Callable[[], bool]] = None,
+            log: Optional[Callable[[str], None]] = None,
+            compute: Optional[Callable[[Callable], object]] = None) -> Tuple[object, object]:
+    """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
+
+    :param segmentIds: IDs or names of the prompt segments (default: all).
+    :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
+        segmentation itself: the paper's evaluation with oracle prompts).
+    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
+    :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
+    :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
+    :param log: receives one line per step.
+    :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
+        default runs it inline. MRML work stays on the calling thread.
+    :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
+        with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
+        :data:`SUMMARY_ATTRIBUTE`.
+    :raises InputError: an input node cannot be used (the message says why and what to do).
+    """
+    from . import pipeline
+
+    parameters = (parameters or Parameters()).validate()
+    report = progress or (lambda fraction, message: None)
+    say = log or logging.getLogger(__name__).info
+    run = compute or (lambda fn: fn())
+    started = time.perf_counter()
+
+    volume = mrml_io.volume_array(volumeNode)
+    if volume.ndim != 3:
+        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
+    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
+    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
+    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
+             for i, mask in prompt_masks.items() if not mask.any()]
+    if len(empty) == len(ids):
+        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
+                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
+    if empty:
+        say(f"Skipping empty segments: {', '.join(empty)}")
+        ids = [i for i in ids if prompt_masks[i].any()]
+        prompt_masks = {i: prompt_masks[i] for i in ids}
+    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
+        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+
+    def work():
+        report(0.0, f"Loading model {parameters.model}")
+        engine = get_engine(parameters, progress=report)
+        return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
+                                       window=parameters.window, progress=report, cancel=cancel,
+                                       propagate=parameters.propagate)
+
+    result = run(work)
+    if cancel is not None and cancel():
+        raise Cancelled()
+    seconds = time.perf_counter() - started
+
+    names = {i: promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids}
+    records = metrics.score_volume(result.masks, reference_masks or prompt_masks, geometry, names)
+    for record in records:
+        record["model"], record["strategy"] = parameters.model, result.strategy
+    summary = summarize(records, parameters.model, result.strategy, seconds, len(result.slices),
+                        oracle=reference_masks is None)
+    say(summary)
+
+    scene = volumeNode.GetScene()
+    base = volumeNode.GetName()
+    created = []
+    with mrml_io.removed_on_failure(created):
+        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, promptSegmentationNode,
+                                                   f"{base} SAM segmentation")
+        created.append(segmentation)
+        table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
+        created.append(table)
+        slice_numbers, columns = dice_series(records, list(names.values()))
+        colors = {names[i]: promptSegmentationNode.GetSegmentation().GetSegment(i).GetColor() for i in ids}
+        chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created)
+        table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
+        table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
+        table.SetAttribute("SAMZeroShot.Model", parameters.model)
+        table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
+    return segmentation, table
+
+
+def dice_series(records, segment_names):
+    """Slice numbers and, per segment and for the union, Dice on each scored slice (NaN elsewhere)."""
+    slice_rows = [r for r in records if r["scope"] == "slice" and r["scored"]]
+    slices = sorted({r["slice"] for r in slice_rows})
+    position = {s: n for n, s in enumerate(slices)}
+    columns = {}
+    for name in [metrics.UNION] + list(segment_names):
+        values = np.full(len(slices), np.nan)
+        for r in slice_rows:
+            if r["segment"] == name:
+                values[position[r["slice"]]] = r["dice"]
+        columns[name] = values
+    return np.array(slices), columns
+
+
+def summarize(records, model: str, strategy: str, seconds: float, n_slices: int, oracle: bool) -> str:
+    """One line: mean Dice over scored slices, volume Dice per segment, model, strategy, time."""
+    mean = next(r for r in records if r["scope"] == "slice mean" and r["segment"] == metrics.UNION)
+    volumes = [r for r in records if r["scope"] == "volume" and r["segment"] != metrics.UNION]
+    per_segment = ", ".join(f"{r['segment']} {r['dice']:.3f}" for r in volumes)
+    note = " (oracle prompts from the reference)" if oracle else ""
+    return (f"Mean Dice {mean['dice']:.3f} / Jaccard {mean['jaccard']:.3f} over {mean['scored']} scored slices{note}; "
+            f"volume Dice: {per_segment}; {model}, {strategy}; {n_slices} slices in {seconds:.1f} s")

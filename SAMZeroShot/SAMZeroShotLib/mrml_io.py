@@ -1,0 +1,360 @@
+"""MRML nodes to arrays and back.
+
+Works in the Slicer application and headless with slicer-core alike: the scene always comes from
+``node.GetScene()`` and segment conversion uses the static ``vtkSlicerSegmentationsModuleLogic``
+methods. Every function that creates helper nodes removes them before it returns.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .imaging import luminance
+
+#: Node reference role from the metrics table to its Dice-per-slice plot chart.
+DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
+#: Table node attribute holding a one-line summary of the run.
+SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
+
+
+class InputError(ValueError):
+    """An input node cannot be used; the message says which and what to do."""
+
+
+# -- headless scene -------------------------------------------------------------------------
+def new_scene():
+    """A scene with the application, Colors, Volumes, Segmentations, Tables and Data logics.
+
+    Returns ``(scene, application_logic)``; the module logics are kept alive as an attribute
+    of the application logic. (Inside Slicer, use ``slicer.mrmlScene`` instead.)
+    """
+    scene = slicer.vtkMRMLScene()
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    colors = app.GetColorLogic()
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    app.SetModuleLogic("Colors", colors)
+    logics = {}
+    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic),
+                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+                      ("Tables", slicer.vtkSlicerTablesLogic),
+                      ("Data", slicer.vtkSlicerDataModuleLogic)):
+        logic = cls()
+        logic.SetMRMLApplicationLogic(app)
+        logic.SetMRMLScene(scene)
+        app.SetModuleLogic(name, logic)
+        logics[name] = logic
+    app.samzeroshot_logics = logics  # VTK keeps no Python reference to them
+    return scene, app
+
+
+def load_volume(app, path, name: Optional[str] = None):
+    """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
+    import os
+
+    logic = app.samzeroshot_logics["Volumes"]
+    name = name or os.path.basename(str(path)).split(".")[0]
+    node = logic.AddArchetypeVolume(str(path), name, 0)
+    if node is None or node.GetImageData() is None:
+        raise InputError(f"{path}: not a readable volume.")
+    return node
+
+
+def load_segmentation(app, path):
+    """Load a ``.seg.nrrd`` (or labelmap) file as a segmentation node."""
+    logic = app.samzeroshot_logics["Segmentations"]
+    node = logic.LoadSegmentationFromFile(str(path), False)
+    if node is None:
+        raise InputError(f"{path}: not a readable segmentation.")
+    return node
+
+
+# -- volumes --------------------------------------------------------------------------------
+def ijk_to_ras(volume_node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def volume_array(volume_node) -> np.ndarray:
+    """A copy of the voxels as ``[K, J, I]``; RGB(A) volumes become luminance.
+
+    Raises :class:`InputError` for anything that is not one 3D (or 2D) image.
+    """
+    if volume_node is None:
+        raise InputError("No input volume: select a volume.")
+    if not volume_node.IsA("vtkMRMLVolumeNode"):
+        raise InputError(f"{volume_node.GetName()} is a {volume_node.GetClassName()}, not a volume.")
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError(f"{volume_node.GetName()} is a labelmap: select the image volume instead.")
+    image = volume_node.GetImageData()
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"Volume {volume_node.GetName()} has no voxels.")
+    dims = image.GetDimensions()
+    scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    components = image.GetNumberOfScalarComponents()
+    if components == 1:
+        return scalars.reshape(dims[::-1]).copy()
+    if components in (3, 4):
+        return luminance(scalars.reshape(dims[::-1] + (components,))[..., :3])
+    raise InputError(f"Volume {volume_node.GetName()} has {components} values per voxel (a 4D or multi-volume): "
+                     "extract one 3D frame first.")
+
+
+# -- segmentations --------------------------------------------------------------------------
+def segment_ids(segmentation_node) -> List[str]:
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def resolve_segment_ids(segmentation_node, requested: Optional[Iterable[str]] = None) -> List[str]:
+    """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is unknown."""
+    if segmentation_node is None:
+        raise InputError("No prompt segmentation: select a segmentation with the structures to segment.")
+    if not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+        raise InputError(f"{segmentation_node.GetName()} is a {segmentation_node.GetClassName()}, not a segmentation.")
+    existing = segment_ids(segmentation_node)
+    if not existing:
+        raise InputError(f"Segmentation {segmentation_node.GetName()} has no segments: draw the structures first.")
+    if requested is None:
+        return existing
+    segmentation = segmentation_node.GetSegmentation()
+    resolved = []
+    for item in requested:
+        if item in existing:
+            resolved.append(item)
+            continue
+        by_name = segmentation.GetSegmentIdBySegmentName(item)
+        if not by_name:
+            names = ", ".join(segmentation.GetSegment(i).GetName() for i in existing)
+            raise InputError(f"Segmentation {segmentation_node.GetName()} has no segment {item!r} "
+                             f"(it has: {names}).")
+        resolved.append(by_name)
+    if not resolved:
+        raise InputError("No segments were selected.")
+    return resolved
+
+
+def _color_table_ids(scene) -> set:
+    return {node.GetID() for node in scene.GetNodesByClass("vtkMRMLColorTableNode")}
+
+
+def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[str, np.ndarray]:
+    """Each segment as a bool ``[K, J, I]`` array in the geometry of ``volume_node``.
+
+    Segments are exported one at a time so that overlapping segments keep their overlap; Slicer
+    resamples them when the segmentation's geometry differs from the volume's (transforms too).
+    """
+    scene = volume_node.GetScene()
+    shape = volume_node.GetImageData().GetDimensions()[::-1]
+    masks = {}
+    for segment_id in ids:
+        # Export also makes a colour table for the labelmap: note the existing ones to remove it.
+        color_tables = _color_table_ids(scene)
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"SAMZeroShotTemp_{segment_id}")
+        try:
+            id_array = vtk.vtkStringArray()
+            id_array.InsertNextValue(segment_id)
+            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, id_array, labelmap, volume_node)
+            image = labelmap.GetImageData()
+            if not ok or image is None:
+                raise InputError(f"Segment {segment_id!r} of {segmentation_node.GetName()} could not be "
+                                 f"resampled onto {volume_node.GetName()}.")
+            array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
+            if array.shape != tuple(shape):
+                raise InputError(f"Segment {segment_id!r} came out {array.shape}, the volume is {tuple(shape)}.")
+            masks[segment_id] = array > 0
+        finally:
+            remove_nodes([labelmap])
+            for node_id in _color_table_ids(scene) - color_tables:
+                scene.RemoveNode(scene.GetNodeByID(node_id))
+    return masks
+
+
+def _matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(ijk_to_ras_array[r][c]))
+    return matrix
+
+
+def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array) -> None:
+    """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by ``ijk_to_ras``."""
+    labelmap = slicer.vtkOrientedImageData()
+    labelmap.SetDimensions(mask.shape[::-1])
+    labelmap.SetImageToWorldMatrix(_matrix(ijk_to_ras_array))
+    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(mask, np.uint8).ravel()
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+def create_segmentation(volume_node, masks: Dict[str, np.ndarray], source_node, name: str):
+    """A new segmentation node on ``volume_node`` with one segment per mask.
+
+    Segment IDs, names, colours and terminology are copied from ``source_node`` (the prompts).
+    """
+    scene = volume_node.GetScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    try:
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        segmentation = node.GetSegmentation()
+        source = source_node.GetSegmentation()
+        matrix = ijk_to_ras(volume_node)
+        for segment_id, mask in masks.items():
+            original = source.GetSegment(segment_id)
+            segmentation.AddEmptySegment(segment_id, original.GetName(), original.GetColor())
+            segmentation.GetSegment(segment_id).SetTerminology(original.GetTerminology())
+            _set_segment_mask(node, segment_id, mask, matrix)
+        parent = volume_node.GetParentTransformNode()
+        if parent is not None:
+            node.SetAndObserveTransformNodeID(parent.GetID())
+    except Exception:
+        remove_nodes([node])
+        raise
+    return node
+
+
+def add_volume(scene, array: np.ndarray, ijk_to_ras_array, name: str):
+    """A scalar volume node holding a copy of ``array`` (``[K, J, I]``, or ``[K, J, I, C]``)."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode" if array.ndim == 3 else "vtkMRMLVectorVolumeNode", name)
+    image = vtk.vtkImageData()
+    image.SetDimensions(array.shape[:3][::-1])
+    components = 1 if array.ndim == 3 else array.shape[3]
+    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).reshape(-1, components), deep=True)
+    image.GetPointData().SetScalars(vtk_array)
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(_matrix(ijk_to_ras_array))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_segmentation(scene, masks: Dict[str, np.ndarray], ijk_to_ras_array, name: str,
+                     colors: Optional[Dict[str, Tuple[float, float, float]]] = None):
+    """A segmentation node with one segment per named mask (``[K, J, I]`` placed by the matrix)."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    for segment_name, mask in masks.items():
+        color = (colors or {}).get(segment_name, (0.5, 0.5, 0.5))
+        segment_id = node.GetSegmentation().AddEmptySegment("", segment_name, color)
+        _set_segment_mask(node, segment_id, mask, ijk_to_ras_array)
+    return node
+
+
+# -- tables and plots -----------------------------------------------------------------------
+def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[str]):
+    """A ``vtkMRMLTableNode`` with one row per record; numbers become double columns."""
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    kinds = {}
+    for column in columns:
+        values = [record.get(column) for record in records]
+        numeric = all(value is None or isinstance(value, (int, float, np.integer, np.floating)) for value in values)
+        array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
+        array.SetName(column)
+        array.SetNumberOfValues(len(records))
+        for row, value in enumerate(values):
+            if numeric:
+                array.SetValue(row, float("nan") if value is None else float(value))
+            else:
+                array.SetValue(row, "" if value is None else str(value))
+        table.AddColumn(array)
+        kinds[column] = numeric
+    node.Modified()
+    return node
+
+
+def create_dice_plot(scene, series_columns: Dict[str, np.ndarray], slices: np.ndarray, name: str,
+                     colors: Dict[str, Tuple[float, float, float]], created: List):
+    """A plot chart of Dice per slice (one line per column) over its own small table.
+
+    Every node made is appended to ``created`` as soon as it exists, so the caller can remove
+    them all if anything fails.
+    """
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} data")
+    created.append(table_node)
+    for column, values in {"slice": slices, **series_columns}.items():
+        array = vtk.vtkDoubleArray()
+        array.SetName(column)
+        for value in values:
+            array.InsertNextValue(float(value))
+        table_node.GetTable().AddColumn(array)
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    created.append(chart)
+    chart.SetTitle(name)
+    chart.SetXAxisTitle("slice")
+    chart.SetYAxisTitle("Dice")
+    for column in series_columns:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {column}")
+        created.append(series)
+        series.SetAndObserveTableNodeID(table_node.GetID())
+        series.SetXColumnName("slice")
+        series.SetYColumnName(column)
+        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+        series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+        if column in colors:
+            series.SetColor(*colors[column])
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
+
+
+def remove_nodes(nodes: Iterable) -> None:
+    """Remove nodes (and their display/storage nodes) from their scene, ignoring ones already gone."""
+    for node in nodes:
+        scene = node.GetScene() if node is not None else None
+        if scene is None:
+            continue
+        if node.IsA("vtkMRMLDisplayableNode"):
+            for index in range(node.GetNumberOfDisplayNodes()):
+                display = node.GetNthDisplayNode(index)
+                if display is not None and display.GetScene() is scene:
+                    scene.RemoveNode(display)
+        if node.IsA("vtkMRMLStorableNode"):
+            for index in range(node.GetNumberOfStorageNodes()):
+                storage = node.GetNthStorageNode(index)
+                if storage is not None and storage.GetScene() is scene:
+                    scene.RemoveNode(storage)
+        scene.RemoveNode(node)
+
+
+@contextlib.contextmanager
+def removed_on_failure(created: List):
+    """Collect nodes in ``created``; if the block raises (or is cancelled), remove them all."""
+    try:
+        yield created
+    except BaseException:
+        remove_nodes(reversed(created))
+        raise
+
+
+# -- files ----------------------------------------------------------------------------------
+def write_segmentation(segmentation_node, path) -> None:
+    """Write a segmentation node as ``.seg.nrrd`` with Slicer's own storage node."""
+    scene = segmentation_node.GetScene()
+    storage = segmentation_node.CreateDefaultStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(segmentation_node):
+        raise OSError(f"{path}: the segmentation could not be written.")
+    storage.UnRegister(None) if scene is None else None
+
+
+def write_table_tsv(table_node, path) -> None:
+    """Write a table node as tab-separated text (header row, then one line per row)."""
+    import csv
+
+    table = table_node.GetTable()
+    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(columns)
+        for row in range(table.GetNumberOfRows()):
+            writer.writerow([table.GetValue(row, c).ToString() for c in range(len(columns))])

@@ -1,0 +1,136 @@
+"""The console script: `samzeroshot segment` and `samzeroshot evaluate` on real data."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SAMZeroShotLib import cli, mrml_io
+
+from conftest import radiograph_from_ct
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys, slicerio_data, tmp_path):
+    import slicerio
+
+    out, metrics = tmp_path / "o.seg.nrrd", tmp_path / "o.tsv"
+    code, stdout, stderr = run(capsys, "segment", "--volume", slicerio_data / "CTChest4.nrrd",
+                               "--prompts", slicerio_data / "Segmentation.seg.nrrd",
+                               "--segments", "right lung,left lung", "--out", out, "--metrics", metrics)
+    assert code == 0, stderr
+    segmentation = slicerio.read_segmentation(str(out))
+    assert sorted(s["name"] for s in segmentation["segments"]) == ["left lung", "right lung"]
+    with open(metrics) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert {"dice", "jaccard"} <= set(rows[0])
+    volume_rows = {r["segment"]: float(r["dice"]) for r in rows if r["scope"] == "volume"}
+    assert volume_rows["right lung"] > 0.72 and volume_rows["left lung"] > 0.80
+    assert "Mean Dice" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--volume", "missing.nrrd"], "missing.nrrd: volume file not found"),
+    (["--segments", "spleen"], "has no segment 'spleen'"),
+    (["--model", "sam_vit_x"], "Unknown model 'sam_vit_x'"),
+    (["--strategy", "magic"], "Unknown strategy 'magic'"),
+    (["--out", "o.nrrd"], "must be a .seg.nrrd file"),
+])
+def test_segment_bad_input_is_one_line_and_exit_code_2(capsys, slicerio_data, tmp_path, argv, message):
+    arguments = {"--volume": slicerio_data / "CTChest4.nrrd", "--prompts": slicerio_data / "Segmentation.seg.nrrd",
+                 "--out": tmp_path / "o.seg.nrrd"}
+    arguments.update(dict(zip(argv[::2], argv[1::2])))
+    flat = [item for pair in arguments.items() for item in pair]
+    code, stdout, stderr = run(capsys, "segment", *flat)
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], stderr
+
+
+@pytest.fixture
+def cohort(ctchest, tmp_path):
+    """A small real cohort: a radiograph (PNG, with an ignore band) and a 3-slice CT (NRRD + NIfTI mask)."""
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    right, left = masks.values()
+    voxels, matrix = mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume)
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    labels.mkdir()
+    image, label, _ = radiograph_from_ct(voxels, right, left, matrix)
+    gray = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
+    label[:, :4] = 255  # an "ignore" band along the border
+    sitk.WriteImage(sitk.GetImageFromArray(gray), str(images / "xray.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(labels / "xray.png"))
+    ct = sitk.GetImageFromArray(voxels[18:21].astype(np.int16))
+    ct.SetSpacing((3.0, 3.0, 10.0))
+    mask = sitk.GetImageFromArray((right[18:21] * 1 + left[18:21] * 2).astype(np.uint8))
+    mask.CopyInformation(ct)
+    sitk.WriteImage(ct, str(images / "ct.nrrd"))
+    sitk.WriteImage(mask, str(labels / "ct.nii.gz"))
+    return images, labels
+
+
+def test_evaluate_writes_slices_cases_and_summary(capsys, cohort, tmp_path):
+    images, labels = cohort
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--strategy", "box")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["n_scored_slices"] == 4
+    assert summary["model"] == "litemedsam" and summary["strategy"] == "box" and summary["seconds"] > 0
+    assert 0.7 < summary["mean_dice"] <= 1 and 0.5 < summary["mean_jaccard"] <= summary["mean_dice"]
+    with open(out / "slices.csv") as handle:
+        slices = list(csv.DictReader(handle))
+    assert [(r["case"], r["slice"]) for r in slices] == [("ct", "0"), ("ct", "1"), ("ct", "2"), ("xray", "0")]
+    assert np.mean([float(r["dice"]) for r in slices]) == pytest.approx(summary["mean_dice"], abs=1e-5)
+    with open(out / "cases.csv") as handle:
+        assert [r["case"] for r in csv.DictReader(handle)] == ["ct", "xray"]
+
+
+def break_cohort(images, labels, how):
+    if how == "missing mask":
+        (labels / "ct.nii.gz").unlink()
+        return "ct.nrrd: no mask with the same name"
+    if how == "size mismatch":
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 5), np.uint8)), str(labels / "xray.png"))
+        return "xray.png: mask size 5 x 5 differs from its image's 128 x 111"
+    if how == "no labels":
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((111, 128), np.uint8)), str(labels / "xray.png"))
+        return "xray.png: no labels"
+    if how == "unreadable":
+        (images / "xray.png").write_bytes(b"not an image")
+        return "xray.png: not a readable image"
+
+
+@pytest.mark.parametrize("how", ["missing mask", "size mismatch", "no labels", "unreadable"])
+def test_evaluate_bad_input_stops_unless_keep_going(capsys, cohort, tmp_path, how):
+    images, labels = cohort
+    message = break_cohort(images, labels, how)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], stderr
+    assert not (out / "summary.json").exists()
+    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--keep-going")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and len(summary["skipped"]) == 1
+
+
+@pytest.mark.parametrize("option, message", [(["--model", "sam_vit_x"], "Unknown model"),
+                                             (["--strategy", "magic"], "Unknown strategy"),
+                                             (["--images", "nowhere"], "nowhere: folder not found")])
+def test_evaluate_unknown_options_exit_2(capsys, cohort, tmp_path, option, message):
+    images, labels = cohort
+    arguments = {"--images": images, "--masks": labels, "--out": tmp_path / "out"}
+    arguments.update(dict(zip(option[::2], option[1::2])))
+    code, stdout, stderr = run(capsys, "evaluate", *[item for pair in arguments.items() for item in pair])
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1

@@ -1,0 +1,113 @@
+"""Engine and slice loop on real CT slices with the built-in model."""
+import numpy as np
+import pytest
+import torch
+
+from SAMZeroShotLib import imaging, mrml_io, pipeline, prompts
+from SAMZeroShotLib.engine import EmbeddingCache, SamEngine, TorchEncoder
+
+
+@pytest.fixture(scope="module")
+def engine(litemedsam):
+    return SamEngine(litemedsam, precision="fp32", cache=EmbeddingCache())
+
+
+@pytest.fixture
+def chest(ctchest):
+    """Voxels, geometry and the two lung masks of CTChest4."""
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    voxels = mrml_io.volume_array(volume)
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
+    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
+
+
+def test_onnx_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
+    voxels, geometry, masks = chest
+    if engine.backend != "onnxruntime":
+        pytest.skip("onnxruntime is not installed")
+    image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
+    tensor, _ = engine._prepare(image)
+    expected = TorchEncoder(litemedsam, "fp32")(tensor)
+    np.testing.assert_allclose(engine.encoder(tensor).numpy(), expected.numpy(), atol=1e-3)
+
+
+def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest):
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [15, 20])
+    before = engine.encoded_slices
+    engine.cache.clear()
+    events = []
+    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
+                                     progress=lambda fraction, message: events.append(fraction))
+    assert engine.encoded_slices - before == 2
+    assert [outcome.slice for outcome in result.slices] == [15, 20]
+    for key, mask in result.masks.items():
+        filled = np.flatnonzero(geometry.view(mask).any(axis=(1, 2)))
+        assert set(filled) <= {15, 20}
+        assert mask.shape == voxels.shape
+    assert events[0] == 0.0 and events[-1] == 1.0 and events == sorted(events)
+
+
+def test_box_prompts_find_the_lungs_on_a_real_slice(engine, chest):
+    # Measured on this 3 mm, 128 x 128 slice: right 0.713, left 0.833 (the model misses the
+    # anterior tip of the right lung that the coarse reference includes).
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [20])
+    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
+    for key in ("right", "left"):
+        predicted, reference = geometry.view(result.masks[key])[20], geometry.view(masks[key])[20]
+        dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+        assert dice > 0.65, f"{key} lung Dice {dice:.3f} on slice 20"
+
+
+def test_paper_prompt_yields_one_mask_split_between_the_lungs(engine, chest):
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [20])
+    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
+    assert result.slices[0].sam_calls == 1
+    right, left = geometry.view(result.masks["right"])[20], geometry.view(result.masks["left"])[20]
+    assert not (right & left).any()
+    assert (right | left).any()
+
+
+def test_the_cache_skips_the_encoder_on_a_rerun_with_other_prompts(engine, chest):
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [18, 19])
+    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
+    before = engine.encoded_slices
+    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
+    assert engine.encoded_slices == before
+
+
+def test_cancel_stops_before_the_next_batch(engine, chest):
+    voxels, geometry, masks = chest
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(pipeline.Cancelled):
+        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
+    assert len(calls) == 2
+
+
+def test_inputs_are_not_modified(engine, chest):
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [20])
+    copies = voxels.copy(), {k: m.copy() for k, m in kept.items()}
+    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
+    np.testing.assert_array_equal(voxels, copies[0])
+    for key in kept:
+        np.testing.assert_array_equal(kept[key], copies[1][key])
+
+
+def test_bad_inputs_are_named(engine, chest):
+    voxels, geometry, masks = chest
+    with pytest.raises(ValueError, match="No prompt segments"):
+        pipeline.segment_volume(voxels, geometry, {}, engine)
+    with pytest.raises(ValueError, match="has shape"):
+        pipeline.segment_volume(voxels, geometry, {"a": np.zeros((2, 2, 2), bool)}, engine)
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="magic")
