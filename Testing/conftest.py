@@ -9,6 +9,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))  # the library, also without the editable install
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Downloads and ONNX exports go to a folder of the test session, never the user's cache."""
+    from SAMZeroShotLib import models
+
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get(models.CACHE_ENV)
+    os.environ[models.CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(models.CACHE_ENV, None)
+    else:
+        os.environ[models.CACHE_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def slicerio_data() -> Path:
     import slicerio

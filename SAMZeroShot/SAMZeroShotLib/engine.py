@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from segment_anything.utils.onnx import SamOnnxModel
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from .parameters import PRECISION_NAMES
@@ -44,24 +45,14 @@ class Prediction:
 
 
 def default_precision(device: str) -> str:
-    """bf16 where the hardware does it natively (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32.
+    """float32 everywhere, unless the user asks for bf16/fp16.
 
-    Chosen from measurements (see README, Speed): on such CPUs bf16 encodes about twice as fast
-    and changes no per-slice Dice by more than 0.005.
+    Measured on a 2-core AMD EPYC without AVX-512 (the CI kind of machine): bf16 autocast made the
+    encoder 20-26x *slower* (52 s instead of 2 s per slice), since PyTorch falls back to scalar
+    kernels there. Where bf16 is native (CUDA, AVX-512 BF16, AMX) it is an explicit option until
+    its per-slice Dice has been checked on such hardware.
     """
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device == "cpu" and _cpu_has_native_bf16():
-        return "bf16"
     return "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class EmbeddingCache:
@@ -153,55 +144,108 @@ class TorchEncoder:
             return self.encoder(batch).float()
 
 
-class OnnxEncoder:
-    """The image encoder exported once to ONNX and run with ONNX Runtime (CPU, float32).
+class PromptDecoder(SamOnnxModel):
+    """Prompt encoder and mask decoder as one traceable module (segment_anything's ONNX model).
 
-    On the CPU, ONNX Runtime fuses the convolutions with their batch norms and the GELUs into
-    the matrix products; measured on 2 cores it runs LiteMedSAM's encoder 2.2x faster than
-    PyTorch eager with the same float32 results (largest difference about 1e-6). The export is
-    kept in the cache folder, keyed by checkpoint digest and torch version, and checked against
+    Box corners are passed as points labelled 2 and 3, and a prompt without a box gets a padding
+    point labelled -1, which is exactly what ``SamPredictor`` feeds the decoder. Returns the
+    low-resolution logits of all mask tokens and their predicted IoU; choosing a token and
+    resizing to the slice happen outside, so both runtimes share that code.
+    """
+
+    def __init__(self, model):
+        super().__init__(model, return_single_mask=False)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        return self.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings, image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+
+
+class TorchDecoder:
+    name = "torch"
+
+    def __init__(self, model):
+        self.module = PromptDecoder(model).eval()
+
+    @torch.inference_mode()
+    def __call__(self, features, coords, labels, masks, has_mask):
+        return self.module(features, coords, labels, masks, has_mask)
+
+
+class _OnnxPart:
+    """One part of the model exported once to ONNX and run with ONNX Runtime (CPU, float32).
+
+    On the CPU, ONNX Runtime fuses convolutions with their batch norms and GELUs into the matrix
+    products: measured on 2 cores it runs LiteMedSAM's encoder 2.2x and its decoder 1.8x faster
+    than PyTorch eager, with the same float32 results (largest difference about 1e-5). Exports
+    are kept in the cache folder, keyed by checkpoint digest and torch version, and compared with
     PyTorch on a test input before first use.
     """
 
     name = "onnxruntime"
-    #: Largest difference from PyTorch's features accepted when an export is checked.
+    #: Largest difference from PyTorch's output accepted when an export is checked.
     TOLERANCE = 1e-3
 
-    def __init__(self, model, path: Path, threads: int):
+    def __init__(self, module, sample, names, outputs, dynamic_axes, path: Path, threads: int):
         import onnxruntime
 
+        self.names = names
         if not path.is_file():
-            self.export(model, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".part")
+            with torch.inference_mode(False), torch.no_grad():
+                torch.onnx.export(module, sample, str(partial), input_names=names, output_names=outputs,
+                                  dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+            os.replace(partial, path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self._check(model)
+        with torch.inference_mode():
+            expected = module(*sample)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = self.run(*sample)
+        for want, have in zip(expected, got):
+            if tuple(have.shape) != tuple(want.shape) or float((have - want).abs().max()) > self.TOLERANCE:
+                raise RuntimeError(f"the ONNX export {path.name} does not reproduce PyTorch's output")
 
-    @staticmethod
-    def export(model, path: Path) -> None:
-        size = model.image_encoder.img_size
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        with torch.inference_mode(False), torch.no_grad():
-            # The batch size is fixed to 1: TinyViT bakes it into reshapes when traced.
-            torch.onnx.export(model.image_encoder, (torch.zeros(1, 3, size, size),), str(partial),
-                              input_names=["image"], output_names=["features"], opset_version=17, dynamo=False)
-        os.replace(partial, path)
+    def run(self, *inputs):
+        feed = {name: value.numpy() for name, value in zip(self.names, inputs)}
+        return tuple(torch.from_numpy(output) for output in self.session.run(None, feed))
 
-    def _check(self, model) -> None:
+
+class OnnxEncoder(_OnnxPart):
+    def __init__(self, model, path: Path, threads: int):
         size = model.image_encoder.img_size
         sample = torch.linspace(-1.0, 1.0, 3 * size * size).reshape(1, 3, size, size)
-        with torch.inference_mode():
-            expected = model.image_encoder(sample).numpy()
-        got = self.session.run(None, {self.input_name: sample.numpy()})[0]
-        if got.shape != expected.shape or float(np.abs(got - expected).max()) > self.TOLERANCE:
-            raise RuntimeError("The ONNX export of the image encoder does not reproduce PyTorch's output.")
+        # The batch size is fixed to 1: TinyViT bakes it into reshapes when traced.
+        super().__init__(model.image_encoder, (sample,), ["image"], ["features"], None, path, threads)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        outputs = [self.session.run(None, {self.input_name: batch[i:i + 1].numpy()})[0] for i in range(len(batch))]
-        return torch.from_numpy(np.concatenate(outputs))
+        return torch.cat([self.run(batch[i:i + 1])[0] for i in range(len(batch))])
+
+
+class OnnxDecoder(_OnnxPart):
+    def __init__(self, model, path: Path, threads: int):
+        module = PromptDecoder(model).eval()
+        channels = model.prompt_encoder.embed_dim
+        height, width = model.prompt_encoder.image_embedding_size
+        mask_size = model.prompt_encoder.mask_input_size
+        generator = torch.Generator().manual_seed(0)
+        sample = (torch.randn(1, channels, height, width, generator=generator),
+                  torch.tensor([[[10.0, 20.0], [120.0, 90.0], [60.0, 50.0]]] * 2),
+                  torch.tensor([[2.0, 3.0, 1.0]] * 2),
+                  torch.zeros(2, 1, *mask_size), torch.zeros(1))
+        axes = {"point_coords": {0: "prompts", 1: "points"}, "point_labels": {0: "prompts", 1: "points"},
+                "mask_input": {0: "prompts"}, "low_res_masks": {0: "prompts"}, "iou_predictions": {0: "prompts"}}
+        super().__init__(module, sample, ["image_embeddings", "point_coords", "point_labels", "mask_input",
+                                          "has_mask_input"], ["low_res_masks", "iou_predictions"], axes, path, threads)
+
+    def __call__(self, features, coords, labels, masks, has_mask):
+        return self.run(features, coords, labels, masks, has_mask)
 
 
 def _onnx_usable() -> bool:
@@ -210,31 +254,43 @@ def _onnx_usable() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def make_encoder(model, backend: str, precision: str, log=None):
-    """The encoder backend: ONNX Runtime for float32 on the CPU where installed, else PyTorch."""
+def make_backends(model, backend: str, precision: str, log=None):
+    """``(encoder, decoder)``: ONNX Runtime for float32 on the CPU where installed, else PyTorch.
+
+    A failed or inexact export falls back to PyTorch (with a log line) unless ``backend``
+    insists on onnxruntime: an optimisation must never change results.
+    """
     if backend not in BACKEND_NAMES:
         raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
     device = str(model.device)
+    # auto: the built-in model only; SAM ViT-H's 2.5 GB of weights exceed ONNX's 2 GB file limit,
+    # and the ViT models are meant for GPUs anyway.
     wants_onnx = backend == "onnxruntime" or (
-        backend == "auto" and device == "cpu" and precision == "fp32" and _onnx_usable())
-    if wants_onnx:
-        if device != "cpu" or precision != "fp32":
-            raise ValueError("The onnxruntime backend runs float32 on the CPU only.")
-        from . import models
+        backend == "auto" and device == "cpu" and precision == "fp32" and model.spec.architecture == "litemedsam"
+        and _onnx_usable())
+    if not wants_onnx:
+        return TorchEncoder(model, precision), TorchDecoder(model)
+    if device != "cpu" or precision != "fp32":
+        raise ValueError("The onnxruntime backend runs float32 on the CPU only.")
+    from . import models
 
-        spec = getattr(model, "spec", None)
-        digest = (spec.sha256 if spec is not None and spec.sha256 and model.checkpoint_verified
-                  else models.file_sha256(model.checkpoint))
-        path = models.cache_dir() / "onnx" / f"{spec.architecture}-{digest[:16]}-torch{torch.__version__.split('+')[0]}.onnx"
+    spec = model.spec
+    digest = spec.sha256 if spec.sha256 and model.checkpoint_verified else models.file_sha256(model.checkpoint)
+    stem = f"{spec.architecture}-{digest[:16]}-torch{torch.__version__.split('+')[0]}"
+    parts = []
+    for kind, cls, fallback in (("encoder", OnnxEncoder, lambda: TorchEncoder(model, precision)),
+                                ("decoder", OnnxDecoder, lambda: TorchDecoder(model))):
+        path = models.cache_dir() / "onnx" / f"{stem}-{kind}.onnx"
         try:
-            return OnnxEncoder(model, path, threads=torch.get_num_threads())
-        except Exception as error:  # an export that fails or differs must never change results
+            parts.append(cls(model, path, threads=torch.get_num_threads()))
+        except Exception as error:
             if backend == "onnxruntime":
                 raise
             if log:
-                log(f"ONNX Runtime encoder unavailable ({error}); using PyTorch.")
+                log(f"ONNX Runtime {kind} unavailable ({error}); using PyTorch.")
             path.unlink(missing_ok=True)
-    return TorchEncoder(model, precision)
+            parts.append(fallback())
+    return tuple(parts)
 
 
 class SamEngine:
@@ -259,8 +315,9 @@ class SamEngine:
         self.transform = ResizeLongestSide(self.image_size)
         self.model_id = f"{getattr(model, 'spec', None) and model.spec.name}:{getattr(model, 'checkpoint', '')}"
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
-        self.encoder = make_encoder(model, backend, self.precision, log=log)
-        self.backend = self.encoder.name
+        self.encoder, self.decoder = make_backends(model, backend, self.precision, log=log)
+        self.backend = self.encoder.name if self.encoder.name == self.decoder.name else \
+            f"{self.encoder.name} encoder, {self.decoder.name} decoder"
 
     # -- encoder -----------------------------------------------------------------------------
     def _prepare(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -322,33 +379,42 @@ class SamEngine:
                 results[index] = prediction
         return results
 
+    def _sparse_inputs(self, prompts: Sequence[Prompt], original_size) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Points and box corners of same-shaped prompts, in the model's input frame."""
+        coords, labels = [], []
+        for prompt in prompts:
+            points = [] if prompt.points is None else [self.transform.apply_coords(prompt.points, original_size)]
+            kinds = [] if prompt.labels is None else [prompt.labels.astype(np.float32)]
+            if prompt.box is not None:
+                points.append(self.transform.apply_boxes(prompt.box[None], original_size).reshape(2, 2))
+                kinds.append(np.array([2.0, 3.0], np.float32))
+            else:  # SamPredictor pads a prompt without a box with one "not a point"
+                points.append(np.zeros((1, 2), np.float32))
+                kinds.append(np.array([-1.0], np.float32))
+            coords.append(np.concatenate(points).astype(np.float32))
+            labels.append(np.concatenate(kinds))
+        return torch.from_numpy(np.stack(coords)), torch.from_numpy(np.stack(labels))
+
     def _decode_group(self, embedding, prompts, mask_inputs, has_points, has_box, multimask):
-        device = self.device
-        points = boxes = masks = None
-        if has_points:
-            coords = np.stack([self.transform.apply_coords(p.points, embedding.original_size) for p in prompts])
-            labels = np.stack([p.labels for p in prompts])
-            points = (torch.as_tensor(coords, dtype=torch.float, device=device),
-                      torch.as_tensor(labels, dtype=torch.int, device=device))
-        if has_box:
-            boxes = np.stack([self.transform.apply_boxes(p.box[None], embedding.original_size)[0] for p in prompts])
-            boxes = torch.as_tensor(boxes, dtype=torch.float, device=device)
+        coords, labels = self._sparse_inputs(prompts, embedding.original_size)
+        mask_size = self.model.prompt_encoder.mask_input_size
         if mask_inputs is not None:
-            masks = torch.as_tensor(np.stack(mask_inputs), dtype=torch.float, device=device)
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        low_res, scores = self.model.mask_decoder(
-            image_embeddings=embedding.features.to(device),
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+            masks, has_mask = torch.from_numpy(np.stack(mask_inputs).astype(np.float32)), torch.ones(1)
+        else:
+            masks, has_mask = torch.zeros(len(prompts), 1, *mask_size), torch.zeros(1)
+        device = self.device
+        low_res, scores = self.decoder(embedding.features.to(device), coords.to(device), labels.to(device),
+                                       masks.to(device), has_mask.to(device))
         if multimask:
-            # SAM's advice for ambiguous prompts: keep the mask with the best predicted IoU.
-            best = scores.argmax(dim=1)
-            rows = torch.arange(len(prompts), device=best.device)
-            low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
-        full = self.model.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+            # SAM's advice for ambiguous prompts: of the three multimask outputs, keep the one with
+            # the best predicted IoU.
+            best = 1 + scores[:, 1:].argmax(dim=1)
+        else:
+            best = torch.zeros(len(prompts), dtype=torch.long, device=scores.device)
+        rows = torch.arange(len(prompts), device=scores.device)
+        low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
+        with torch.inference_mode():
+            full = self.model.postprocess_masks(low_res.to(device), embedding.input_size, embedding.original_size)
         full = (full > self.model.mask_threshold).cpu().numpy()
         low_res = low_res.float().cpu().numpy()
         scores = scores.float().cpu().numpy()
