@@ -72,7 +72,7 @@ def test_box_strategy_makes_one_call_per_nonempty_segment():
     a = np.zeros((20, 20), bool)
     a[2:5, 3:9] = True
     empty = np.zeros((20, 20), bool)
-    calls = prompts.STRATEGIES["box"]({"a": a, "empty": empty})
+    calls = prompts.BoxStrategy()({"a": a, "empty": empty})
     assert len(calls) == 1
     assert calls[0].segments == ("a",)
     assert calls[0].box.tolist() == [3, 2, 9, 5]

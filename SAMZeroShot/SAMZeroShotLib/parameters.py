@@ -10,7 +10,7 @@ from typing import Optional
 
 from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
 from .models import DEVICE_NAMES, MODEL_NAMES
-from .prompts import STRATEGIES
+from .strategies import STRATEGIES
 
 STRATEGY_NAMES = ("auto",) + tuple(STRATEGIES)
 # fp32 everywhere; bf16/fp16: autocast of the image encoder; auto: bf16 where the hardware has it.

@@ -3,7 +3,7 @@
 Coordinates follow SAM: points are ``(x, y)`` = ``(column, row)`` in pixels of the slice, boxes are
 ``(x0, y0, x1, y1)``. Masks are 2D boolean arrays ``[row, column]``.
 
-Strategies (see :data:`STRATEGIES`):
+Prompt makers (the strategies in :mod:`strategies` use them):
 
 ``paper``
     Exactly the prompt of Gutiérrez et al. (IEEE Access 2024) as their public code makes it: one
@@ -183,10 +183,3 @@ def split_among_segments(predicted: np.ndarray, masks: Masks, keys: Sequence[Has
         distances.append(sitk.GetArrayViewFromImage(distance).copy())
     nearest = np.argmin(np.stack(distances), axis=0)
     return {key: predicted & (nearest == number) for number, key in enumerate(keys)}
-
-
-# Named strategies: each maps a slice's masks to the prompts of that slice.
-STRATEGIES = {
-    "paper": paper_prompts,
-    "box": BoxStrategy(),
-}

@@ -1,0 +1,115 @@
+"""Every named strategy on a real CT slice, the crop and click helpers, and propagation."""
+import numpy as np
+import pytest
+
+from SAMZeroShotLib import imaging, mrml_io, pipeline, strategies
+from SAMZeroShotLib.engine import EmbeddingCache, SamEngine
+
+
+@pytest.fixture(scope="module")
+def engine(litemedsam):
+    return SamEngine(litemedsam, cache=EmbeddingCache())
+
+
+@pytest.fixture
+def chest(ctchest):
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    voxels = mrml_io.volume_array(volume)
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
+    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+
+# Union Dice on CTChest4 slice 20 (3 mm pixels), measured: paper 0.215, box 0.778, crop 0.750,
+# zoom 0.778 (the lungs are large: no zoom), refine 0.781, flip4 0.813, flip4-xray 0.813 (a CT:
+# same as flip4). One coarse slice ranks the strategies differently from the dev sets (README,
+# Accuracy); this checks that each one runs and finds the lungs.
+MIN_DICE = {"paper": 0.15, "box": 0.7, "crop": 0.67, "zoom": 0.7, "refine": 0.7, "flip4": 0.73, "flip4-xray": 0.73}
+
+
+@pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
+def test_each_strategy_segments_both_lungs_of_a_real_slice(engine, chest, name):
+    voxels, geometry, masks = chest
+    image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
+    slice_masks = {key: geometry.view(mask)[20].copy() for key, mask in masks.items()}
+    predicted = strategies.STRATEGIES[name].segment(image, slice_masks, engine)
+    assert set(predicted) == {"right", "left"}
+    for key in predicted:
+        assert predicted[key].shape == image.shape[:2] and predicted[key].any(), key
+    union = predicted["right"] | predicted["left"]
+    score = dice(union, slice_masks["right"] | slice_masks["left"])
+    assert score > MIN_DICE[name], f"{name}: Dice {score:.3f}"
+
+
+def test_the_xray_cut_off_applies_to_radiographs_only(engine, chest):
+    from conftest import radiograph_from_ct
+
+    voxels, geometry, masks = chest
+    image, labels, _ = radiograph_from_ct(voxels, masks["right"], masks["left"], np.diag([-3, -3, 10, 1.0]))
+    rgb = imaging.to_rgb8(image, imaging.WINDOW_PRESETS["xray"])
+    lungs = {"right": labels == 1, "left": labels == 2}
+    plain = strategies.STRATEGIES["flip4"].segment(rgb, lungs, engine, "xray")
+    calibrated = strategies.STRATEGIES["flip4-xray"].segment(rgb, lungs, engine, "xray")
+    as_ct = strategies.STRATEGIES["flip4-xray"].segment(rgb, lungs, engine, "ct")
+    for key in lungs:
+        assert np.array_equal(as_ct[key], plain[key])  # CT keeps SAM's own cut-off
+        assert (calibrated[key] >= plain[key]).all() and calibrated[key].sum() > plain[key].sum()
+        # Measured on this radiograph (right / left): Dice 0.841 / 0.779 plain, 0.923 / 0.838 with
+        # the X-ray cut-off.
+        assert dice(calibrated[key], lungs[key]) > dice(plain[key], lungs[key]) + 0.03
+
+
+def test_auto_resolves_per_model_and_unknown_names_fail():
+    assert strategies.resolve("auto", "litemedsam")[0] == strategies.AUTO["litemedsam"]
+    with pytest.raises(ValueError, match="Unknown strategy 'magic'"):
+        strategies.resolve("magic")
+
+
+def test_crop_region_grows_the_box_and_keeps_tiny_structures_large_enough():
+    mask = np.zeros((100, 200), bool)
+    mask[40:60, 50:150] = True  # 20 rows x 100 columns
+    assert strategies.crop_region(mask, 0.1, 0) == (38, 62, 40, 160)
+    tiny = np.zeros((100, 200), bool)
+    tiny[10:12, 5:8] = True
+    row0, row1, col0, col1 = strategies.crop_region(tiny, 0.1, 48)
+    assert (row1 - row0, col1 - col0) == (47, 48) or (row0, col0) == (0, 0)  # clipped at the image edge
+    assert row0 == 0 and col0 == 0
+
+
+def test_correction_click_goes_deep_into_the_larger_error():
+    target = np.zeros((30, 30), bool)
+    target[5:25, 5:25] = True
+    predicted = target.copy()
+    predicted[5:25, 15:25] = False  # missed the right half (200 px)
+    predicted[0:3, 0:3] = True  # a small spurious blob (9 px)
+    row, col, label = strategies.correction_click(target, predicted, 4)
+    assert label == 1 and 5 <= row < 25 and 17 <= col <= 22  # positive, deep inside the missed half
+    assert strategies.correction_click(target, target, 4) is None
+
+
+# Propagation from the largest lung slice (12) of CTChest4 with flip4, the litemedsam default on CT,
+# measured per slice: 0.718 (slice 9) ... 0.656 (11), 0.920 (12), 0.951 (13) ... 0.927 (31); mean
+# 0.70 over the 28 slices with lung (the apex slices 6-8 and base 32-33, under 600 px, are missed).
+MIN_PROPAGATED_MEAN_DICE = 0.62
+MIN_PROPAGATED_SLICE_DICE = 0.55
+
+
+def test_propagation_from_one_slice_carries_on_and_stops(engine, chest):
+    voxels, geometry, masks = chest
+    [middle] = pipeline.annotated_slices(masks, geometry)
+    kept = pipeline.keep_slices(masks, geometry, [middle])
+    assert geometry.view(kept["right"] | kept["left"]).any(axis=(1, 2)).sum() == 1
+    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="flip4", propagate=True)
+    reference = geometry.view(masks["right"] | masks["left"])
+    predicted = geometry.view(result.masks["right"] | result.masks["left"])
+    with_lung = np.flatnonzero(reference.any(axis=(1, 2)))
+    scores = {int(s): dice(predicted[s], reference[s]) for s in with_lung}
+    assert np.mean(list(scores.values())) > MIN_PROPAGATED_MEAN_DICE
+    # It walks both ways from the annotated slice, slice after slice, to near the apex and the base.
+    assert all(scores[s] > MIN_PROPAGATED_SLICE_DICE for s in range(middle - 3, middle + 20)), scores
+    # Where the lungs have ended, it has stopped: those slices stay empty.
+    assert not predicted[: with_lung[0]].any() and not predicted[with_lung[-1] + 1 :].any()
