@@ -58,6 +58,18 @@ def ctchest(scene_app, slicerio_data):
     return scene, volume, segmentation, ids
 
 
+@pytest.fixture
+def chest(ctchest):
+    """CTChest4 as arrays: ``(voxels, slice geometry, {"right": mask, "left": mask})``."""
+    from SAMZeroShotLib import imaging, mrml_io
+
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    voxels = mrml_io.volume_array(volume)
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
+    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
+
+
 @pytest.fixture(scope="session")
 def litemedsam():
     """The built-in model on the CPU, loaded once per test session."""

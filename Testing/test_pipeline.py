@@ -3,23 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from SAMZeroShotLib import imaging, mrml_io, pipeline, prompts
+from SAMZeroShotLib import imaging, pipeline, prompts
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine, TorchEncoder
 
 
 @pytest.fixture(scope="module")
 def engine(litemedsam):
     return SamEngine(litemedsam, precision="fp32", cache=EmbeddingCache())
-
-
-@pytest.fixture
-def chest(ctchest):
-    """Voxels, geometry and the two lung masks of CTChest4."""
-    scene, volume, segmentation, ids = ctchest
-    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
-    voxels = mrml_io.volume_array(volume)
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
-    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
 
 
 def test_onnx_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):

@@ -2,22 +2,13 @@
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import imaging, mrml_io, pipeline, strategies
+from SAMZeroShotLib import imaging, pipeline, strategies
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine
 
 
 @pytest.fixture(scope="module")
 def engine(litemedsam):
     return SamEngine(litemedsam, cache=EmbeddingCache())
-
-
-@pytest.fixture
-def chest(ctchest):
-    scene, volume, segmentation, ids = ctchest
-    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
-    voxels = mrml_io.volume_array(volume)
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
-    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
 
 
 def dice(a, b):
