@@ -53,9 +53,6 @@ def _packageNames(requirement: str) -> str:
     return ", ".join(word for word in requirement.split() if not word.startswith("-"))
 
 
-#: Attribute and reference the library sets on the metrics table it creates.
-SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
-DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
 
 
 #
@@ -330,6 +327,7 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("SAM Zero-Shot segmentation failed."), waitCursor=False):
             # Installs torch and the SAM packages on first use, after asking the user.
             self.logic.ensureDependencies()
+            from SAMZeroShotLib import mrml_io
             from SAMZeroShotLib.logic import Cancelled
 
             self.ui.statusLabel.clear()
@@ -359,7 +357,7 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._setRunning(False)
             self._latestProgress = (1.0, _("Done"))
             self._refreshProgress()
-            self.ui.resultLabel.text = tableNode.GetAttribute(SUMMARY_ATTRIBUTE) or ""
+            self.ui.resultLabel.text = tableNode.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE) or ""
             self.logic.showResults(volumeNode, segmentationNode, tableNode)
 
 
@@ -565,6 +563,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def showResults(volumeNode, segmentationNode, tableNode) -> None:
         """Show the new segmentation over the image, and the Dice plot and metrics table in the layout."""
+        from SAMZeroShotLib import mrml_io
+
         segmentationNode.CreateDefaultDisplayNodes()
         displayNode = segmentationNode.GetDisplayNode()
         if displayNode:
@@ -575,7 +575,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         if layoutManager:
             # One layout with slice views, a plot view and a table view.
             layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
-        chartNode = tableNode.GetNodeReference(DICE_PLOT_REFERENCE)
+        chartNode = tableNode.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
         if chartNode:
             slicer.modules.plots.logic().ShowChartInLayout(chartNode)
         applicationLogic = slicer.app.applicationLogic()
@@ -660,6 +660,8 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
 
     def test_CTChest4Lungs(self):
         """Both lungs from oracle prompts with the built-in model: volume Dice above SELF_TEST_MIN_DICE."""
+        from SAMZeroShotLib import mrml_io
+
         self.delayDisplay("Loading the chest CT and its segmentation")
         volumeNode, segmentationNode, lungIds = self._loadTestData()
         segmentCount = segmentationNode.GetSegmentation().GetNumberOfSegments()
@@ -683,7 +685,7 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
             self.assertGreater(dice, SELF_TEST_MIN_DICE, f"{name}: volume Dice {dice:.3f}")
         self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), segmentCount,
                          "the prompt segmentation's segments changed")
-        self.assertTrue(tableNode.GetAttribute(SUMMARY_ATTRIBUTE), "the metrics table has no summary")
+        self.assertTrue(tableNode.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE), "the metrics table has no summary")
         self.delayDisplay("Test passed")
 
     def test_CancelLeavesSceneUnchanged(self):

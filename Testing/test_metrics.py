@@ -76,11 +76,6 @@ def test_surface_distances_of_a_known_shift():
     assert hausdorff.GetHausdorffDistance() == pytest.approx(2.0)  # SimpleITK agrees: 2 px
 
 
-def test_mean_over_scored_slices_skips_slices_without_reference():
-    assert metrics.mean_over_scored([1.0, 0.0, 0.5], [10, 0, 5]) == pytest.approx(0.75)
-    assert math.isnan(metrics.mean_over_scored([1.0], [0]))
-
-
 def test_score_volume_records_slices_means_and_volumes():
     geometry = imaging.slice_geometry(np.diag([1.0, 1.0, 2.0, 1.0]), (3, 20, 20))
     predicted, reference = squares()

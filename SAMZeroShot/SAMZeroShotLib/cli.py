@@ -135,14 +135,14 @@ def run_evaluate(args) -> int:
 
     parameters = _parameters(args)
     try:
-        cases, problems = evaluation.pair_cases(args.images, args.masks)
+        prepared = evaluation.prepare(args.images, args.masks, keep_going=args.keep_going)
     except evaluation.CaseError as error:
         raise BadInput(str(error)) from None
     engine = _load_engine(parameters)
     try:
         summary = evaluation.evaluate(args.images, args.masks, args.out, engine, strategy=parameters.strategy,
                                       window=parameters.window, keep_going=args.keep_going,
-                                      propagate_from=args.propagate_from, progress=_progress)
+                                      propagate_from=args.propagate_from, progress=_progress, prepared=prepared)
     except evaluation.CaseError as error:
         raise BadInput(str(error)) from None
     for skipped in summary["skipped"]:

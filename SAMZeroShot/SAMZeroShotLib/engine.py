@@ -69,8 +69,6 @@ class EmbeddingCache:
         self._items: "OrderedDict[str, Embedding]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     @staticmethod
     def key(model_id: str, precision: str, image: np.ndarray) -> str:
@@ -89,10 +87,6 @@ class EmbeddingCache:
                 stored = torch.load(path, map_location="cpu", weights_only=True)
                 item = Embedding(stored["features"], tuple(stored["original_size"]), tuple(stored["input_size"]))
                 self._remember(key, item)
-        if item is None:
-            self.misses += 1
-        else:
-            self.hits += 1
         return item
 
     def put(self, key: str, item: Embedding) -> None:

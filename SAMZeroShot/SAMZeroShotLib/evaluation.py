@@ -29,7 +29,7 @@ MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
 IGNORE_LABEL = 255
 SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
                 "predicted_pixels", "prompted")
-CASE_FIELDS = ("case", "n_scored_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
+CASE_FIELDS = ("case", "n_scored_slices", "n_segmented_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
                "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds")
 
 # LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
@@ -209,12 +209,10 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
                    "prompted": int(s in prompted)} for s in scored]
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     keep = ~ignore_view
-    flat = predicted_union.shape[0] == 1
     pred, ref = predicted_union & keep, reference_union & keep
-    distances = metrics.surface_distances(pred[0] if flat else pred, ref[0] if flat else ref,
-                                          spacing[1:] if flat else spacing)
+    distances = metrics.surface_distances(pred, ref, spacing)
     whole = metrics.overlap(pred, ref)
-    case_row = {"case": case.name, "n_scored_slices": len(scored),
+    case_row = {"case": case.name, "n_scored_slices": len(scored), "n_segmented_slices": len(result.slices),
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
                 "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
@@ -230,18 +228,11 @@ def _write_csv(path: Path, rows: List[dict], fields: Sequence[str]) -> None:
             writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value) for key, value in row.items()})
 
 
-def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", window: str = "auto",
-             keep_going: bool = False, propagate_from: Optional[str] = None,
-             progress: Optional[Callable[[float, str], None]] = None, settings: Optional[dict] = None) -> dict:
-    """Evaluate every case; write slices.csv, cases.csv and summary.json into ``out_dir``.
+def prepare(images_dir, masks_dir, keep_going: bool = False) -> Tuple[List[Case], List[CaseError]]:
+    """Pair and read every case once: ``(usable cases, problems)``, before any time goes to the model.
 
-    Bad input raises :class:`CaseError` before any case is segmented, unless ``keep_going``: then
-    the bad cases are skipped and listed in the summary under ``skipped``.
+    Raises the first :class:`CaseError` unless ``keep_going``; raises when nothing is usable.
     """
-    from .pipeline import resolve_strategy
-
-    started = time.perf_counter()
-    strategy_name, _ = resolve_strategy(strategy, engine.model.spec.name)
     cases, problems = pair_cases(images_dir, masks_dir)
     good = []
     for case in cases:
@@ -254,6 +245,24 @@ def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", win
         raise problems[0]
     if not good:
         raise CaseError(images_dir, "no usable image/mask pairs")
+    return good, problems
+
+
+def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", window: str = "auto",
+             keep_going: bool = False, propagate_from: Optional[str] = None,
+             progress: Optional[Callable[[float, str], None]] = None,
+             prepared: Optional[Tuple[List[Case], List[CaseError]]] = None) -> dict:
+    """Evaluate every case; write slices.csv, cases.csv and summary.json into ``out_dir``.
+
+    Bad input raises :class:`CaseError` before any case is segmented, unless ``keep_going``: then
+    the bad cases are skipped and listed in the summary under ``skipped``. ``prepared``: what
+    :func:`prepare` returned for these folders, when the caller checked them already.
+    """
+    from .strategies import resolve
+
+    started = time.perf_counter()
+    strategy_name, _ = resolve(strategy, engine.model.spec.name)
+    good, problems = prepared if prepared is not None else prepare(images_dir, masks_dir, keep_going)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     slice_rows, case_rows = [], []
@@ -281,9 +290,8 @@ def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", win
         "precision": engine.precision,
         "backend": engine.backend,
         "seconds": seconds,
-        "seconds_per_slice": seconds / max(sum(r["prompted"] for r in slice_rows), 1),
+        "seconds_per_slice": seconds / max(sum(r["n_segmented_slices"] for r in case_rows), 1),
         "skipped": [{"file": p.path, "problem": p.problem} for p in problems],
-        **(settings or {}),
     }
     _write_csv(out_dir / "slices.csv", slice_rows, SLICE_FIELDS)
     _write_csv(out_dir / "cases.csv", case_rows, CASE_FIELDS)

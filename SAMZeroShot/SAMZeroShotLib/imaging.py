@@ -116,9 +116,6 @@ class SliceGeometry:
         ordered = np.moveaxis(volume, (self.axis, self.row_axis, self.col_axis), (0, 1, 2))
         return ordered[:, :: -1 if self.flip_rows else 1, :: -1 if self.flip_cols else 1]
 
-    def slice_shape(self, volume_shape) -> Tuple[int, int]:
-        return int(volume_shape[self.row_axis]), int(volume_shape[self.col_axis])
-
 
 def _array_axis(ijk: int) -> int:
     """NumPy axis of IJK axis ``ijk`` (Slicer arrays are ``[K, J, I]``)."""

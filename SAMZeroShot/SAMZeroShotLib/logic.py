@@ -25,24 +25,31 @@ TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sens
                  "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
                  "reference_ml", "predicted_ml", "model", "strategy")
 
-_engines: Dict[tuple, object] = {}
-_engines_lock = threading.Lock()
+_engine: Dict[str, object] = {}  # "key" and "engine": the one loaded model, reused while its settings hold
+_engine_lock = threading.Lock()
 
 
 def get_engine(parameters: Parameters, progress=None):
-    """The engine for these model settings, made once per process and reused (with its cache)."""
+    """The engine for these model settings, reused (with its embedding cache) while they stay the same.
+
+    Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
+    2.5 GB). Turning the embedding cache on or off does not reload the model.
+    """
     from . import models
     from .engine import EmbeddingCache, SamEngine
 
     device = models.resolve_device(parameters.device)
-    key = (parameters.model, parameters.checkpoint, device, parameters.precision, parameters.embedding_cache)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
+    key = (parameters.model, parameters.checkpoint, device, parameters.precision)
+    with _engine_lock:
+        if _engine.get("key") != key:
+            _engine.clear()  # release the previous model before loading the next
             model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress)
-            cache = EmbeddingCache() if parameters.embedding_cache else None
-            engine = SamEngine(model, precision=parameters.precision, cache=cache)
-            _engines[key] = engine
+            _engine.update(key=key, engine=SamEngine(model, precision=parameters.precision))
+        engine = _engine["engine"]
+        if not parameters.embedding_cache:
+            engine.cache = None
+        elif engine.cache is None:
+            engine.cache = EmbeddingCache()
     return engine
 
 
@@ -51,7 +58,12 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     if reference_node is None or reference_node is prompt_node:
         return None
     names = [prompt_node.GetSegmentation().GetSegment(segment_id).GetName() for segment_id in ids]
-    reference_ids = mrml_io.resolve_segment_ids(reference_node, names)
+    reference_ids = [reference_node.GetSegmentation().GetSegmentIdBySegmentName(name) for name in names]
+    missing = [name for name, reference_id in zip(names, reference_ids) if not reference_id]
+    if missing:
+        have = ", ".join(reference_node.GetSegmentation().GetSegment(i).GetName() for i in mrml_io.segment_ids(reference_node))
+        raise InputError(f"Reference {reference_node.GetName()} has no segment named {', '.join(map(repr, missing))} "
+                         f"(it has: {have or 'no segments'}); name its segments like the prompt segments.")
     masks = mrml_io.segment_masks(reference_node, reference_ids, volume_node)
     return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
 

@@ -83,6 +83,11 @@ def surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: Seq
 
     predicted = np.asarray(predicted, dtype=bool)
     reference = np.asarray(reference, dtype=bool)
+    # A one-pixel-thick axis (an X-ray as a one-slice volume) is dropped: distances in the plane.
+    kept = [axis for axis, size in enumerate(predicted.shape) if size > 1]
+    if len(kept) < predicted.ndim:
+        spacing = [spacing[axis] for axis in kept]
+        predicted, reference = predicted.reshape([predicted.shape[a] for a in kept]), reference.reshape([reference.shape[a] for a in kept])
     if not predicted.any() or not reference.any():
         return {"hd95_mm": float("nan"), "mean_surface_distance_mm": float("nan")}
 
@@ -91,27 +96,22 @@ def surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: Seq
         result.SetSpacing([float(s) for s in reversed(spacing)])  # SimpleITK wants x, y, z
         return result
 
-    def directed(from_mask, to_mask):
-        contour = sitk.GetArrayFromImage(sitk.LabelContour(image(from_mask), fullyConnected=True)) > 0
-        to_contour = sitk.LabelContour(image(to_mask), fullyConnected=True)
-        distance = sitk.SignedMaurerDistanceMap(to_contour, insideIsPositive=False, squaredDistance=False,
-                                                useImageSpacing=True)
-        return np.abs(sitk.GetArrayFromImage(distance)[contour])
+    contours = [sitk.LabelContour(image(mask), fullyConnected=True) for mask in (predicted, reference)]
+    on_contour = [sitk.GetArrayViewFromImage(contour) > 0 for contour in contours]
 
-    pooled = np.concatenate([directed(predicted, reference), directed(reference, predicted)])
+    def distances_to(contour):
+        distance = sitk.SignedMaurerDistanceMap(contour, insideIsPositive=False, squaredDistance=False,
+                                                useImageSpacing=True)
+        return np.abs(sitk.GetArrayFromImage(distance))
+
+    # Each contour's pixels measured to the other contour, both ways, pooled.
+    pooled = np.concatenate([distances_to(contours[1])[on_contour[0]], distances_to(contours[0])[on_contour[1]]])
     return {"hd95_mm": float(np.percentile(pooled, 95)), "mean_surface_distance_mm": float(pooled.mean())}
 
 
 def volume_ml(mask: np.ndarray, voxel_volume_mm3: float) -> float:
     """Volume of a mask in millilitres."""
     return float(np.count_nonzero(mask)) * voxel_volume_mm3 / 1000.0
-
-
-def mean_over_scored(values, reference_pixels) -> float:
-    """Mean of ``values`` over slices whose reference is non-empty (the paper's convention)."""
-    values = np.asarray(values, dtype=np.float64)
-    scored = np.asarray(reference_pixels) > 0
-    return float(values[scored].mean()) if scored.any() else float("nan")
 
 
 UNION = "all segments"  # name of the union of all segments in records
@@ -162,9 +162,7 @@ def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
         volume = {"scope": "volume", "segment": names[key], "scored": int(scored.sum())}
         volume.update(overlap(keep_pred, keep_ref))
         if surface:
-            flat = keep_pred.shape[0] == 1  # one slice (an X-ray): distances in its plane
-            volume.update(surface_distances(keep_pred[0] if flat else keep_pred, keep_ref[0] if flat else keep_ref,
-                                            spacing[1:] if flat else spacing))
+            volume.update(surface_distances(keep_pred, keep_ref, spacing))
         volume["reference_ml"] = volume_ml(keep_ref, voxel_mm3)
         volume["predicted_ml"] = volume_ml(keep_pred, voxel_mm3)
         summary_records.append(volume)

@@ -253,9 +253,7 @@ def add_segmentation(scene, masks: Dict[str, np.ndarray], ijk_to_ras_array, name
 # -- tables and plots -----------------------------------------------------------------------
 def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[str]):
     """A ``vtkMRMLTableNode`` with one row per record; numbers become double columns."""
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    table = node.GetTable()
-    kinds = {}
+    arrays = []
     for column in columns:
         values = [record.get(column) for record in records]
         numeric = all(value is None or isinstance(value, (int, float, np.integer, np.floating)) for value in values)
@@ -267,8 +265,11 @@ def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[st
                 array.SetValue(row, float("nan") if value is None else float(value))
             else:
                 array.SetValue(row, "" if value is None else str(value))
-        table.AddColumn(array)
-        kinds[column] = numeric
+        arrays.append(array)
+    # The node is added only once its columns are ready: a bad value leaves nothing in the scene.
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for array in arrays:
+        node.GetTable().AddColumn(array)
     node.Modified()
     return node
 
@@ -339,12 +340,11 @@ def removed_on_failure(created: List):
 # -- files ----------------------------------------------------------------------------------
 def write_segmentation(segmentation_node, path) -> None:
     """Write a segmentation node as ``.seg.nrrd`` with Slicer's own storage node."""
-    scene = segmentation_node.GetScene()
-    storage = segmentation_node.CreateDefaultStorageNode()
+    # Made here rather than by CreateDefaultStorageNode(), whose new reference Python would leak.
+    storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.WriteData(segmentation_node):
         raise OSError(f"{path}: the segmentation could not be written.")
-    storage.UnRegister(None) if scene is None else None
 
 
 def write_table_tsv(table_node, path) -> None:

@@ -5,7 +5,7 @@ dependencies are installed.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
@@ -43,6 +43,3 @@ class Parameters:
         if self.device not in DEVICE_NAMES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"Unknown device {self.device!r}: choose one of {', '.join(DEVICE_NAMES)}.")
         return self
-
-    def as_dict(self) -> dict:
-        return asdict(self)

@@ -8,12 +8,13 @@ is polled before every slice and raises :class:`Cancelled`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import imaging, strategies
 from .engine import SamEngine
+from .prompts import bounding_box
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -38,11 +39,6 @@ class PipelineResult:
     window: imaging.Window
     strategy: str
     slices: List[SliceOutcome]
-
-
-def resolve_strategy(strategy, model_name: str = "litemedsam"):
-    """``(name, strategy)`` for a strategy name (``auto`` picks the best measured for the model)."""
-    return strategies.resolve(strategy, model_name)
 
 
 def _check_inputs(volume: np.ndarray, prompt_masks: Dict[Hashable, np.ndarray]) -> None:
@@ -77,9 +73,8 @@ class Propagation:
 def _grown(mask: np.ndarray, fraction: float) -> np.ndarray:
     import SimpleITK as sitk
 
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    radius = max(1, int(round(fraction * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))))
+    min_row, min_col, max_row, max_col = bounding_box(mask)
+    radius = max(1, int(round(fraction * max(max_row - min_row, max_col - min_col))))
     image = sitk.BinaryDilate(sitk.GetImageFromArray(mask.astype(np.uint8)), [radius, radius])
     return sitk.GetArrayFromImage(image) > 0
 
@@ -103,7 +98,7 @@ def segment_volume(
     ``geometry`` says how slices are taken. Inputs are never modified.
     """
     _check_inputs(volume, prompt_masks)
-    strategy_name, segmenter = resolve_strategy(strategy, getattr(getattr(engine.model, "spec", None), "name", ""))
+    strategy_name, segmenter = strategies.resolve(strategy, getattr(getattr(engine.model, "spec", None), "name", ""))
     rules = (propagate if isinstance(propagate, Propagation) else Propagation()) if propagate else None
     window = imaging.resolve_window(window, volume)
     modality = "xray" if window.name == "xray" else "ct"
@@ -120,7 +115,7 @@ def segment_volume(
     total = len(volume_view) if rules else len(annotated)
     outcomes: List[SliceOutcome] = []
 
-    def run_slice(s: int, slice_masks, chooser) -> Dict[Hashable, np.ndarray]:
+    def run_slice(s: int, slice_masks, chooser) -> Tuple[Dict[Hashable, np.ndarray], np.ndarray]:
         if cancel is not None and cancel():
             raise Cancelled()
         image = imaging.to_rgb8(volume_view[s], window)

@@ -37,7 +37,7 @@ from typing import Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
-from .prompts import BoxStrategy, Masks, Prompt, box_prompt, paper_prompts, split_among_segments
+from .prompts import Masks, Prompt, bounding_box, box_prompt, paper_prompts, split_among_segments
 
 Region = Tuple[int, int, int, int]  # row0, row1, col0, col1 (exclusive ends)
 
@@ -65,11 +65,9 @@ class PromptStrategy:
 def crop_region(mask: np.ndarray, margin: float, min_size: int) -> Region:
     """The mask's box grown by ``margin`` x its size on each side, at least ``min_size`` pixels a side,
     clipped to the image."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+    min_row, min_col, max_row, max_col = bounding_box(mask)
     region = []
-    for indices, limit in ((rows, mask.shape[0]), (cols, mask.shape[1])):
-        low, high = int(indices[0]), int(indices[-1]) + 1
+    for low, high, limit in ((min_row, max_row, mask.shape[0]), (min_col, max_col, mask.shape[1])):
         grow = max(margin * (high - low), (min_size - (high - low)) / 2.0, 0.0)
         region += [max(0, int(np.floor(low - grow))), min(limit, int(np.ceil(high + grow)))]
     return tuple(region)
@@ -82,16 +80,14 @@ def zoom_region(mask: np.ndarray, fraction: float, min_size: int) -> Region:
     the whole image, or slid to stay inside it). A large structure thus keeps the whole slice,
     and a small one is magnified until it looks as large as a typical structure in a full slice.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    side = int(np.ceil(max(extent / fraction, min_size)))
+    min_row, min_col, max_row, max_col = bounding_box(mask)
+    side = int(np.ceil(max(max(max_row - min_row, max_col - min_col) / fraction, min_size)))
     region = []
-    for indices, limit in ((rows, mask.shape[0]), (cols, mask.shape[1])):
+    for low, high, limit in ((min_row, max_row, mask.shape[0]), (min_col, max_col, mask.shape[1])):
         if side >= limit:
             region += [0, limit]
             continue
-        centre = (indices[0] + indices[-1] + 1) / 2.0
+        centre = (low + high) / 2.0
         start = int(np.clip(round(centre - side / 2.0), 0, limit - side))
         region += [start, start + side]
     return tuple(region)
