@@ -70,6 +70,14 @@ def chest(ctchest):
     return voxels, geometry, dict(zip(("right", "left"), masks.values()))
 
 
+@pytest.fixture
+def engine():
+    """The engine users get by default, shared by every test (its embedding cache too)."""
+    from SAMZeroShotLib import logic
+
+    return logic.get_engine(logic.Parameters())
+
+
 @pytest.fixture(scope="session")
 def litemedsam():
     """The built-in model on the CPU, loaded once per test session."""

@@ -1,15 +1,9 @@
 """Engine and slice loop on real CT slices with the built-in model."""
 import numpy as np
 import pytest
-import torch
 
-from SAMZeroShotLib import imaging, pipeline, prompts
-from SAMZeroShotLib.engine import EmbeddingCache, SamEngine, TorchEncoder
-
-
-@pytest.fixture(scope="module")
-def engine(litemedsam):
-    return SamEngine(litemedsam, precision="fp32", cache=EmbeddingCache())
+from SAMZeroShotLib import imaging, metrics, pipeline, prompts
+from SAMZeroShotLib.engine import EmbeddingCache, TorchEncoder
 
 
 def test_onnx_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
@@ -22,11 +16,11 @@ def test_onnx_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
     np.testing.assert_allclose(engine.encoder(tensor).numpy(), expected.numpy(), atol=1e-3)
 
 
-def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest):
+def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypatch):
     voxels, geometry, masks = chest
     kept = pipeline.keep_slices(masks, geometry, [15, 20])
     before = engine.encoded_slices
-    engine.cache.clear()
+    monkeypatch.setattr(engine, "cache", EmbeddingCache())  # empty, and the shared one stays as it was
     events = []
     result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
                                      progress=lambda fraction, message: events.append(fraction))
@@ -47,7 +41,7 @@ def test_box_prompts_find_the_lungs_on_a_real_slice(engine, chest):
     result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
     for key in ("right", "left"):
         predicted, reference = geometry.view(result.masks[key])[20], geometry.view(masks[key])[20]
-        dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+        dice = metrics.overlap(predicted, reference)["dice"]
         assert dice > 0.65, f"{key} lung Dice {dice:.3f} on slice 20"
 
 

@@ -68,17 +68,10 @@ def test_paper_prompt_has_one_point_per_segment_a_negative_centre_and_the_union_
     assert not prompt.multimask
 
 
-def test_box_strategy_makes_one_call_per_nonempty_segment():
+def test_box_prompt_is_the_masks_box_with_exclusive_ends():
     a = np.zeros((20, 20), bool)
     a[2:5, 3:9] = True
-    empty = np.zeros((20, 20), bool)
-    calls = prompts.BoxStrategy()({"a": a, "empty": empty})
-    assert len(calls) == 1
-    assert calls[0].segments == ("a",)
-    assert calls[0].box.tolist() == [3, 2, 9, 5]
-    assert calls[0].points is None
-    with_point = prompts.BoxStrategy(with_point=True)({"a": a})[0]
-    assert with_point.labels.tolist() == [1]
+    assert prompts.box_prompt(a).tolist() == [3, 2, 9, 5]
 
 
 def test_split_keeps_the_union_and_gives_each_pixel_to_the_nearest_segment():

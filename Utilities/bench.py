@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import evaluation, imaging, metrics, models, pipeline  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
-from SAMZeroShotLib.prompts import BoxStrategy  # noqa: E402
+from SAMZeroShotLib.prompts import box_prompt  # noqa: E402
 
 DEV_CT = ROOT.parent / "shared" / "data" / "ct_dev"
 
@@ -61,8 +61,8 @@ def naive(model, images, slice_masks):
     for image, masks in zip(images, slice_masks):
         predictor.set_image(image)
         union = np.zeros(image.shape[:2], bool)
-        for prompt in BoxStrategy()(masks):
-            predicted, _, _ = predictor.predict(box=prompt.box, multimask_output=False)
+        for mask in (mask for mask in masks.values() if mask.any()):
+            predicted, _, _ = predictor.predict(box=box_prompt(mask), multimask_output=False)
             union |= predicted[0]
         results.append(union)
     return results

@@ -44,12 +44,10 @@ def get_engine(parameters: Parameters, progress=None):
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
             model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress)
-            _engine.update(key=key, engine=SamEngine(model, precision=parameters.precision))
+            _engine.update(key=key, engine=SamEngine(model, precision=parameters.precision), cache=EmbeddingCache())
         engine = _engine["engine"]
-        if not parameters.embedding_cache:
-            engine.cache = None
-        elif engine.cache is None:
-            engine.cache = EmbeddingCache()
+        # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
+        engine.cache = _engine["cache"] if parameters.embedding_cache else None
     return engine
 
 

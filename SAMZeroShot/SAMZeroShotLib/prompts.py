@@ -143,26 +143,6 @@ def paper_prompts(masks: Masks) -> List[Prompt]:
     return [Prompt(segments=tuple(keys), points=points, labels=labels, box=box_prompt(union))]
 
 
-@dataclass(frozen=True)
-class BoxStrategy:
-    """One SAM call per segment with its own box; ``with_point`` adds its positive point."""
-
-    with_point: bool = False
-    name: str = "box"
-
-    def __call__(self, masks: Masks) -> List[Prompt]:
-        prompts = []
-        for key, mask in masks.items():
-            if not mask.any():
-                continue
-            points = labels = None
-            if self.with_point:
-                row, col = positive_point(mask)
-                points, labels = [(col, row)], [1]
-            prompts.append(Prompt(segments=(key,), points=points, labels=labels, box=box_prompt(mask)))
-        return prompts
-
-
 def split_among_segments(predicted: np.ndarray, masks: Masks, keys: Sequence[Hashable]) -> Masks:
     """Hand each pixel of one predicted mask to the nearest of the prompt segments ``keys``.
 
