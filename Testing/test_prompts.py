@@ -87,6 +87,37 @@ def test_split_keeps_the_union_and_gives_each_pixel_to_the_nearest_segment():
     assert parts["R"][5, 7] and parts["L"][5, 12]  # each side of the midline goes to its lung
 
 
+def whole_slice_split(predicted, masks, keys):
+    """The partition computed on the whole slice, to check the cropped one against."""
+    import SimpleITK as sitk
+
+    maps = [sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        sitk.GetImageFromArray(masks[key].astype(np.uint8)), insideIsPositive=False, squaredDistance=True,
+        useImageSpacing=False)) for key in keys]
+    nearest = np.argmin(np.stack(maps), axis=0)
+    return {key: predicted & (nearest == number) for number, key in enumerate(keys)}
+
+
+def test_split_on_the_cropped_box_equals_the_split_on_the_whole_slice():
+    generator = np.random.default_rng(7)
+    for trial in range(40):
+        masks = {}
+        for key in ("R", "L", "T"):
+            mask = np.zeros((40, 50), bool)
+            row, col = generator.integers(0, 36), generator.integers(0, 46)
+            # Blocks that touch the slice's edge, overlap each other, or have holes.
+            mask[row:row + generator.integers(2, 20), col:col + generator.integers(2, 25)] = True
+            mask[generator.integers(0, 40, 30), generator.integers(0, 50, 30)] ^= True
+            masks[key] = mask
+        predicted = np.zeros((40, 50), bool)
+        row, col = generator.integers(0, 30), generator.integers(0, 40)
+        predicted[row:row + generator.integers(1, 30), col:col + generator.integers(1, 40)] = True
+        cropped = prompts.split_among_segments(predicted, masks, ("R", "L", "T"))
+        whole = whole_slice_split(predicted, masks, ("R", "L", "T"))
+        for key in masks:
+            assert np.array_equal(cropped[key], whole[key]), (trial, key)
+
+
 def test_empty_mask_is_refused_with_a_clear_message():
     with pytest.raises(ValueError, match="empty"):
         prompts.positive_point(np.zeros((5, 5), bool))
