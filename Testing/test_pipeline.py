@@ -117,3 +117,61 @@ def test_engine_masks_match_segment_anythings_predictor(engine, chest, litemedsa
         agreement = (expected[best] == prediction.mask).mean()
         assert agreement > 0.9999, f"{agreement:.6f} of pixels agree"
         assert prediction.score == pytest.approx(float(scores[best]), abs=1e-3)
+
+
+def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkeypatch):
+    voxels, geometry, masks = chest
+    kept = pipeline.keep_slices(masks, geometry, [14, 17, 21])
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(engine, "workers", workers)
+        monkeypatch.setattr(engine, "cache", EmbeddingCache())  # encode again, in the lanes
+        events = []
+        results[workers] = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
+                                                   progress=lambda fraction, message: events.append(fraction))
+        assert [outcome.slice for outcome in results[workers].slices] == [14, 17, 21]
+        assert events == sorted(events) and events[-1] == 1.0
+    if engine.backend == "onnxruntime":  # the lanes ran their own, smaller sessions
+        assert max(1, engine.threads // 2) in engine.encoder._sessions
+    for key in masks:
+        # Another thread count only reorders float sums: at most a boundary pixel may differ.
+        dice = metrics.overlap(results[2].masks[key], results[1].masks[key])["dice"]
+        assert dice > 0.999, f"{key}: Dice {dice:.5f} between one and two workers"
+
+
+def test_cancel_with_slices_side_by_side_leaves_no_thread_behind(engine, chest, monkeypatch):
+    import threading
+
+    voxels, geometry, masks = chest
+    monkeypatch.setattr(engine, "workers", 2)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(pipeline.Cancelled):
+        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
+    assert len(calls) == 4
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
+
+
+def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(engine, chest, monkeypatch):
+    import threading
+
+    voxels, geometry, masks = chest
+    monkeypatch.setattr(engine, "workers", 2)
+
+    class FailsOnSecondSlice:
+        name = "fails"
+        seen = []
+
+        def segment(self, image, slice_masks, engine, modality="ct"):
+            self.seen.append(1)
+            if len(self.seen) == 2:
+                raise RuntimeError("slice failed")
+            return {key: np.zeros(image.shape[:2], bool) for key in slice_masks}
+
+    with pytest.raises(RuntimeError, match="slice failed"):
+        pipeline.segment_volume(voxels, geometry, masks, engine, strategy=FailsOnSecondSlice())
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]

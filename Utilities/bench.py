@@ -6,8 +6,8 @@ interleaved, several repetitions. Prints one JSON line; asserts nothing (a bench
 
 (a) naive: one SamPredictor.set_image and one predict per segment per slice, PyTorch fp32,
     default threads.
-(b) default: pipeline.segment_volume with the engine users get (default backend and precision,
-    a fresh embedding cache each repetition so nothing is reused between repetitions).
+(b) default: pipeline.segment_volume with the engine users get (default backend, precision and
+    slice workers, a fresh embedding cache each repetition so nothing is reused between repetitions).
 Also: a re-run of (b) on the same volume with other prompts (the `paper` strategy) reusing its
 embedding cache, against (b)'s first run.
 """
@@ -147,6 +147,7 @@ def main(argv=None):
         "naive_gflop_per_s": round(gflop * n / best["naive"], 1),
         "default_gflop_per_s": round(gflop * n / best["default"], 1),
         "threads": torch.get_num_threads(),
+        "workers": engine.workers,
         "cpu_count": os.cpu_count(),
         "backend": engine.backend,
         "precision": engine.precision,

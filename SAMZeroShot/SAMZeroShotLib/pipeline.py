@@ -2,13 +2,17 @@
 
 Only slices that have prompts are encoded. Each slice is handed to the strategy (see
 :mod:`strategies`), which batches what it encodes and decodes; the masks are placed back into the
-volume's own array layout. Progress is reported as ``progress(fraction, message)``; ``cancel()``
-is polled before every slice and raises :class:`Cancelled`.
+volume's own array layout. Annotated slices are segmented ``engine.workers`` at a time (each in
+an engine lane); results are placed and reported in slice order by the calling thread.
+Progress is reported as ``progress(fraction, message)``; ``cancel()`` is polled before every
+slice and raises :class:`Cancelled`.
 """
 from __future__ import annotations
 
+from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -79,6 +83,45 @@ def _grown(mask: np.ndarray, fraction: float) -> np.ndarray:
     return sitk.GetArrayFromImage(image) > 0
 
 
+def _in_order(function, items: Sequence, engine, cancel: Optional[CancelCallback]) -> Iterator[Tuple[object, object]]:
+    """``(item, function(item))`` for each item in order, ``engine.workers`` computed at once.
+
+    ``cancel`` is polled before each item starts; on cancel or error, items not started are
+    dropped and the ones running are waited for, so no thread outlives the call.
+    """
+    workers = min(getattr(engine, "workers", 1), len(items))
+    if workers <= 1:
+        for item in items:
+            if cancel is not None and cancel():
+                raise Cancelled()
+            yield item, function(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    lane = getattr(engine, "lane", nullcontext)
+
+    def in_lane(item):
+        with lane():
+            return function(item)
+
+    pending = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="samzeroshot-slice") as pool:
+        try:
+            for item in items:
+                if cancel is not None and cancel():
+                    raise Cancelled()
+                pending.append((item, pool.submit(in_lane, item)))
+                if len(pending) == workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def segment_volume(
     volume: np.ndarray,
     geometry: imaging.SliceGeometry,
@@ -115,29 +158,31 @@ def segment_volume(
     total = len(volume_view) if rules else len(annotated)
     outcomes: List[SliceOutcome] = []
 
-    def run_slice(s: int, slice_masks, chooser) -> Tuple[Dict[Hashable, np.ndarray], np.ndarray]:
-        if cancel is not None and cancel():
-            raise Cancelled()
+    def segment_slice(s: int, slice_masks, chooser) -> Tuple[Dict[Hashable, np.ndarray], np.ndarray]:
         image = imaging.to_rgb8(volume_view[s], window)
-        predicted = chooser.segment(image, slice_masks, engine, modality)
+        return chooser.segment(image, slice_masks, engine, modality), image
+
+    def record(s: int, slice_masks, predicted) -> None:
         for key, mask in predicted.items():
             output_views[key][s] |= mask
         outcomes.append(SliceOutcome(slice=s, segments=[k for k, m in slice_masks.items() if m.any()]))
         report(len(outcomes) / total, f"Segmented {len(outcomes)} slices" + ("" if rules else f" of {total}"))
-        return predicted, image
+
+    def annotated_slice(s: int):
+        slice_masks = {key: np.ascontiguousarray(prompt_views[key][s]) for key in keys}
+        return (slice_masks,) + segment_slice(s, slice_masks, segmenter)
 
     if rules is None:
-        for s in annotated:
-            run_slice(s, {key: np.ascontiguousarray(prompt_views[key][s]) for key in keys}, segmenter)
+        for s, (slice_masks, predicted, _) in _in_order(annotated_slice, annotated, engine, cancel):
+            record(s, slice_masks, predicted)
         return PipelineResult(outputs, geometry, window, strategy_name, outcomes)
 
     # Propagation: correction clicks need a true mask, which propagated slices do not have.
     carrier = strategies.without_refinement(segmenter)
     references = {}  # per key: (annotated area, mean intensity) of its annotated slices
     frontier = []  # (slice, direction, {key: mask}) still to be carried on
-    for s in annotated:
-        slice_masks = {key: np.ascontiguousarray(prompt_views[key][s]) for key in keys}
-        predicted, image = run_slice(s, slice_masks, segmenter)
+    for s, (slice_masks, predicted, image) in _in_order(annotated_slice, annotated, engine, cancel):
+        record(s, slice_masks, predicted)
         for key, mask in slice_masks.items():
             if mask.any():
                 area, intensity = references.get(key, (0, []))
@@ -151,8 +196,11 @@ def segment_volume(
         if not previous or t < 0 or t >= len(volume_view) or t in done:
             continue
         done.add(t)
+        if cancel is not None and cancel():
+            raise Cancelled()
         prompts = {key: _grown(mask, rules.grow) for key, mask in previous.items()}
-        predicted, image = run_slice(t, prompts, carrier)
+        predicted, image = segment_slice(t, prompts, carrier)
+        record(t, prompts, predicted)
         carried = {}
         for key, mask in predicted.items():
             area, intensities = references[key]
