@@ -63,17 +63,27 @@ def test_the_cache_skips_the_encoder_on_a_rerun_with_other_prompts(engine, chest
     assert engine.encoded_slices == before
 
 
-def test_cancel_stops_before_the_next_slice(engine, chest):
+def slice_threads():
+    """Threads of the pipeline's slice workers still alive."""
+    import threading
+
+    return [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(engine, chest, monkeypatch, workers):
     voxels, geometry, masks = chest
+    monkeypatch.setattr(engine, "workers", workers)
     calls = []
 
     def cancel():
         calls.append(1)
-        return len(calls) > 1
+        return len(calls) > 3
 
     with pytest.raises(pipeline.Cancelled):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
-    assert len(calls) == 2
+    assert len(calls) == 4
+    assert not slice_threads()
 
 
 def test_inputs_are_not_modified(engine, chest):
@@ -139,26 +149,7 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         assert dice > 0.999, f"{key}: Dice {dice:.5f} between one and two workers"
 
 
-def test_cancel_with_slices_side_by_side_leaves_no_thread_behind(engine, chest, monkeypatch):
-    import threading
-
-    voxels, geometry, masks = chest
-    monkeypatch.setattr(engine, "workers", 2)
-    calls = []
-
-    def cancel():
-        calls.append(1)
-        return len(calls) > 3
-
-    with pytest.raises(pipeline.Cancelled):
-        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
-    assert len(calls) == 4
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
-
-
 def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(engine, chest, monkeypatch):
-    import threading
-
     voxels, geometry, masks = chest
     monkeypatch.setattr(engine, "workers", 2)
 
@@ -174,4 +165,4 @@ def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(e
 
     with pytest.raises(RuntimeError, match="slice failed"):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy=FailsOnSecondSlice())
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
+    assert not slice_threads()
