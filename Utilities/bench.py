@@ -8,8 +8,8 @@ interleaved, several repetitions. Prints one JSON line; asserts nothing (a bench
     default threads.
 (b) default: pipeline.segment_volume with the engine users get (default backend, precision and
     slice workers, a fresh embedding cache each repetition so nothing is reused between repetitions).
-Also: a re-run of (b) on the same volume with other prompts (the `paper` strategy) reusing its
-embedding cache, against (b)'s first run.
+Also: after each run of (b), a re-run on the same volume with other prompts (the `paper` strategy)
+reusing that run's embedding cache. Each time reported is the best of the repetitions.
 """
 import argparse
 import json
@@ -103,7 +103,7 @@ def main(argv=None):
     engine = SamEngine(model)  # what users get: default precision and backend
     engine_setup = time.perf_counter() - started
 
-    timings = {"naive": [], "default": []}
+    timings = {"naive": [], "default": [], "cached": []}
     dice = {}
     for repetition in range(args.repetitions):
         started = time.perf_counter()
@@ -115,13 +115,13 @@ def main(argv=None):
         result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box", window=window)
         timings["default"].append(time.perf_counter() - started)
 
+        started = time.perf_counter()
+        pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper", window=window)
+        timings["cached"].append(time.perf_counter() - started)
+
         default_masks = [p for p in geometry.view(np.logical_or.reduce(list(result.masks.values())))[chosen]]
         dice["naive"] = np.array([metrics.overlap(p, r)["dice"] for p, r in zip(naive_masks, reference)])
         dice["default"] = np.array([metrics.overlap(p, r)["dice"] for p, r in zip(default_masks, reference)])
-
-    started = time.perf_counter()
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper", window=window)
-    cached = time.perf_counter() - started
 
     n = len(chosen)
     best = {key: min(values) for key, values in timings.items()}
@@ -136,11 +136,12 @@ def main(argv=None):
         "max_dice_diff": round(float(np.max(np.abs(dice["naive"] - dice["default"]))), 5),
         "mean_dice_naive": round(float(dice["naive"].mean()), 4),
         "mean_dice_default": round(float(dice["default"].mean()), 4),
-        "cached_rerun_s": round(cached, 2),
+        "cached_rerun_s": round(best["cached"], 2),
         "first_run_s": round(best["default"], 2),
-        "cached_speedup": round(best["default"] / cached, 1),
+        "cached_speedup": round(best["default"] / best["cached"], 1),
         "naive_runs_s": [round(t, 2) for t in timings["naive"]],
         "default_runs_s": [round(t, 2) for t in timings["default"]],
+        "cached_runs_s": [round(t, 2) for t in timings["cached"]],
         "engine_setup_s": round(engine_setup, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "encoder_gflop_per_slice": round(gflop, 1),
