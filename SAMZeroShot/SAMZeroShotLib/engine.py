@@ -271,11 +271,12 @@ def _onnx_usable() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def make_backends(model, backend: str, precision: str, log=None):
+def make_backends(model, backend: str, precision: str, threads: int, log=None):
     """``(encoder, decoder)``: ONNX Runtime for float32 on the CPU where installed, else PyTorch.
 
     A failed or inexact export falls back to PyTorch (with a log line) unless ``backend``
-    insists on onnxruntime: an optimisation must never change results.
+    insists on onnxruntime: an optimisation must never change results. ``threads``: the ONNX
+    Runtime sessions' threads (lanes open smaller ones, see :meth:`SamEngine.lane`).
     """
     if backend not in BACKEND_NAMES:
         raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
@@ -299,7 +300,7 @@ def make_backends(model, backend: str, precision: str, log=None):
                                 ("decoder", OnnxDecoder, lambda: TorchDecoder(model))):
         path = models.cache_dir() / "onnx" / f"{stem}-{kind}.onnx"
         try:
-            parts.append(cls(model, path, threads=torch.get_num_threads()))
+            parts.append(cls(model, path, threads=threads))
         except Exception as error:
             if backend == "onnxruntime":
                 raise
@@ -341,10 +342,10 @@ class SamEngine:
         self.model_id = f"{getattr(model, 'spec', None) and model.spec.name}:{getattr(model, 'checkpoint', '')}"
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
         self._count_lock = threading.Lock()
-        self.encoder, self.decoder = make_backends(model, backend, self.precision, log=log)
+        self.threads = torch.get_num_threads()
+        self.encoder, self.decoder = make_backends(model, backend, self.precision, self.threads, log=log)
         self.backend = self.encoder.name if self.encoder.name == self.decoder.name else \
             f"{self.encoder.name} encoder, {self.decoder.name} decoder"
-        self.threads = torch.get_num_threads()
         if workers is None:
             workers = 2 if self.backend == "onnxruntime" and self.threads >= 2 else 1
         self.workers = max(1, int(workers))

@@ -10,7 +10,6 @@ slice and raises :class:`Cancelled`.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -89,7 +88,7 @@ def _in_order(function, items: Sequence, engine, cancel: Optional[CancelCallback
     ``cancel`` is polled before each item starts; on cancel or error, items not started are
     dropped and the ones running are waited for, so no thread outlives the call.
     """
-    workers = min(getattr(engine, "workers", 1), len(items))
+    workers = min(engine.workers, len(items))
     if workers <= 1:
         for item in items:
             if cancel is not None and cancel():
@@ -98,10 +97,8 @@ def _in_order(function, items: Sequence, engine, cancel: Optional[CancelCallback
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    lane = getattr(engine, "lane", nullcontext)
-
     def in_lane(item):
-        with lane():
+        with engine.lane():
             return function(item)
 
     pending = deque()
