@@ -8,10 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .parameters import (DEVICE_NAMES, MODEL_NAMES, PRECISION_NAMES, STRATEGY_NAMES, WINDOW_NAMES,
-                         Parameters)
+from .parameters import Parameters
 
 EXIT_BAD_INPUT = 2
+
+#: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
+MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "device", "precision")
 
 
 class BadInput(Exception):
@@ -19,14 +21,17 @@ class BadInput(Exception):
 
 
 def _add_model_options(parser):
+    """The model options, with defaults, names and help taken from :class:`Parameters`."""
     group = parser.add_argument_group("model options")
-    group.add_argument("--model", default="litemedsam",
-                       help=f"{', '.join(MODEL_NAMES)} (default litemedsam, built in)")
-    group.add_argument("--checkpoint", help="a local weights file (SAM-compatible) instead of the built-in/cached one")
-    group.add_argument("--strategy", default="auto", help=f"prompt strategy: {', '.join(STRATEGY_NAMES)}")
-    group.add_argument("--window", default="auto", help=f"intensity window: {', '.join(WINDOW_NAMES)}")
-    group.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_NAMES)}")
-    group.add_argument("--precision", default="auto", help=f"{', '.join(PRECISION_NAMES)}")
+    for name in MODEL_OPTIONS:
+        default, choices = Parameters.default(name), Parameters.choices(name)
+        text = Parameters.help(name)
+        if choices:
+            text += f": {', '.join(choices)}"
+        if default is not None:
+            text += f" (default {default})"
+        # No argparse choices=: Parameters.validate() gives the one-line error with exit code 2.
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default, help=text)
     group.add_argument("--no-embedding-cache", action="store_true", help="do not keep slice embeddings in memory")
 
 
@@ -57,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parameters(args, propagate=False) -> Parameters:
     try:
-        return Parameters(model=args.model, checkpoint=args.checkpoint, strategy=args.strategy, window=args.window,
-                          device=args.device, precision=args.precision,
+        return Parameters(**{name: getattr(args, name) for name in MODEL_OPTIONS},
                           embedding_cache=not args.no_embedding_cache, propagate=propagate).validate()
     except ValueError as error:
         raise BadInput(str(error)) from None

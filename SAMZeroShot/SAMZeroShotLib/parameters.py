@@ -1,12 +1,13 @@
-"""The user's choices for one run, and the names each choice accepts.
+"""The user's choices for one run: each setting's name, default, allowed names and help, once.
 
-Imports nothing heavy (no torch), so the Slicer module can fill its widgets before the
-dependencies are installed.
+The command line builds its options from :class:`Parameters` and the Slicer module declares its
+parameter node fields from it, so the three can never disagree. Imports nothing heavy (no
+torch), so the Slicer module can fill its widgets before the dependencies are installed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field, fields
+from typing import Optional, Tuple
 
 from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
 from .models import DEVICE_NAMES, MODEL_NAMES
@@ -17,29 +18,53 @@ STRATEGY_NAMES = ("auto",) + tuple(STRATEGIES)
 PRECISION_NAMES = ("auto", "fp32", "bf16", "fp16")
 
 
+def _setting(default, help: str, choices: Optional[Tuple[str, ...]] = None):
+    """A field with its help text and, for named choices, the names it accepts."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class Parameters:
     """Settings of a segmentation run (the defaults are what users get)."""
 
-    model: str = "litemedsam"
-    checkpoint: Optional[str] = None  # a local weights file; None: built in or downloaded once
-    strategy: str = "auto"
-    window: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"
-    embedding_cache: bool = True  # keep slice embeddings to skip the encoder on re-runs
-    propagate: bool = False  # prompts on a few slices only: carry them to the neighbouring slices
-    slice_axis: str = "auto"
+    model: str = _setting("litemedsam", "the SAM model (litemedsam is built in)", MODEL_NAMES)
+    checkpoint: Optional[str] = _setting(
+        None, "a local weights file (SAM-compatible) instead of the built-in or downloaded one")
+    strategy: str = _setting("auto", "how prompts are made on a slice", STRATEGY_NAMES)
+    window: str = _setting("auto", "intensity window", WINDOW_NAMES)
+    device: str = _setting("auto", "where the model runs", DEVICE_NAMES)
+    precision: str = _setting("auto", "numeric precision of the image encoder", PRECISION_NAMES)
+    embedding_cache: bool = _setting(True, "keep slice embeddings to skip the encoder on re-runs")
+    propagate: bool = _setting(False, "prompts on a few slices only: carry them to the neighbouring slices")
+    slice_axis: str = _setting("auto", "slice orientation", SLICE_AXIS_NAMES)
+
+    @classmethod
+    def default(cls, name: str):
+        """The default value of setting ``name``."""
+        return cls.__dataclass_fields__[name].default
+
+    @classmethod
+    def choices(cls, name: str) -> Optional[Tuple[str, ...]]:
+        """The names setting ``name`` accepts, or None when it is not a named choice."""
+        return cls.__dataclass_fields__[name].metadata.get("choices")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.__dataclass_fields__[name].metadata.get("help", "")
+
+    @classmethod
+    def choice_names(cls) -> Tuple[str, ...]:
+        """The settings that are named choices, in declaration order."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("choices"))
 
     def validate(self) -> "Parameters":
         """Raise ValueError naming the first setting that is not one of its allowed names."""
-        choices = {"strategy": STRATEGY_NAMES, "window": WINDOW_NAMES, "precision": PRECISION_NAMES,
-                   "slice_axis": SLICE_AXIS_NAMES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Unknown {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}.")
-        if self.model not in MODEL_NAMES and not (self.model in ("vit_b", "vit_l", "vit_h") and self.checkpoint):
-            raise ValueError(f"Unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}.")
-        if self.device not in DEVICE_NAMES and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"Unknown device {self.device!r}: choose one of {', '.join(DEVICE_NAMES)}.")
+        for name in self.choice_names():
+            value, allowed = getattr(self, name), self.choices(name)
+            if name == "model" and value in ("vit_b", "vit_l", "vit_h") and self.checkpoint:
+                continue  # any SAM-compatible file with its architecture's name
+            if name == "device" and str(value).startswith("cuda:"):
+                continue  # a numbered GPU
+            if value not in allowed:
+                raise ValueError(f"Unknown {name.replace('_', ' ')} {value!r}: choose one of {', '.join(allowed)}.")
         return self
