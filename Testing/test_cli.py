@@ -41,6 +41,7 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys
     (["--segments", "spleen"], "has no segment 'spleen'"),
     (["--model", "sam_vit_x"], "Unknown model 'sam_vit_x'"),
     (["--strategy", "magic"], "Unknown strategy 'magic'"),
+    (["--backend", "magic"], "Unknown backend 'magic'"),
     (["--out", "o.nrrd"], "must be a .seg.nrrd file"),
 ])
 def test_segment_bad_input_is_one_line_and_exit_code_2(capsys, slicerio_data, tmp_path, argv, message):
