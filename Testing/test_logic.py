@@ -206,3 +206,20 @@ def test_bad_inputs_give_clear_errors(lungs):
         logic.process(volume, far)
     with pytest.raises(ValueError, match="Unknown strategy"):
         logic.process(volume, segmentation, lung_ids, parameters=Parameters(strategy="magic"))
+
+
+def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
+    # The Slicer module keeps its event loop going while `compute` runs the model: a user may
+    # delete an input meanwhile. Nothing may be created from it, and nothing read from it later.
+    scene, volume, segmentation, lung_ids = lungs
+    count = scene.GetNumberOfNodes()
+
+    def compute(work):
+        scene.RemoveNode(segmentation)
+        return work()
+
+    with pytest.raises(InputError, match="left the scene during the run"):
+        logic.process(volume, segmentation, lung_ids, parameters=PLUMBING, compute=compute)
+    assert scene.GetNumberOfNodes() < count  # the segmentation and its display/storage nodes are gone
+    assert scene.GetFirstNodeByName("CTChest4 SAM segmentation") is None
+    assert scene.GetFirstNodeByName("CTChest4 SAM metrics") is None

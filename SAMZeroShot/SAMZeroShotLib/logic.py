@@ -17,7 +17,7 @@ import numpy as np
 from . import imaging, metrics, mrml_io
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
-from .pipeline import Cancelled
+from .errors import Cancelled
 
 __all__ = ["process", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
 
@@ -29,11 +29,12 @@ _engine: Dict[str, object] = {}  # "key" and "engine": the one loaded model, reu
 _engine_lock = threading.Lock()
 
 
-def get_engine(parameters: Parameters, progress=None):
+def get_engine(parameters: Parameters, progress=None, cancel=None):
     """The engine for these model settings, reused (with its embedding cache) while they stay the same.
 
     Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
-    2.5 GB). Turning the embedding cache on or off does not reload the model.
+    2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
+    a download of the weights.
     """
     from . import models
     from .engine import EmbeddingCache, SamEngine
@@ -43,7 +44,8 @@ def get_engine(parameters: Parameters, progress=None):
     with _engine_lock:
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
-            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress)
+            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress,
+                                     cancel=cancel)
             _engine.update(key=key, engine=SamEngine(model, precision=parameters.precision), cache=EmbeddingCache())
         engine = _engine["engine"]
         # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
@@ -112,12 +114,18 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
     geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
-    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
-        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+    # Everything the results need from the input nodes is read now: the Slicer module keeps its
+    # event loop running during the job, so a user may delete an input meanwhile.
+    scene = volumeNode.GetScene()
+    descriptions = mrml_io.segment_descriptions(promptSegmentationNode, ids)
+    inputs = [node for node in (volumeNode, promptSegmentationNode, referenceSegmentationNode) if node is not None]
+    base = volumeNode.GetName()
+    say(f"{base}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
+        f"segments: {', '.join(d.name for d in descriptions.values())}")
 
     def work():
         report(0.0, f"Loading model {parameters.model}")
-        engine = get_engine(parameters, progress=report)
+        engine = get_engine(parameters, progress=report, cancel=cancel)
         return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
                                        window=parameters.window, progress=report, cancel=cancel,
                                        propagate=parameters.propagate)
@@ -125,9 +133,13 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     result = run(work)
     if cancel is not None and cancel():
         raise Cancelled()
+    removed = [node.GetName() for node in inputs if node.GetScene() is not scene]
+    if removed:
+        raise InputError(f"{', '.join(removed)} left the scene during the run: nothing was created. "
+                         "Keep the inputs until the run ends.")
     seconds = time.perf_counter() - started
 
-    names = {i: promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids}
+    names = {i: descriptions[i].name for i in ids}
     records = metrics.score_volume(result.masks, reference_masks or prompt_masks, geometry, names)
     for record in records:
         record["model"], record["strategy"] = parameters.model, result.strategy
@@ -135,17 +147,14 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
                         oracle=reference_masks is None)
     say(summary)
 
-    scene = volumeNode.GetScene()
-    base = volumeNode.GetName()
     created = []
     with mrml_io.removed_on_failure(created):
-        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, promptSegmentationNode,
-                                                   f"{base} SAM segmentation")
+        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, descriptions, f"{base} SAM segmentation")
         created.append(segmentation)
         table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
         created.append(table)
         slice_numbers, columns = dice_series(records, list(names.values()))
-        colors = {names[i]: promptSegmentationNode.GetSegmentation().GetSegment(i).GetColor() for i in ids}
+        colors = {descriptions[i].name: descriptions[i].color for i in ids}
         chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created)
         table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)

@@ -7,6 +7,7 @@ methods. Every function that creates helper nodes removes them before it returns
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -197,10 +198,31 @@ def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_
         labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
-def create_segmentation(volume_node, masks: Dict[str, np.ndarray], source_node, name: str):
+@dataclass(frozen=True)
+class SegmentDescription:
+    """What a new segment copies from a prompt segment: its name, colour and terminology."""
+
+    name: str
+    color: Tuple[float, float, float]
+    terminology: str
+
+
+def segment_descriptions(segmentation_node, ids: Sequence[str]) -> Dict[str, SegmentDescription]:
+    """Name, colour and terminology of each segment, read once so that later steps need not touch the node."""
+    segmentation = segmentation_node.GetSegmentation()
+    descriptions = {}
+    for segment_id in ids:
+        segment = segmentation.GetSegment(segment_id)
+        descriptions[segment_id] = SegmentDescription(segment.GetName(), tuple(segment.GetColor()),
+                                                      segment.GetTerminology())
+    return descriptions
+
+
+def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions: Dict[str, SegmentDescription],
+                        name: str):
     """A new segmentation node on ``volume_node`` with one segment per mask.
 
-    Segment IDs, names, colours and terminology are copied from ``source_node`` (the prompts).
+    Segment IDs key ``masks``; names, colours and terminology come from ``descriptions``.
     """
     scene = volume_node.GetScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -208,12 +230,11 @@ def create_segmentation(volume_node, masks: Dict[str, np.ndarray], source_node, 
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segmentation = node.GetSegmentation()
-        source = source_node.GetSegmentation()
         matrix = ijk_to_ras(volume_node)
         for segment_id, mask in masks.items():
-            original = source.GetSegment(segment_id)
-            segmentation.AddEmptySegment(segment_id, original.GetName(), original.GetColor())
-            segmentation.GetSegment(segment_id).SetTerminology(original.GetTerminology())
+            description = descriptions[segment_id]
+            segmentation.AddEmptySegment(segment_id, description.name, description.color)
+            segmentation.GetSegment(segment_id).SetTerminology(description.terminology)
             _set_segment_mask(node, segment_id, mask, matrix)
         parent = volume_node.GetParentTransformNode()
         if parent is not None:

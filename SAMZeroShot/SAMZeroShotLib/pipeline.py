@@ -17,14 +17,11 @@ import numpy as np
 
 from . import imaging, strategies
 from .engine import SamEngine
+from .errors import Cancelled
 from .prompts import bounding_box
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
-
-
-class Cancelled(Exception):
-    """The user asked to stop; nothing was produced."""
 
 
 @dataclass
