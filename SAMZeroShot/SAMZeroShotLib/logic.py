@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import imaging, metrics, mrml_io
+from . import imaging, metrics, mrml_io, voxels
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .pipeline import Cancelled
@@ -99,6 +99,13 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     volume = mrml_io.volume_array(volumeNode)
     if volume.ndim != 3:
         raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+    try:
+        volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
+    except voxels.BadVoxels as error:
+        raise InputError(f"Volume {volumeNode.GetName()}: {error}") from None
+    for note in notes:
+        say(f"{volumeNode.GetName()}: {note}")
     ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
     prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
     empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
@@ -111,7 +118,6 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         ids = [i for i in ids if prompt_masks[i].any()]
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
     say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
         f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
 
