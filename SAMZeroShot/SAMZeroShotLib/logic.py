@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .pipeline import Cancelled
 
-__all__ = ["process", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
+__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
                  "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
@@ -66,36 +67,27 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
 
 
-def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
-            referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
-            progress: Optional[Callable[[float, str], None]] = None,
-            cancel: Optional[Callable[[], bool]] = None,
-            log: Optional[Callable[[str], None]] = None,
-            compute: Optional[Callable[[Callable], object]] = None) -> Tuple[object, object]:
-    """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
+@dataclass
+class Inputs:
+    """The checked inputs of one run, as arrays in the volume's geometry."""
 
-    :param segmentIds: IDs or names of the prompt segments (default: all).
-    :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
-        segmentation itself: the paper's evaluation with oracle prompts).
-    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
-    :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
-    :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
-    :param log: receives one line per step.
-    :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
-        default runs it inline. MRML work stays on the calling thread.
-    :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
-        with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
-        :data:`SUMMARY_ATTRIBUTE`.
-    :raises InputError: an input node cannot be used (the message says why and what to do).
+    volume: np.ndarray
+    geometry: imaging.SliceGeometry
+    ids: List[str]
+    prompt_masks: Dict[str, np.ndarray]
+    reference_masks: Optional[Dict[str, np.ndarray]]
+
+
+def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
+                referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+                log: Optional[Callable[[str], None]] = None) -> Inputs:
+    """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
+
+    Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
+    ``parameters.fill_nonfinite``. Nothing is added to the scene.
     """
-    from . import pipeline
-
-    parameters = (parameters or Parameters()).validate()
-    report = progress or (lambda fraction, message: None)
+    parameters = parameters or Parameters()
     say = log or logging.getLogger(__name__).info
-    run = compute or (lambda fn: fn())
-    started = time.perf_counter()
-
     volume = mrml_io.volume_array(volumeNode)
     if volume.ndim != 3:
         raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
@@ -120,6 +112,46 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
     say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
         f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+    return Inputs(volume, geometry, ids, prompt_masks, reference_masks)
+
+
+def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
+            referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+            progress: Optional[Callable[[float, str], None]] = None,
+            cancel: Optional[Callable[[], bool]] = None,
+            log: Optional[Callable[[str], None]] = None,
+            compute: Optional[Callable[[Callable], object]] = None,
+            inputs: Optional[Inputs] = None) -> Tuple[object, object]:
+    """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
+
+    :param segmentIds: IDs or names of the prompt segments (default: all).
+    :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
+        segmentation itself: the paper's evaluation with oracle prompts).
+    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
+    :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
+    :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
+    :param log: receives one line per step.
+    :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
+        default runs it inline. MRML work stays on the calling thread.
+    :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
+        caller checked them already (e.g. before loading the model).
+    :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
+        with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
+        :data:`SUMMARY_ATTRIBUTE`.
+    :raises InputError: an input node cannot be used (the message says why and what to do).
+    """
+    from . import pipeline
+
+    parameters = (parameters or Parameters()).validate()
+    report = progress or (lambda fraction, message: None)
+    say = log or logging.getLogger(__name__).info
+    run = compute or (lambda fn: fn())
+    started = time.perf_counter()
+
+    if inputs is None:
+        inputs = read_inputs(volumeNode, promptSegmentationNode, segmentIds, referenceSegmentationNode, parameters, say)
+    volume, geometry, ids, prompt_masks = inputs.volume, inputs.geometry, inputs.ids, inputs.prompt_masks
+    reference_masks = inputs.reference_masks
 
     def work():
         report(0.0, f"Loading model {parameters.model}")

@@ -53,7 +53,8 @@ def checked(volume: np.ndarray, geometry: SliceGeometry, fill: bool = False) -> 
     if not finite.any():
         raise BadVoxels("every voxel is NaN or infinite: there is no image to segment.")
     if not fill:
-        raise BadVoxels(f"{count} voxels are NaN or infinite ({where}): repair the image, or replace them "
+        counted = f"{count} voxel is" if count == 1 else f"{count} voxels are"
+        raise BadVoxels(f"{counted} NaN or infinite ({where}): repair the image, or replace them "
                         f"by their slice's minimum with {FILL_OPTION}.")
     filled = volume.copy()
     volume_minimum = float(volume[finite].min())
