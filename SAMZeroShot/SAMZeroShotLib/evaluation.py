@@ -72,6 +72,10 @@ def pair_cases(images_dir, masks_dir) -> Tuple[List[Case], List[CaseError]]:
     if not images:
         raise CaseError(images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)})")
     cases = [Case(stem, images[stem], masks[stem]) for stem in sorted(images) if stem in masks]
+    for case in cases:
+        if case.image_path.resolve() == case.mask_path.resolve():
+            raise CaseError(case.image_path, "is its own mask (--images and --masks name one folder): "
+                                             "keep the masks in a folder of their own, or give them another extension")
     problems = [CaseError(images[stem], f"no mask with the same name in {masks_dir}")
                 for stem in sorted(images) if stem not in masks]
     problems += [CaseError(masks[stem], f"no image with the same name in {images_dir}")
