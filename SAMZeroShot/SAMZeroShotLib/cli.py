@@ -107,6 +107,10 @@ def _progress(fraction: float, message: str) -> None:
     _last_reported[0] = fraction
 
 
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _existing(path: str, what: str) -> Path:
     result = Path(path)
     if result.is_dir():
@@ -138,9 +142,8 @@ def _check_outputs(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
         raise BadInput(str(error)) from None
 
 
-def _write_failed(error: OSError, path, kept: str) -> BadInput:
-    return BadInput(f"{getattr(error, 'filename', None) or path}: could not be written "
-                    f"({error.strerror or error}); {kept}")
+def _write_failed(error: OSError, folder, kept: str) -> BadInput:
+    return BadInput(f"{folder}: could not be written ({error.strerror or error}); {kept}")
 
 
 def run_segment(args) -> int:
@@ -152,6 +155,9 @@ def run_segment(args) -> int:
     if args.reference:
         inputs["reference segmentation"] = _existing(args.reference, "reference segmentation")
     inputs.update(_checkpoint_input(parameters))
+    for name in ("prompt segmentation", "reference segmentation"):
+        if name in inputs and files.same_file(inputs[name], inputs["volume"]):
+            raise BadInput(f"{inputs[name]}: the {name} is the volume itself: give the segmentation file")
     out = Path(args.out)
     if not out.name.endswith(".seg.nrrd"):
         raise BadInput(f"{args.out}: the output segmentation must be a .seg.nrrd file")
@@ -165,25 +171,23 @@ def run_segment(args) -> int:
         prompts = mrml_io.load_segmentation(app, inputs["prompt segmentation"])
         reference = mrml_io.load_segmentation(app, inputs["reference segmentation"]) if args.reference else None
         segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
-        mrml_io.resolve_segment_ids(prompts, segments)
+        checked = logic.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
     except mrml_io.InputError as error:
         raise BadInput(str(error)) from None
     _load_engine(parameters)
-    try:
-        segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
-                                            progress=_progress, log=lambda line: print(line, file=sys.stderr))
-    except mrml_io.InputError as error:
-        raise BadInput(str(error)) from None
-    try:
-        with files.replaced_atomically(out) as partial:
-            mrml_io.write_segmentation(segmentation, partial)
-        print(f"segmentation: {out}")
-        if args.metrics:
-            with files.replaced_atomically(args.metrics) as partial:
-                mrml_io.write_table_tsv(table, partial)
-            print(f"metrics: {args.metrics}")
-    except OSError as error:
-        raise _write_failed(error, out, "an existing file of that name is left as it was") from None
+    segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
+                                        progress=_progress, log=_log, inputs=checked)
+    writers = {"segmentation": (out, lambda partial: mrml_io.write_segmentation(segmentation, partial))}
+    if args.metrics:
+        writers["metrics"] = (outputs["metrics table"], lambda partial: mrml_io.write_table_tsv(table, partial))
+    for label, (path, write) in writers.items():
+        try:
+            with files.replaced_atomically(path) as partial:
+                write(partial)
+        except OSError as error:
+            raise BadInput(f"{path}: could not be written ({error.strerror or error}); "
+                           "an earlier file of that name is left as it was") from None
+        print(f"{label}: {path}")
     print(table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE))
     return 0
 
@@ -223,7 +227,7 @@ def _open_results(args, parameters: Parameters, prepared):
     except files.OutputError as error:
         raise BadInput(str(error)) from None
     except OSError as error:
-        raise _write_failed(error, out, "choose another output folder") from None
+        raise _write_failed(error, out, "make room or choose another output folder") from None
 
 
 def _check_results_folder(args) -> None:
@@ -255,7 +259,7 @@ def run_evaluate(args) -> int:
         with _stop_after_current_case() as cancel:
             summary = evaluation.evaluate(cases, folder, engine, parameters, propagate_from=args.propagate_from,
                                           skipped=problems, progress=_progress, cancel=cancel,
-                                          log=lambda line: print(line, file=sys.stderr, flush=True))
+                                          log=_log)
     except evaluation.CaseError as error:
         raise BadInput(str(error)) from None
     except Cancelled:

@@ -192,10 +192,14 @@ class ResultsFolder:
         return [self.results[name] for name in sorted(self.results)]
 
     def _write_tables(self) -> None:
+        """Both tables as the journal has them, sorted by case and slice; a table already so is left alone."""
         ordered = self._ordered()
         slice_rows = sorted((row for r in ordered for row in r.slice_rows), key=lambda row: (row["case"], row["slice"]))
-        write_text_atomically(self._path(SLICES_FILE), csv_text(slice_rows, SLICE_FIELDS, header=True))
-        write_text_atomically(self._path(CASES_FILE), csv_text([r.case_row for r in ordered], CASE_FIELDS, header=True))
+        for name, text in ((SLICES_FILE, csv_text(slice_rows, SLICE_FIELDS, header=True)),
+                           (CASES_FILE, csv_text([r.case_row for r in ordered], CASE_FIELDS, header=True))):
+            path = self._path(name)
+            if not path.exists() or path.read_bytes() != text.encode("utf-8"):
+                write_text_atomically(path, text)
 
     def _write_summary(self, complete: bool) -> dict:
         summary = summarize(self._ordered(), self.about)
