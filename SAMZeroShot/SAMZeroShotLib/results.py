@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,17 +86,19 @@ class ResultsFolder:
         self.settings = dict(settings)
         for name in FILES:
             check_output_file(self.folder / name)
-        self._remove_partials()
         if overwrite:
             for name in FILES:
                 (self.folder / name).unlink(missing_ok=True)
+        self.results, journal_end = self._read_journal()
         self._check_settings()
-        self.results: Dict[str, CaseResult] = self._read_journal()
+        # The folder is ours from here on: clear what a stopped run left half-written.
+        self._remove_partials()
+        with open(self._path(JOURNAL_FILE), "ab") as journal:
+            journal.truncate(journal_end)
+        self._write_tables()
         self.planned: List[str] = []
         self.skipped: List[dict] = []
         self.about: Dict[str, object] = {}
-        # The tables are made again from the journal: drops a row a stopped run half-appended.
-        self._write_tables()
 
     # -- opening ----------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -109,31 +111,32 @@ class ResultsFolder:
                 leftover.unlink(missing_ok=True)
 
     def _check_settings(self) -> None:
-        settings_path = self._path(SETTINGS_FILE)
-        if not settings_path.exists():
+        """Refuse to mix these results with recorded results of other settings; else store the settings."""
+        path = self._path(SETTINGS_FILE)
+        if not path.exists():
             found = [name for name in FILES if self._path(name).exists()]
             if found:
                 raise OutputError(f"{self.folder}: holds results ({', '.join(found)}) without a record of their "
-                                  "settings: choose another output folder, or overwrite them (--overwrite).")
-            write_text_atomically(settings_path, json.dumps(self.settings, indent=2) + "\n")
-            return
-        try:
-            stored = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise OutputError(f"{settings_path}: damaged: choose another output folder, or overwrite it "
-                              "(--overwrite).") from None
-        if stored != self.settings:
-            raise OutputError(f"{self.folder}: holds results made with other settings ({_differences(stored, self.settings)}): "
-                              "run with the same settings to resume, choose another output folder, "
-                              "or replace them (--overwrite).")
+                                  "settings: choose another output folder, or replace them (--overwrite).")
+        elif self.results:
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                raise OutputError(f"{path}: damaged: choose another output folder, or replace the results "
+                                  "(--overwrite).") from None
+            if stored != self.settings:
+                raise OutputError(f"{self.folder}: holds results made with other settings "
+                                  f"({_differences(stored, self.settings)}): run with the same settings to resume, "
+                                  "choose another output folder, or replace them (--overwrite).")
+        # No case is recorded under other settings: from now on the folder holds these.
+        text = json.dumps(self.settings, indent=2) + "\n"
+        if not path.exists() or path.read_text(encoding="utf-8", errors="replace") != text:
+            write_text_atomically(path, text)
 
-    def _read_journal(self) -> Dict[str, CaseResult]:
-        """Recorded cases; a last line cut short by a stop is removed from the file."""
+    def _read_journal(self) -> Tuple[Dict[str, CaseResult], int]:
+        """Recorded cases, and where the journal's last whole line ends (a stop may cut the last one short)."""
         path = self._path(JOURNAL_FILE)
-        if not path.exists():
-            path.touch()
-            return {}
-        data = path.read_bytes()
+        data = path.read_bytes() if path.exists() else b""
         results, offset = {}, 0
         for number, line in enumerate(data.splitlines(keepends=True), 1):
             try:
@@ -147,10 +150,7 @@ class ResultsFolder:
                                   "or start again (--overwrite).") from None
             results[result.name] = result
             offset += len(line)
-        if offset < len(data):
-            with open(path, "r+b") as handle:
-                handle.truncate(offset)
-        return results
+        return results, offset
 
     # -- writing ----------------------------------------------------------------------------
     @property
