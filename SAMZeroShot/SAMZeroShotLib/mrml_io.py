@@ -86,14 +86,19 @@ MAX_SEGMENTS_IN_FILE = 255
 _IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def _unreadable_image(path) -> Optional[str]:
-    """Why SimpleITK cannot read the image file ``path``, or None when it can."""
+def _label_file_problem(path) -> Optional[str]:
+    """Why the image file ``path`` cannot be read as labels, or None when it can."""
     import SimpleITK as sitk
 
     try:
-        sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        return str(error).strip().splitlines()[-1].strip()[:120]
+        return f"not a readable segmentation ({str(error).strip().splitlines()[-1].strip()[:120]})."
+    if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
+        count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
+        if count > MAX_SEGMENTS_IN_FILE:
+            return (f"holds {count} different labels, more than a segmentation has (at most "
+                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
     return None
 
 
@@ -103,18 +108,13 @@ def load_segmentation(app, path):
     # Slicer's segmentation reader aborts the whole process on a truncated .seg.nrrd (an
     # uncaught ITK exception), so image files are read once with SimpleITK first.
     if str(path).lower().endswith(_IMAGE_SUFFIXES):
-        problem = _unreadable_image(path)
+        problem = _label_file_problem(path)
         if problem:
-            raise InputError(f"{path}: not a readable segmentation ({problem}).")
+            raise InputError(f"{path}: {problem}")
     with vtk_errors_silenced():
         node = logic.LoadSegmentationFromFile(str(path), False)
     if node is None:
         raise InputError(f"{path}: not a readable segmentation.")
-    count = node.GetSegmentation().GetNumberOfSegments()
-    if count > MAX_SEGMENTS_IN_FILE:
-        remove_nodes([node])
-        raise InputError(f"{path}: holds {count} different labels, more than a segmentation has (at most "
-                         f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
     return node
 
 
