@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Tuple
 
 from . import __version__, files
 from .parameters import Parameters
@@ -146,10 +146,8 @@ def _write_failed(error: OSError, folder, kept: str) -> BadInput:
     return BadInput(f"{folder}: could not be written ({error.strerror or error}); {kept}")
 
 
-def run_segment(args) -> int:
-    from . import logic, mrml_io
-
-    parameters = _parameters(args, propagate=args.propagate)
+def _segment_files(args, parameters: Parameters) -> Tuple[Dict[str, Path], Dict[str, Path]]:
+    """``(inputs, outputs)`` of ``segment`` by what they are, checked before anything is read."""
     inputs = {"volume": _existing(args.volume, "volume"),
               "prompt segmentation": _existing(args.prompts, "prompt segmentation")}
     if args.reference:
@@ -158,13 +156,30 @@ def run_segment(args) -> int:
     for name in ("prompt segmentation", "reference segmentation"):
         if name in inputs and files.same_file(inputs[name], inputs["volume"]):
             raise BadInput(f"{inputs[name]}: the {name} is the volume itself: give the segmentation file")
-    out = Path(args.out)
-    if not out.name.endswith(".seg.nrrd"):
+    outputs = {"output segmentation": Path(args.out)}
+    if not outputs["output segmentation"].name.endswith(".seg.nrrd"):
         raise BadInput(f"{args.out}: the output segmentation must be a .seg.nrrd file")
-    outputs = {"output segmentation": out}
     if args.metrics:
         outputs["metrics table"] = Path(args.metrics)
     _check_outputs(outputs, inputs)
+    return inputs, outputs
+
+
+def _replace(path: Path, write) -> None:
+    """Write ``path`` through ``write(temporary path)``, replacing an earlier file only when complete."""
+    try:
+        with files.replaced_atomically(path) as partial:
+            write(partial)
+    except OSError as error:
+        raise BadInput(f"{path}: could not be written ({error.strerror or error}); "
+                       "an earlier file of that name is left as it was") from None
+
+
+def run_segment(args) -> int:
+    from . import logic, mrml_io
+
+    parameters = _parameters(args, propagate=args.propagate)
+    inputs, outputs = _segment_files(args, parameters)
     scene, app = mrml_io.new_scene()
     try:
         volume = mrml_io.load_volume(app, inputs["volume"])
@@ -177,17 +192,11 @@ def run_segment(args) -> int:
     _load_engine(parameters)
     segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
                                         progress=_progress, log=_log, inputs=checked)
-    writers = {"segmentation": (out, lambda partial: mrml_io.write_segmentation(segmentation, partial))}
+    _replace(outputs["output segmentation"], lambda partial: mrml_io.write_segmentation(segmentation, partial))
+    print(f"segmentation: {outputs['output segmentation']}")
     if args.metrics:
-        writers["metrics"] = (outputs["metrics table"], lambda partial: mrml_io.write_table_tsv(table, partial))
-    for label, (path, write) in writers.items():
-        try:
-            with files.replaced_atomically(path) as partial:
-                write(partial)
-        except OSError as error:
-            raise BadInput(f"{path}: could not be written ({error.strerror or error}); "
-                           "an earlier file of that name is left as it was") from None
-        print(f"{label}: {path}")
+        _replace(outputs["metrics table"], lambda partial: mrml_io.write_table_tsv(table, partial))
+        print(f"metrics: {outputs['metrics table']}")
     print(table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE))
     return 0
 
@@ -201,8 +210,8 @@ def _stop_after_current_case():
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
-        print("\nsamzeroshot evaluate: stopping after the current case (Ctrl-C again stops at once); "
-              "finished cases are kept", file=sys.stderr, flush=True)
+        print(("\n" if sys.stderr.isatty() else "") + "samzeroshot evaluate: stopping after the current case "
+              "(Ctrl-C again stops at once); finished cases are kept", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -258,8 +267,7 @@ def run_evaluate(args) -> int:
     try:
         with _stop_after_current_case() as cancel:
             summary = evaluation.evaluate(cases, folder, engine, parameters, propagate_from=args.propagate_from,
-                                          skipped=problems, progress=_progress, cancel=cancel,
-                                          log=_log)
+                                          skipped=problems, progress=_progress, cancel=cancel, log=_log)
     except evaluation.CaseError as error:
         raise BadInput(str(error)) from None
     except Cancelled:

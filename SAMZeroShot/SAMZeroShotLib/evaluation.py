@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__, imaging, metrics, voxels
-from .results import CASE_FIELDS, SLICE_FIELDS, CaseResult, ResultsFolder  # noqa: F401 (the stable columns)
+from .results import CaseResult, ResultsFolder
 
 IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
 MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")

@@ -158,8 +158,3 @@ def append_synced(path: PathLike, text: str) -> None:
     finally:
         os.close(descriptor)
 
-
-def describe_os_error(error: OSError, path: PathLike) -> str:
-    """One line for an error while writing ``path``."""
-    reason = error.strerror or str(error)
-    return f"{path}: could not be written ({reason}); what was complete before is kept."
