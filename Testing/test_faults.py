@@ -28,7 +28,7 @@ LIBRARY = Path(__file__).resolve().parents[1] / "SAMZeroShot"
 BOX = ("--strategy", "box")  # one call per lung: the cheapest strategy, same files and code paths
 
 
-# -- running and reading --------------------------------------------------------------------------------
+# -- running and reading ------------------------------------------------------------------
 def digests(*paths) -> dict:
     """SHA-256 of every file under ``paths`` (files or folders), by path."""
     found = {}
