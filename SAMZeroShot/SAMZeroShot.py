@@ -171,6 +171,7 @@ class SAMZeroShotParameterNode:
     model, strategy, window, device, precision - named choices of the library.
     embeddingCache - reuse image embeddings between runs.
     propagate - also segment slices without prompts, starting from the annotated ones.
+    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing the volume.
     checkpointPath - optional local checkpoint file; empty: built-in or cached weights.
     """
 
@@ -185,12 +186,14 @@ class SAMZeroShotParameterNode:
     precision: _choice("precision") = Parameters.default("precision")
     embeddingCache: bool = Parameters.default("embedding_cache")
     propagate: bool = Parameters.default("propagate")
+    fillNonfinite: bool = Parameters.default("fill_nonfinite")
     checkpointPath: pathlib.Path = pathlib.Path()
 
 
 #: Parameter node field -> Parameters field, for the settings that are passed on as they are.
 SETTING_FIELDS = {"model": "model", "strategy": "strategy", "window": "window", "device": "device",
-                  "precision": "precision", "embeddingCache": "embedding_cache", "propagate": "propagate"}
+                  "precision": "precision", "embeddingCache": "embedding_cache", "propagate": "propagate",
+                  "fillNonfinite": "fill_nonfinite"}
 
 
 #
@@ -762,6 +765,7 @@ SELF_TEST_SETTINGS = {
     "precision": "auto",
     "embeddingCache": True,
     "propagate": False,
+    "fillNonfinite": False,
     "checkpointPath": pathlib.Path(),
 }
 

@@ -146,6 +146,8 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
         assert combo.currentText == Parameters.default(field)
     ui.propagateCheckBox.click()
     assert parameters.propagate is True
+    ui.fillNonfiniteCheckBox.click()
+    assert parameters.fillNonfinite is True
     ui.checkpointPathLineEdit.currentPath = "/weights/sam_vit_b_01ec64.pth"
     assert parameters.checkpointPath == pathlib.Path("/weights/sam_vit_b_01ec64.pth")
     assert not ui.applyButton.enabled, "Apply needs an image and prompts"

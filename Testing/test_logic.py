@@ -7,8 +7,6 @@ import pytest
 from SAMZeroShotLib import logic, mrml_io
 from SAMZeroShotLib.logic import Cancelled, InputError, Parameters
 
-from conftest import radiograph_from_ct
-
 LUNGS = ("right lung", "left lung")
 # Volume Dice per lung on CTChest4 with the default settings (flip4-xray), measured: right 0.827,
 # left 0.847 (3 mm x 10 mm voxels; the model misses the anterior tip of the coarse right-lung
@@ -134,7 +132,7 @@ def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
         assert volume_dice(table, name) == pytest.approx(volume_dice(oracle, name), abs=0.02)
 
 
-def test_a_single_slice_chest_radiograph(scene_app, lungs):
+def test_a_single_slice_chest_radiograph(scene_app, lungs, radiograph_from_ct):
     scene, volume, segmentation, lung_ids = lungs
     masks = mrml_io.segment_masks(segmentation, lung_ids, volume)
     image, labels, spacing = radiograph_from_ct(mrml_io.volume_array(volume), masks[lung_ids[0]],
@@ -223,3 +221,32 @@ def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
     assert scene.GetNumberOfNodes() < count  # the segmentation and its display/storage nodes are gone
     assert scene.GetFirstNodeByName("CTChest4 SAM segmentation") is None
     assert scene.GetFirstNodeByName("CTChest4 SAM metrics") is None
+
+
+def test_a_constant_volume_is_accepted_with_a_warning(scene_app, ctchest):
+    scene, volume, segmentation, ids = ctchest
+    flat = mrml_io.add_volume(scene, np.full(mrml_io.volume_array(volume).shape, -1000, np.int16),
+                              mrml_io.ijk_to_ras(volume), "flat")
+    lines = []
+    logic.read_inputs(flat, segmentation, [ids["right lung"]], log=lines.append)
+    assert any("every voxel has the value -1000" in line and "the prompt alone decides the mask" in line
+               for line in lines), lines
+
+
+def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(lungs):
+    scene, volume, segmentation, lung_ids = lungs
+    array = mrml_io.volume_array(volume).astype(np.float32)
+    array[4, 0, 0] = np.inf
+    array[9, 1:3, 0] = np.nan
+    broken = mrml_io.add_volume(scene, array, mrml_io.ijk_to_ras(volume), "broken")
+    before = fingerprint(scene, broken, segmentation)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"Volume broken: 3 voxels are NaN or infinite \(slices 4, 9\)"):
+        logic.process(broken, segmentation, lung_ids)
+    assert scene.GetNumberOfNodes() == count
+    lines = []
+    inputs = logic.read_inputs(broken, segmentation, lung_ids, parameters=Parameters(fill_nonfinite=True),
+                               log=lines.append)
+    assert np.isfinite(inputs.volume).all() and scene.GetNumberOfNodes() == count
+    assert any("3 NaN or infinite voxels (slices 4, 9) were replaced" in line for line in lines), lines
+    assert fingerprint(scene, broken, segmentation) == before, "the volume node's voxels were modified"

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import imaging, metrics, mrml_io
+from . import imaging, metrics, mrml_io, voxels
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .errors import Cancelled
 
-__all__ = ["process", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
+__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
                  "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
@@ -68,12 +69,61 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
 
 
+@dataclass
+class Inputs:
+    """The checked inputs of one run, as arrays in the volume's geometry."""
+
+    volume: np.ndarray
+    geometry: imaging.SliceGeometry
+    ids: List[str]
+    prompt_masks: Dict[str, np.ndarray]
+    reference_masks: Optional[Dict[str, np.ndarray]]
+
+
+def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
+                referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+                log: Optional[Callable[[str], None]] = None) -> Inputs:
+    """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
+
+    Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
+    ``parameters.fill_nonfinite``. Nothing is added to the scene.
+    """
+    parameters = parameters or Parameters()
+    say = log or logging.getLogger(__name__).info
+    volume = mrml_io.volume_array(volumeNode)
+    if volume.ndim != 3:
+        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+    try:
+        volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
+    except voxels.BadVoxels as error:
+        raise InputError(f"Volume {volumeNode.GetName()}: {error}") from None
+    for note in notes:
+        say(f"{volumeNode.GetName()}: {note}")
+    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
+    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
+    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
+             for i, mask in prompt_masks.items() if not mask.any()]
+    if len(empty) == len(ids):
+        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
+                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
+    if empty:
+        say(f"Skipping empty segments: {', '.join(empty)}")
+        ids = [i for i in ids if prompt_masks[i].any()]
+        prompt_masks = {i: prompt_masks[i] for i in ids}
+    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
+    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
+        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+    return Inputs(volume, geometry, ids, prompt_masks, reference_masks)
+
+
 def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
             referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
             progress: Optional[Callable[[float, str], None]] = None,
             cancel: Optional[Callable[[], bool]] = None,
             log: Optional[Callable[[str], None]] = None,
-            compute: Optional[Callable[[Callable], object]] = None) -> Tuple[object, object]:
+            compute: Optional[Callable[[Callable], object]] = None,
+            inputs: Optional[Inputs] = None) -> Tuple[object, object]:
     """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
 
     :param segmentIds: IDs or names of the prompt segments (default: all).
@@ -85,6 +135,8 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     :param log: receives one line per step.
     :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
         default runs it inline. MRML work stays on the calling thread.
+    :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
+        caller checked them already (e.g. before loading the model).
     :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
         with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
         :data:`SUMMARY_ATTRIBUTE`.
@@ -98,30 +150,16 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     run = compute or (lambda fn: fn())
     started = time.perf_counter()
 
-    volume = mrml_io.volume_array(volumeNode)
-    if volume.ndim != 3:
-        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
-    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
-    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
-    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
-             for i, mask in prompt_masks.items() if not mask.any()]
-    if len(empty) == len(ids):
-        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
-                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
-    if empty:
-        say(f"Skipping empty segments: {', '.join(empty)}")
-        ids = [i for i in ids if prompt_masks[i].any()]
-        prompt_masks = {i: prompt_masks[i] for i in ids}
-    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+    if inputs is None:
+        inputs = read_inputs(volumeNode, promptSegmentationNode, segmentIds, referenceSegmentationNode, parameters, say)
+    volume, geometry, ids, prompt_masks = inputs.volume, inputs.geometry, inputs.ids, inputs.prompt_masks
+    reference_masks = inputs.reference_masks
     # Everything the results need from the input nodes is read now: the Slicer module keeps its
     # event loop running during the job, so a user may delete an input meanwhile.
     scene = volumeNode.GetScene()
     descriptions = mrml_io.segment_descriptions(promptSegmentationNode, ids)
-    inputs = [node for node in (volumeNode, promptSegmentationNode, referenceSegmentationNode) if node is not None]
+    input_nodes = [node for node in (volumeNode, promptSegmentationNode, referenceSegmentationNode) if node is not None]
     base = volumeNode.GetName()
-    say(f"{base}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
-        f"segments: {', '.join(d.name for d in descriptions.values())}")
 
     def work():
         report(0.0, f"Loading model {parameters.model}")
@@ -133,7 +171,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     result = run(work)
     if cancel is not None and cancel():
         raise Cancelled()
-    removed = [node.GetName() for node in inputs if node.GetScene() is not scene]
+    removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
     if removed:
         raise InputError(f"{', '.join(removed)} left the scene during the run: nothing was created. "
                          "Keep the inputs until the run ends.")

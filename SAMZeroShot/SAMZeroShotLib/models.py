@@ -153,6 +153,16 @@ def litemedsam_checkpoint() -> Path:
     return Path(get_asset_path())
 
 
+def user_checkpoint(checkpoint) -> Path:
+    """A checkpoint file the user named, which must exist (a folder is refused)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder: give the checkpoint file (.pth) itself.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found.")
+    return path
+
+
 def download_needed(name: str, checkpoint=None) -> Optional[ModelSpec]:
     """The spec of ``name`` when loading it would download its weights first, else None.
 
@@ -172,9 +182,7 @@ def checkpoint_path(spec: ModelSpec, checkpoint=None, progress=None, cancel=None
     file name (other files are the user's own fine-tuned weights).
     """
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"{path}: checkpoint file not found.")
+        path = user_checkpoint(checkpoint)
         if path.name == spec.filename:
             verify_file(path, spec.sha256, spec.size)
         return path
@@ -187,6 +195,19 @@ def checkpoint_path(spec: ModelSpec, checkpoint=None, progress=None, cancel=None
         verify_file(path, spec.sha256, spec.size)
         return path
     return download(spec.url, path, spec.sha256, spec.size, progress=progress, cancel=cancel)
+
+
+def checkpoint_sha256(name: str, checkpoint=None) -> str:
+    """SHA-256 of the weights model ``name`` will use, found without loading them.
+
+    A registry file is checked against its published digest when it is loaded, so that digest
+    names it; any other file is hashed.
+    """
+    spec = spec_for(name, checkpoint)
+    if checkpoint is None or Path(checkpoint).name == spec.filename:
+        return spec.sha256
+    path = user_checkpoint(checkpoint)
+    return file_sha256(path)
 
 
 def resolve_device(device: Optional[str] = "auto") -> str:
@@ -256,13 +277,16 @@ def load_state(path) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for non-checkpoint files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}).") from error
+    except Exception:  # torch raises several types, with pages of text, for files it cannot load
+        # torch's own text is left out on purpose: it advises weights_only=False, i.e. running
+        # whatever code the file holds.
+        raise CheckpointError(f"{path}: not a SAM checkpoint, or the file is damaged: it holds no weights "
+                              "that can be loaded safely; use the published file or download it again.") from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds no state dict.")
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: not a SAM checkpoint (it holds no model weights).")
     return state
 
 
@@ -285,7 +309,12 @@ def load_model(name: str = "litemedsam", checkpoint=None, device: Optional[str] 
     spec = spec_for(name, checkpoint)
     path = checkpoint_path(spec, checkpoint, progress=progress, cancel=cancel)
     model = build(spec.architecture)
-    missing, unexpected = model.load_state_dict(load_state(path), strict=False)
+    state = load_state(path)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # weights of the wrong shapes: several lines of torch text, one per tensor
+        raise CheckpointError(f"{path}: not a {spec.architecture} checkpoint (its weights have other shapes); "
+                              "choose the model that matches the file.") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: does not fit {spec.architecture} "
                               f"({len(missing)} missing, {len(unexpected)} unexpected weights).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+import errno
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -55,22 +56,64 @@ def new_scene():
     return scene, app
 
 
+@contextlib.contextmanager
+def vtk_errors_silenced():
+    """VTK's own error text off: a reader that fails prints pages of it, and we report the failure."""
+    previous = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(previous)
+
+
 def load_volume(app, path, name: Optional[str] = None):
     """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
     import os
 
     logic = app.samzeroshot_logics["Volumes"]
     name = name or os.path.basename(str(path)).split(".")[0]
-    node = logic.AddArchetypeVolume(str(path), name, 0)
+    with vtk_errors_silenced():
+        node = logic.AddArchetypeVolume(str(path), name, 0)
     if node is None or node.GetImageData() is None:
         raise InputError(f"{path}: not a readable volume.")
     return node
 
 
+# A labelmap file with more labels than this is an image given by mistake (a CT read as labels
+# has thousands); the largest anatomical label sets (e.g. TotalSegmentator's 117) stay well below.
+MAX_SEGMENTS_IN_FILE = 255
+# Image formats whose damage is checked before Slicer reads them (see load_segmentation).
+_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def _label_file_problem(path) -> Optional[str]:
+    """Why the image file ``path`` cannot be read as labels, or None when it can."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        return f"not a readable segmentation ({str(error).strip().splitlines()[-1].strip()[:120]})."
+    if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
+        count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
+        if count > MAX_SEGMENTS_IN_FILE:
+            return (f"holds {count} different labels, more than a segmentation has (at most "
+                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
+    return None
+
+
 def load_segmentation(app, path):
     """Load a ``.seg.nrrd`` (or labelmap) file as a segmentation node."""
     logic = app.samzeroshot_logics["Segmentations"]
-    node = logic.LoadSegmentationFromFile(str(path), False)
+    # Slicer's segmentation reader aborts the whole process on a truncated .seg.nrrd (an
+    # uncaught ITK exception), so image files are read once with SimpleITK first.
+    if str(path).lower().endswith(_IMAGE_SUFFIXES):
+        problem = _label_file_problem(path)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+    with vtk_errors_silenced():
+        node = logic.LoadSegmentationFromFile(str(path), False)
     if node is None:
         raise InputError(f"{path}: not a readable segmentation.")
     return node
@@ -365,7 +408,7 @@ def write_segmentation(segmentation_node, path) -> None:
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.WriteData(segmentation_node):
-        raise OSError(f"{path}: the segmentation could not be written.")
+        raise OSError(errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path))
 
 
 def write_table_tsv(table_node, path) -> None:

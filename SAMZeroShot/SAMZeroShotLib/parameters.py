@@ -37,6 +37,8 @@ class Parameters:
     embedding_cache: bool = _setting(True, "keep slice embeddings to skip the encoder on re-runs")
     propagate: bool = _setting(False, "prompts on a few slices only: carry them to the neighbouring slices")
     slice_axis: str = _setting("auto", "slice orientation", SLICE_AXIS_NAMES)
+    fill_nonfinite: bool = _setting(False, "replace NaN or infinite voxels by their slice's minimum "
+                                           "(without it such a volume is refused)")
 
     @classmethod
     def default(cls, name: str):
