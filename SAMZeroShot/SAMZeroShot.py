@@ -385,6 +385,9 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setRunning(True)
         try:
             with slicer.util.tryWithErrorDisplay(_("SAM Zero-Shot segmentation failed."), waitCursor=False):
+                if self.logic.dependencyProblems() or self.logic.downloadNeeded(self._parameterNode):
+                    # Minutes of installing or downloading come first: refuse unusable inputs now.
+                    self.logic.checkInputs(self._parameterNode, self._selectedSegmentIds())
                 if self._ensureDependencies() and self._confirmDownload():
                     self._segment()
         finally:
@@ -435,6 +438,9 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(_("Download declined; nothing was changed."))
         return False
 
+    def _selectedSegmentIds(self):
+        return list(self.ui.promptSegmentsSelector.selectedSegmentIDs()) or None
+
     def _segment(self) -> None:
         from SAMZeroShotLib import mrml_io
         from SAMZeroShotLib.errors import Cancelled
@@ -443,7 +449,7 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultLabel.text = ""
         self._latestProgress = (0.0, _("Starting"))
         self._pendingLog.clear()
-        segmentIds = list(self.ui.promptSegmentsSelector.selectedSegmentIDs()) or None
+        segmentIds = self._selectedSegmentIds()
         volumeNode = self._parameterNode.inputVolume
         self._watchInputs(segmentIds)
         try:
@@ -694,6 +700,14 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         """The library's Parameters for the settings of parameterNode."""
         values = {field: getattr(parameterNode, name) for name, field in SETTING_FIELDS.items()}
         return Parameters(checkpoint=_checkpointFile(parameterNode.checkpointPath), **values)
+
+    def checkInputs(self, parameterNode, segmentIds=None, log=None):
+        """Every check of the inputs that needs no model (SAMZeroShotLib.logic.read_inputs); raises
+        SAMZeroShotLib.mrml_io.InputError saying what is wrong. Nothing is added to the scene."""
+        from SAMZeroShotLib.logic import read_inputs
+
+        return read_inputs(parameterNode.inputVolume, parameterNode.promptSegmentation, segmentIds,
+                           parameterNode.referenceSegmentation, self.parameters(parameterNode), log=log)
 
     def run(self, parameterNode, segmentIds=None, progress=None, cancel=None, log=None, compute=None):
         """Segment parameterNode.inputVolume from the prompt segments; returns (segmentationNode, tableNode).

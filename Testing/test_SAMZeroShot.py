@@ -292,6 +292,26 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     assert slicer.mrmlScene.GetFirstNodeByName("CTChest4 SAM segmentation") is not None
 
 
+def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake_install, caplog):
+    import numpy as np
+
+    import slicer
+    from SAMZeroShotLib import mrml_io
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    voxels = mrml_io.volume_array(volume).astype(np.float32)
+    voxels[5, :4, :4] = np.nan
+    broken = mrml_io.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
+    widget._parameterNode.inputVolume = broken
+    widget._parameterNode.promptSegmentation = segmentation
+    with pytest.raises(mrml_io.InputError, match="16 voxels are NaN or infinite"):
+        widget.ui.applyButton.click()
+    assert fake_install.calls == [] and user_app.state.messages == [], "asked to install for unusable inputs"
+    assert "Replace NaN voxels" in caplog.text  # the error display (logged: no main window here)
+    assert widget.ui.applyButton.enabled and not widget._running
+
+
 def test_a_declined_install_changes_nothing(user_app, fake_install):
     import slicer
 
