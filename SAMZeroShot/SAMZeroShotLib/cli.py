@@ -13,7 +13,7 @@ from .parameters import Parameters
 EXIT_BAD_INPUT = 2
 
 #: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
-MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "device", "precision")
+MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision")
 
 
 class BadInput(Exception):
@@ -100,7 +100,7 @@ def _existing(path: str, what: str) -> Path:
 
 
 def run_segment(args) -> int:
-    from . import logic, mrml_io
+    from . import evaluation, logic, mrml_io
 
     parameters = _parameters(args, propagate=args.propagate)
     volume_path = _existing(args.volume, "volume")
@@ -112,6 +112,9 @@ def run_segment(args) -> int:
     scene, app = mrml_io.new_scene()
     try:
         volume = mrml_io.load_volume(app, volume_path)
+        recorded = evaluation.declared_modality(volume_path)
+        if recorded:  # as Slicer's DICOM loader keeps it
+            mrml_io.record_modality(volume, recorded)
         prompts = mrml_io.load_segmentation(app, prompts_path)
         reference = mrml_io.load_segmentation(app, reference_path) if reference_path else None
         segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
@@ -145,7 +148,7 @@ def run_evaluate(args) -> int:
     engine = _load_engine(parameters)
     try:
         summary = evaluation.evaluate(args.images, args.masks, args.out, engine, strategy=parameters.strategy,
-                                      window=parameters.window, keep_going=args.keep_going,
+                                      window=parameters.window, modality=parameters.modality, keep_going=args.keep_going,
                                       propagate_from=args.propagate_from, progress=_progress, prepared=prepared)
     except evaluation.CaseError as error:
         raise BadInput(str(error)) from None

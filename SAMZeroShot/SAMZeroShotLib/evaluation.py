@@ -5,10 +5,13 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts; scores are for the union of all segments;
-* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
+  the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
-  scored 2D slices, pooled over cases as the paper does), ``model``, ``strategy``, ``seconds``, ...
+  scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
+  the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
+  ``seconds``, ...
 """
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
 MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
 IGNORE_LABEL = 255
 SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
-                "predicted_pixels", "prompted")
+                "predicted_pixels", "prompted", "prompt_only_dice")
 CASE_FIELDS = ("case", "n_scored_slices", "n_segmented_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
-               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds")
+               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds", "prompt_only_dice", "modality",
+               "modality_reason")
 
 # LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -134,6 +138,19 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
     return array, _ijk_to_ras(image)
 
 
+def declared_modality(path) -> Optional[str]:
+    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
+
+
 def read_labels(path, shape) -> np.ndarray:
     """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
 
@@ -184,9 +201,26 @@ def check_case(case: Case) -> None:
     read_labels(case.mask_path, image.shape)
 
 
-def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None):
-    """Segment one case and score it: ``(slice rows, case row)``."""
-    from . import pipeline
+def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+    from .strategies import fill_boxes
+
+    filled = np.zeros(reference_union.shape, bool)
+    views = {key: geometry.view(mask) for key, mask in prompts.items()}
+    for s in np.flatnonzero(np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])):
+        for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
+            filled[s] |= box
+    return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
+
+
+def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None,
+                  modality: str = "auto"):
+    """Segment one case and score it: ``(slice rows, case row)``.
+
+    Each row also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled,
+    a baseline that costs no model call.
+    """
+    from . import modality as modalities, pipeline
 
     started = time.perf_counter()
     volume, ijk_to_ras = read_image(case.image_path)
@@ -198,19 +232,21 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
+    modality, reason = modalities.decide(modality, geometry.view(volume), declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
-                                     cancel=cancel, propagate=propagate_from is not None)
+                                     cancel=cancel, propagate=propagate_from is not None, modality=modality)
     predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
     reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
     ignore_view = geometry.view(ignore)
     scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
+    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     prompted = {outcome.slice for outcome in result.slices}
     scored = np.flatnonzero(scores["reference_pixels"] > 0)
     slice_rows = [{"case": case.name, "slice": int(s),
                    **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
                    "reference_pixels": int(scores["reference_pixels"][s]),
                    "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted)} for s in scored]
+                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     keep = ~ignore_view
     pred, ref = predicted_union & keep, reference_union & keep
@@ -220,7 +256,9 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
                 "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
-                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started}
+                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
+                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
+                "modality": modality, "modality_reason": reason}
     return slice_rows, case_row
 
 
@@ -255,7 +293,7 @@ def prepare(images_dir, masks_dir, keep_going: bool = False) -> Tuple[List[Case]
 def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", window: str = "auto",
              keep_going: bool = False, propagate_from: Optional[str] = None,
              progress: Optional[Callable[[float, str], None]] = None,
-             prepared: Optional[Tuple[List[Case], List[CaseError]]] = None) -> dict:
+             prepared: Optional[Tuple[List[Case], List[CaseError]]] = None, modality: str = "auto") -> dict:
     """Evaluate every case; write slices.csv, cases.csv and summary.json into ``out_dir``.
 
     Bad input raises :class:`CaseError` before any case is segmented, unless ``keep_going``: then
@@ -272,7 +310,7 @@ def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", win
     slice_rows, case_rows = [], []
     report = progress or (lambda fraction, message: None)
     for number, case in enumerate(good):
-        rows, row = evaluate_case(case, engine, strategy_name, window, propagate_from=propagate_from)
+        rows, row = evaluate_case(case, engine, strategy_name, window, propagate_from=propagate_from, modality=modality)
         slice_rows += rows
         case_rows.append(row)
         report((number + 1) / len(good), f"{case.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices")
@@ -283,12 +321,14 @@ def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", win
         "n_scored_slices": len(slice_rows),
         "mean_dice": float(dice.mean()) if dice.size else math.nan,
         "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
+        "prompt_only_dice": float(np.mean([r["prompt_only_dice"] for r in slice_rows])) if slice_rows else math.nan,
         "median_dice": float(np.median(dice)) if dice.size else math.nan,
         "mean_sensitivity": float(np.nanmean([r["sensitivity"] for r in slice_rows])) if slice_rows else math.nan,
         "mean_precision": float(np.nanmean([r["precision"] for r in slice_rows])) if slice_rows else math.nan,
         "model": engine.model.spec.name,
         "strategy": strategy_name,
         "window": window,
+        "modality": modality,
         "propagate_from": propagate_from,
         "device": engine.device,
         "precision": engine.precision,

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from . import imaging, metrics, mrml_io
+from . import modality as modalities
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .pipeline import Cancelled
@@ -77,7 +78,9 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     :param segmentIds: IDs or names of the prompt segments (default: all).
     :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
         segmentation itself: the paper's evaluation with oracle prompts).
-    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
+    :param parameters: model, strategy, window, modality, device, ... (:class:`Parameters`). With
+        ``modality`` ``auto``, the DICOM Modality recorded for the volume decides, then the number
+        of slices, then the image content (:mod:`modality`).
     :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
     :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
     :param log: receives one line per step.
@@ -112,7 +115,9 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
     geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
-    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
+    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volumeNode))
+    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+        f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
         f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
 
     def work():
@@ -120,7 +125,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         engine = get_engine(parameters, progress=report)
         return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
                                        window=parameters.window, progress=report, cancel=cancel,
-                                       propagate=parameters.propagate)
+                                       propagate=parameters.propagate, modality=modality)
 
     result = run(work)
     if cancel is not None and cancel():
@@ -151,6 +156,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
         table.SetAttribute("SAMZeroShot.Model", parameters.model)
         table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
+        table.SetAttribute("SAMZeroShot.Modality", result.modality)
     return segmentation, table
 
 

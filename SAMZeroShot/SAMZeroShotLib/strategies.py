@@ -26,9 +26,13 @@ prompt masks only (with oracle prompts these are the reference masks, as in the 
     logit maps are averaged.
 ``flip4-xray``
     ``flip4``, and on radiographs a lower logit cut-off (see :data:`CHOSEN_FROM_DATA`).
+``prompt-only``
+    No model: each segment's box, filled. What the prompt alone gives, the baseline every
+    model result is read against.
 
-The modality comes from the window: ``xray`` means a radiograph, anything else a CT.
-Parameters chosen from the dev sets are named in :data:`CHOSEN_FROM_DATA`.
+Each strategy is told the modality (``ct`` or ``xray``, see :mod:`modality`); only the
+radiograph cut-off of ``flip4-xray`` depends on it. Parameters chosen from the dev sets are
+named in :data:`CHOSEN_FROM_DATA`.
 """
 from __future__ import annotations
 
@@ -60,6 +64,26 @@ class PromptStrategy:
             for key, part in split_among_segments(prediction.mask, masks, prompt.segments).items():
                 outputs[key] |= part
         return outputs
+
+
+def fill_boxes(masks: Masks) -> Masks:
+    """Each mask's bounding box, filled (the box SAM is prompted with); empty masks stay empty."""
+    filled = {}
+    for key, mask in masks.items():
+        filled[key] = np.zeros(mask.shape, bool)
+        if mask.any():
+            min_row, min_col, max_row, max_col = bounding_box(mask)
+            filled[key][min_row:max_row, min_col:max_col] = True
+    return filled
+
+
+class PromptOnlyStrategy:
+    """The mask is the prompt itself: each segment's box filled; the engine is never called."""
+
+    name = "prompt-only"
+
+    def segment(self, image: np.ndarray, masks: Masks, engine=None, modality: str = "ct") -> Masks:
+        return fill_boxes(masks)
 
 
 def crop_region(mask: np.ndarray, margin: float, min_size: int) -> Region:
@@ -230,6 +254,7 @@ STRATEGIES = {
     "refine": ViewStrategy("refine", margin=0.1, min_size=48, refine=2),
     "flip4": ViewStrategy("flip4", flip="hv"),
     "flip4-xray": ViewStrategy("flip4-xray", flip="hv", xray_threshold=CHOSEN_FROM_DATA["xray_threshold"]),
+    "prompt-only": PromptOnlyStrategy(),
 }
 
 #: What ``auto`` means, per model. LiteMedSAM: the best on both dev sets (README, Accuracy). The
