@@ -154,11 +154,20 @@ class ViewStrategy:
     min_click_pixels: int = 4
 
     def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
-        keys = [key for key, mask in masks.items() if mask.any()]
         threshold = self.xray_threshold if modality == "xray" and self.xray_threshold is not None else self.threshold
         outputs = {key: np.zeros(image.shape[:2], bool) for key in masks}
+        for key, ((row0, row1, col0, col1), mean) in self.region_logits(image, masks, engine, threshold).items():
+            outputs[key][row0:row1, col0:col1] = mean > threshold
+        return outputs
+
+    def region_logits(self, image: np.ndarray, masks: Masks, engine, threshold: float = 0.0):
+        """``{key: (region, mean logits of its views over that region)}`` for each non-empty segment.
+
+        ``threshold`` decides, between correction passes, what counts as predicted.
+        """
+        keys = [key for key, mask in masks.items() if mask.any()]
         if not keys:
-            return outputs
+            return {}
         full = (0, image.shape[0], 0, image.shape[1])
         regions = {key: self._region(masks[key], full) for key in keys}
         flips = self.flips()
@@ -169,7 +178,7 @@ class ViewStrategy:
         clicks: Dict[Hashable, List[Tuple[int, int, int]]] = {key: [] for key in keys}
         low_res: Dict[tuple, np.ndarray] = {}
         active = set(keys)
-        predicted: Dict[Hashable, np.ndarray] = {}
+        means: Dict[Hashable, np.ndarray] = {}
         for step in range(1 + self.refine):
             logits = {key: 0.0 for key in active}
             for view in views:
@@ -184,17 +193,14 @@ class ViewStrategy:
                     low_res[(key, view)] = prediction.low_res_logits
                     logits[key] = logits[key] + self._unflip(prediction.logits, flipped)
             for key in list(active):
-                predicted[key] = logits[key] > threshold * len(flips)  # the sum of the views' logits
+                means[key] = logits[key] / len(flips)
                 if step < self.refine:
-                    click = correction_click(targets[key], predicted[key], self.min_click_pixels)
+                    click = correction_click(targets[key], means[key] > threshold, self.min_click_pixels)
                     if click is None:
                         active.discard(key)  # already right: no more passes for this segment
                     else:
                         clicks[key].append(click)
-        for key in keys:
-            row0, row1, col0, col1 = regions[key]
-            outputs[key][row0:row1, col0:col1] = predicted[key]
-        return outputs
+        return {key: (regions[key], means[key]) for key in keys}
 
     def _region(self, mask, full) -> Region:
         if self.zoom is not None:
@@ -233,6 +239,40 @@ class ViewStrategy:
         return Prompt(segments=(key,), points=points, labels=[label for _, _, label in clicks], box=box)
 
 
+@dataclass(frozen=True)
+class EnsembleStrategy:
+    """Several view strategies at once: their mean logits averaged pixel by pixel.
+
+    Each member counts once wherever it has a view (a crop covers only its region); a pixel no
+    member sees stays background. Combines the whole slice's context with a crop's resolution.
+    """
+
+    name: str
+    members: Tuple[ViewStrategy, ...]
+    threshold: float = 0.0
+
+    def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
+        totals = {key: np.zeros(image.shape[:2], np.float32) for key in masks}
+        counts = {key: np.zeros(image.shape[:2], np.int32) for key in masks}
+        for member in self.members:
+            for key, ((row0, row1, col0, col1), mean) in member.region_logits(image, masks, engine).items():
+                totals[key][row0:row1, col0:col1] += mean
+                counts[key][row0:row1, col0:col1] += 1
+        return {key: (counts[key] > 0) & (totals[key] > self.threshold * counts[key]) for key in masks}
+
+
+@dataclass(frozen=True)
+class ByModality:
+    """One strategy for CT slices and another for radiographs."""
+
+    name: str
+    ct: object
+    xray: object
+
+    def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
+        return (self.xray if modality == "xray" else self.ct).segment(image, masks, engine, modality)
+
+
 #: Every setting below that was picked by measuring on the dev sets (README, Accuracy), and how.
 CHOSEN_FROM_DATA = {
     # X-ray only: lowest mean logit kept as lung. Radiograph references include the lung behind the
@@ -254,8 +294,14 @@ STRATEGIES = {
     "refine": ViewStrategy("refine", margin=0.1, min_size=48, refine=2),
     "flip4": ViewStrategy("flip4", flip="hv"),
     "flip4-xray": ViewStrategy("flip4-xray", flip="hv", xray_threshold=CHOSEN_FROM_DATA["xray_threshold"]),
+    # Views combined: each segment's crop (or zoomed view) in all four flips, logits averaged.
+    "crop-flip4": ViewStrategy("crop-flip4", margin=0.1, min_size=48, flip="hv"),
+    "zoom-flip4": ViewStrategy("zoom-flip4", zoom=CHOSEN_FROM_DATA["zoom"], min_size=32, flip="hv"),
     "prompt-only": PromptOnlyStrategy(),
 }
+# The whole slice (context) and each segment's crop (resolution), half and half.
+STRATEGIES["box+crop"] = EnsembleStrategy("box+crop", (STRATEGIES["box"], STRATEGIES["crop"]))
+STRATEGIES["flip4+crop"] = EnsembleStrategy("flip4+crop", (STRATEGIES["flip4"], STRATEGIES["crop"]))
 
 #: What ``auto`` means, per model. LiteMedSAM: the best on both dev sets (README, Accuracy). The
 #: SAM ViT models cannot be run here; the paper measured its own prompt with ViT-L.
