@@ -32,7 +32,7 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert {"dice", "jaccard"} <= set(rows[0])
     volume_rows = {r["segment"]: float(r["dice"]) for r in rows if r["scope"] == "volume"}
-    assert volume_rows["right lung"] > 0.78 and volume_rows["left lung"] > 0.80  # measured 0.827 / 0.847
+    assert volume_rows["right lung"] > 0.78 and volume_rows["left lung"] > 0.80  # measured 0.810 / 0.839
     assert "Mean Dice" in stdout
 
 
