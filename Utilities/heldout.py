@@ -22,6 +22,7 @@ import csv
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,12 @@ HALVES = ("selection", "heldout")
 CT_BLOCK = 10
 BASELINE = "box"
 # Cheap first: views shared with later strategies are then already in the cache.
-DEFAULT_STRATEGIES = ("box", "prompt-only", "paper", "zoom", "flip4", "flip4-xray", "crop", "refine", "box+crop",
-                      "flip4+crop", "zoom-flip4", "crop-flip4")
+DEFAULT_STRATEGIES = ("box", "prompt-only", "paper", "zoom", "flip4", "flip4-xray", "crop", "box+crop", "flip4+crop",
+                      "zoom@0.25", "zoom@0.5", "refine")
+#: Other values of a parameter, tried on the selection half of one dev set only (to choose it).
+TUNING = {"zoom@0.25": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.25", zoom=0.25)),
+          "zoom@0.5": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.5", zoom=0.5))}
+strategies.STRATEGIES.update({name: strategy for name, (_, strategy) in TUNING.items()})
 
 
 def make_split(data: Path) -> dict:
@@ -116,7 +121,7 @@ def run(data: Path, work: Path, names, halves) -> dict:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name in names:
         for (dataset, half), (images, masks) in folders.items():
-            if half not in halves:
+            if half not in halves or (name in TUNING and (dataset, half) != (TUNING[name][0], "selection")):
                 continue
             out = work / "results" / dataset / half / name
             if not (out / "summary.json").is_file():
@@ -140,6 +145,30 @@ def run(data: Path, work: Path, names, halves) -> dict:
     return results
 
 
+def _versus(entry) -> str:
+    versus = entry.get("vs_box")
+    if not versus:
+        return ""
+    low, high = versus["interval"]
+    mark = " **better**" if low > 0 else " worse" if high < 0 else ""
+    return f"{versus['difference']:+.4f} [{low:+.4f}, {high:+.4f}]{mark}"
+
+
+def table(results: dict, names) -> str:
+    """The README's table: mean Dice per half and, on the held-out halves, the difference from box."""
+    lines = ["| strategy | ct_dev selection | ct_dev held-out | held-out vs box | cxr_dev selection | cxr_dev held-out "
+             "| held-out vs box |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        cells = []
+        for dataset in ("ct_dev", "cxr_dev"):
+            halves = results.get(dataset, {})
+            selection, heldout = halves.get("selection", {}).get(name), halves.get("heldout", {}).get(name)
+            cells += [f"{selection['mean_dice']:.4f}" if selection else "",
+                      f"{heldout['mean_dice']:.4f}" if heldout else "", _versus(heldout) if heldout else ""]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -148,7 +177,11 @@ def main() -> None:
                         choices=sorted(strategies.STRATEGIES))
     parser.add_argument("--halves", nargs="+", default=list(HALVES), choices=HALVES)
     parser.add_argument("--make-split", action="store_true", help="write dev_split.json anew (done once)")
+    parser.add_argument("--table", action="store_true", help="print the README table from heldout_results.json")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(RESULTS.read_text()), args.strategies))
+        return
     if args.make_split:
         SPLIT.write_text(json.dumps(make_split(args.data), indent=1) + "\n")
         return
