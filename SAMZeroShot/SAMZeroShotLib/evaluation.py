@@ -5,10 +5,13 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts; scores are for the union of all segments;
-* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
+  the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
-  scored 2D slices, pooled over cases as the paper does), ``model``, ``strategy``, ``seconds``, ...
+  scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
+  the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
+  ``seconds``, ...
 
 The files are written case by case by :class:`~.results.ResultsFolder`, so a stopped run keeps its
 finished cases and a second run with the same settings carries on from them.
@@ -136,6 +139,19 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
     return array, _ijk_to_ras(image)
 
 
+def declared_modality(path) -> Optional[str]:
+    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
+
+
 def read_labels(path, shape) -> np.ndarray:
     """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
 
@@ -197,10 +213,26 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     read_labels(case.mask_path, image.shape)
 
 
+def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+    from .strategies import fill_boxes
+
+    filled = np.zeros(reference_union.shape, bool)
+    views = {key: geometry.view(mask) for key, mask in prompts.items()}
+    for s in np.flatnonzero(np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])):
+        for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
+            filled[s] |= box
+    return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
+
+
 def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None,
-                  fill_nonfinite: bool = False) -> CaseResult:
-    """Segment one case and score it."""
-    from . import pipeline
+                  fill_nonfinite: bool = False, modality: str = "auto") -> CaseResult:
+    """Segment one case and score it.
+
+    Each row also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled,
+    a baseline that costs no model call.
+    """
+    from . import modality as modalities, pipeline
 
     started = time.perf_counter()
     volume, ijk_to_ras = read_image(case.image_path)
@@ -212,19 +244,21 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
+    modality, reason = modalities.decide(modality, geometry.view(volume), declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
-                                     cancel=cancel, propagate=propagate_from is not None)
+                                     cancel=cancel, propagate=propagate_from is not None, modality=modality)
     predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
     reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
     ignore_view = geometry.view(ignore)
     scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
+    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     prompted = {outcome.slice for outcome in result.slices}
     scored = np.flatnonzero(scores["reference_pixels"] > 0)
     slice_rows = [{"case": case.name, "slice": int(s),
                    **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
                    "reference_pixels": int(scores["reference_pixels"][s]),
                    "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted)} for s in scored]
+                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     keep = ~ignore_view
     pred, ref = predicted_union & keep, reference_union & keep
@@ -234,7 +268,9 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
                 "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
-                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started}
+                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
+                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
+                "modality": modality, "modality_reason": reason}
     return CaseResult(case.name, slice_rows, case_row, notes)
 
 
@@ -272,6 +308,7 @@ def run_settings(parameters, images_dir, masks_dir, propagate_from: Optional[str
         "checkpoint_sha256": checkpoint_sha256(parameters.model, parameters.checkpoint),
         "strategy": resolve(parameters.strategy, parameters.model)[0],
         "window": parameters.window,
+        "modality": parameters.modality,
         "precision": parameters.precision,
         "propagate_from": propagate_from,
         "fill_nonfinite": parameters.fill_nonfinite,
@@ -296,7 +333,7 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
 
     strategy_name, _ = resolve(parameters.strategy, engine.model.spec.name)
     about = {"model": engine.model.spec.name, "strategy": strategy_name, "window": parameters.window,
-             "propagate_from": propagate_from, "device": engine.device, "precision": engine.precision,
+             "modality": parameters.modality, "propagate_from": propagate_from, "device": engine.device, "precision": engine.precision,
              "backend": engine.backend}
     todo = folder.plan([case.name for case in cases], [{"file": p.path, "problem": p.problem} for p in skipped], about)
     report = progress or (lambda fraction, message: None)
@@ -308,7 +345,8 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
         if cancel is not None and cancel():
             raise Cancelled()
         result = evaluate_case(by_name[name], engine, strategy_name, parameters.window,
-                               propagate_from=propagate_from, fill_nonfinite=parameters.fill_nonfinite)
+                               propagate_from=propagate_from, fill_nonfinite=parameters.fill_nonfinite,
+                               modality=parameters.modality)
         folder.record(result)
         row = result.case_row
         for note in result.notes:
