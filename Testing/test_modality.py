@@ -13,8 +13,6 @@ import SimpleITK as sitk
 
 from SAMZeroShotLib import cli, evaluation, imaging, logic, modality, mrml_io
 
-from conftest import radiograph_from_ct
-
 
 def dicom_file(name):
     from pydicom.data import get_testdata_file
@@ -34,7 +32,7 @@ def ct_png(chest, tmp_path):
 
 
 @pytest.fixture
-def xray_png(chest, ctchest, tmp_path):
+def xray_png(chest, ctchest, tmp_path, radiograph_from_ct):
     """A radiograph of CTChest4 as a 16-bit PNG, and its lung labels."""
     voxels, _, masks = chest
     image, labels, _ = radiograph_from_ct(voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1]))
@@ -114,8 +112,9 @@ def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xr
 
         rows = {row["case"]: row for row in csv.DictReader(handle)}
     assert (rows["ct8"]["modality"], rows["xray16"]["modality"]) == ("ct", "xray")
+    # Another modality is another setting: the folder's earlier results are replaced, not mixed in.
     code, _, stderr = run(capsys, "evaluate", "--images", images, "--masks", masks, "--out", out,
-                          "--strategy", "prompt-only", "--modality", "xray")
+                          "--strategy", "prompt-only", "--modality", "xray", "--overwrite")
     assert code == 0, stderr
     with open(out / "cases.csv") as handle:
         assert {row["modality"] for row in csv.DictReader(handle)} == {"xray"}

@@ -32,9 +32,7 @@ def test_each_strategy_segments_both_lungs_of_a_real_slice(engine, chest, name):
     assert score > MIN_DICE[name], f"{name}: Dice {score:.3f}"
 
 
-def test_the_xray_cut_off_applies_to_radiographs_only(engine, chest, ctchest):
-    from conftest import radiograph_from_ct
-
+def test_the_xray_cut_off_applies_to_radiographs_only(engine, chest, ctchest, radiograph_from_ct):
     voxels, geometry, masks = chest
     image, labels, _ = radiograph_from_ct(voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1]))
     rgb = imaging.to_rgb8(image, imaging.WINDOW_PRESETS["xray"])
