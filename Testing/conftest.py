@@ -86,7 +86,7 @@ def litemedsam():
     return models.load_model("litemedsam", device="cpu")
 
 
-def radiograph_from_ct(voxels, right, left, ijk_to_ras):
+def _radiograph_from_ct(voxels, right, left, ijk_to_ras):
     """A frontal radiograph of a real CT (a digitally reconstructed radiograph) and its lung labels.
 
     Attenuation above air is summed along the anterior-posterior axis; the lung labels are the
@@ -108,3 +108,40 @@ def radiograph_from_ct(voxels, right, left, ijk_to_ras):
     rows = np.minimum((np.arange(int(image.shape[0] * row_spacing / col_spacing)) * col_spacing / row_spacing).astype(int),
                       image.shape[0] - 1)
     return image[rows].astype(np.float32), labels[rows], col_spacing
+
+
+@pytest.fixture(scope="session")
+def radiograph_from_ct():
+    """The function that makes a radiograph of a CT (see :func:`_radiograph_from_ct`)."""
+    return _radiograph_from_ct
+
+
+@pytest.fixture
+def cohort(ctchest, tmp_path):
+    """A small real cohort: a radiograph (PNG, with an ignore band) and a 3-slice CT (NRRD + NIfTI mask).
+
+    Returns ``(images folder, masks folder)``; cases ``xray`` and ``ct``.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+    from SAMZeroShotLib import mrml_io
+
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    right, left = masks.values()
+    voxels, matrix = mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume)
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    labels.mkdir()
+    image, label, _ = _radiograph_from_ct(voxels, right, left, matrix)
+    gray = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
+    label[:, :4] = 255  # an "ignore" band along the border
+    sitk.WriteImage(sitk.GetImageFromArray(gray), str(images / "xray.png"))
+    sitk.WriteImage(sitk.GetImageFromArray(label), str(labels / "xray.png"))
+    ct = sitk.GetImageFromArray(voxels[18:21].astype(np.int16))
+    ct.SetSpacing((3.0, 3.0, 10.0))
+    mask = sitk.GetImageFromArray((right[18:21] * 1 + left[18:21] * 2).astype(np.uint8))
+    mask.CopyInformation(ct)
+    sitk.WriteImage(ct, str(images / "ct.nrrd"))
+    sitk.WriteImage(mask, str(labels / "ct.nii.gz"))
+    return images, labels

@@ -93,7 +93,7 @@ class Payload:
 def test_checkpoints_are_loaded_without_unpickling_code(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(models.CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(models.CheckpointError, match="not a SAM checkpoint, or the file is damaged"):
         models.load_state(path)
 
 

@@ -5,32 +5,33 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts; scores are for the union of all segments;
-* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
+  the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
-  scored 2D slices, pooled over cases as the paper does), ``model``, ``strategy``, ``seconds``, ...
+  scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
+  the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
+  ``seconds``, ...
+
+The files are written case by case by :class:`~.results.ResultsFolder`, so a stopped run keeps its
+finished cases and a second run with the same settings carries on from them.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import imaging, metrics
+from . import __version__, imaging, metrics, voxels
+from .results import CaseResult, ResultsFolder
 
 IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
 MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
 IGNORE_LABEL = 255
-SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
-                "predicted_pixels", "prompted")
-CASE_FIELDS = ("case", "n_scored_slices", "n_segmented_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
-               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds")
 
 # LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -74,6 +75,10 @@ def pair_cases(images_dir, masks_dir) -> Tuple[List[Case], List[CaseError]]:
     if not images:
         raise CaseError(images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)})")
     cases = [Case(stem, images[stem], masks[stem]) for stem in sorted(images) if stem in masks]
+    for case in cases:
+        if case.image_path.resolve() == case.mask_path.resolve():
+            raise CaseError(case.image_path, "is its own mask (--images and --masks name one folder): "
+                                             "keep the masks in a folder of their own, or give them another extension")
     problems = [CaseError(images[stem], f"no mask with the same name in {masks_dir}")
                 for stem in sorted(images) if stem not in masks]
     problems += [CaseError(masks[stem], f"no image with the same name in {images_dir}")
@@ -134,6 +139,19 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
     return array, _ijk_to_ras(image)
 
 
+def declared_modality(path) -> Optional[str]:
+    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
+
+
 def read_labels(path, shape) -> np.ndarray:
     """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
 
@@ -174,43 +192,73 @@ def _size(shape) -> str:
     return " x ".join(str(d) for d in (dims[:2] if len(dims) == 3 and dims[2] == 1 else dims))
 
 
-def check_case(case: Case) -> None:
+def _voxels(case: Case, image: np.ndarray, ijk_to_ras: np.ndarray, fill_nonfinite: bool):
+    """``(voxels to use, slice geometry, notes)``; bad voxels raise :class:`CaseError`."""
+    geometry = imaging.slice_geometry(ijk_to_ras, image.shape)
+    try:
+        image, notes = voxels.checked(image, geometry, fill=fill_nonfinite)
+    except voxels.BadVoxels as error:
+        raise CaseError(case.image_path, str(error)) from None
+    return image, geometry, notes
+
+
+def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     """Read a case once to find bad input before any time is spent on the model.
 
     The arrays are dropped and read again when the case is segmented: holding every case of a
     cohort in memory (some 140 MB per CT) would cost more than reading twice.
     """
-    image, _ = read_image(case.image_path)
+    image, ijk_to_ras = read_image(case.image_path)
+    _voxels(case, image, ijk_to_ras, fill_nonfinite)
     read_labels(case.mask_path, image.shape)
 
 
-def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None):
-    """Segment one case and score it: ``(slice rows, case row)``."""
-    from . import pipeline
+def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+    from .strategies import fill_boxes
+
+    filled = np.zeros(reference_union.shape, bool)
+    views = {key: geometry.view(mask) for key, mask in prompts.items()}
+    for s in np.flatnonzero(np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])):
+        for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
+            filled[s] |= box
+    return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
+
+
+def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None,
+                  fill_nonfinite: bool = False, modality: str = "auto") -> CaseResult:
+    """Segment one case and score it.
+
+    Each row also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled,
+    a baseline that costs no model call.
+    """
+    from . import modality as modalities, pipeline
 
     started = time.perf_counter()
     volume, ijk_to_ras = read_image(case.image_path)
+    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
     labels = read_labels(case.mask_path, volume.shape)
-    geometry = imaging.slice_geometry(ijk_to_ras, volume.shape)
     segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
     reference = {value: labels == value for value in segment_labels}
     ignore = labels == IGNORE_LABEL
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
+    modality, reason = modalities.decide(modality, geometry.view(volume), declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
-                                     cancel=cancel, propagate=propagate_from is not None)
+                                     cancel=cancel, propagate=propagate_from is not None, modality=modality)
     predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
     reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
     ignore_view = geometry.view(ignore)
     scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
+    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     prompted = {outcome.slice for outcome in result.slices}
     scored = np.flatnonzero(scores["reference_pixels"] > 0)
     slice_rows = [{"case": case.name, "slice": int(s),
                    **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
                    "reference_pixels": int(scores["reference_pixels"][s]),
                    "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted)} for s in scored]
+                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     keep = ~ignore_view
     pred, ref = predicted_union & keep, reference_union & keep
@@ -220,19 +268,14 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
                 "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
-                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started}
-    return slice_rows, case_row
+                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
+                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
+                "modality": modality, "modality_reason": reason}
+    return CaseResult(case.name, slice_rows, case_row, notes)
 
 
-def _write_csv(path: Path, rows: List[dict], fields: Sequence[str]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value) for key, value in row.items()})
-
-
-def prepare(images_dir, masks_dir, keep_going: bool = False) -> Tuple[List[Case], List[CaseError]]:
+def prepare(images_dir, masks_dir, keep_going: bool = False,
+            fill_nonfinite: bool = False) -> Tuple[List[Case], List[CaseError]]:
     """Pair and read every case once: ``(usable cases, problems)``, before any time goes to the model.
 
     Raises the first :class:`CaseError` unless ``keep_going``; raises when nothing is usable.
@@ -241,7 +284,7 @@ def prepare(images_dir, masks_dir, keep_going: bool = False) -> Tuple[List[Case]
     good = []
     for case in cases:
         try:
-            check_case(case)
+            check_case(case, fill_nonfinite)
             good.append(case)
         except CaseError as error:
             problems.append(error)
@@ -252,52 +295,63 @@ def prepare(images_dir, masks_dir, keep_going: bool = False) -> Tuple[List[Case]
     return good, problems
 
 
-def evaluate(images_dir, masks_dir, out_dir, engine, strategy: str = "auto", window: str = "auto",
-             keep_going: bool = False, propagate_from: Optional[str] = None,
-             progress: Optional[Callable[[float, str], None]] = None,
-             prepared: Optional[Tuple[List[Case], List[CaseError]]] = None) -> dict:
-    """Evaluate every case; write slices.csv, cases.csv and summary.json into ``out_dir``.
+def run_settings(parameters, images_dir, masks_dir, propagate_from: Optional[str] = None) -> dict:
+    """What an evaluation's results depend on: a results folder made with other settings is not resumed.
 
-    Bad input raises :class:`CaseError` before any case is segmented, unless ``keep_going``: then
-    the bad cases are skipped and listed in the summary under ``skipped``. ``prepared``: what
-    :func:`prepare` returned for these folders, when the caller checked them already.
+    A setting added to :class:`~.parameters.Parameters` that changes results goes in here too.
     """
+    from .models import checkpoint_sha256
     from .strategies import resolve
 
-    started = time.perf_counter()
-    strategy_name, _ = resolve(strategy, engine.model.spec.name)
-    good, problems = prepared if prepared is not None else prepare(images_dir, masks_dir, keep_going)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slice_rows, case_rows = [], []
-    report = progress or (lambda fraction, message: None)
-    for number, case in enumerate(good):
-        rows, row = evaluate_case(case, engine, strategy_name, window, propagate_from=propagate_from)
-        slice_rows += rows
-        case_rows.append(row)
-        report((number + 1) / len(good), f"{case.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices")
-    seconds = time.perf_counter() - started
-    dice = np.array([r["dice"] for r in slice_rows])
-    summary = {
-        "n_cases": len(case_rows),
-        "n_scored_slices": len(slice_rows),
-        "mean_dice": float(dice.mean()) if dice.size else math.nan,
-        "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
-        "median_dice": float(np.median(dice)) if dice.size else math.nan,
-        "mean_sensitivity": float(np.nanmean([r["sensitivity"] for r in slice_rows])) if slice_rows else math.nan,
-        "mean_precision": float(np.nanmean([r["precision"] for r in slice_rows])) if slice_rows else math.nan,
-        "model": engine.model.spec.name,
-        "strategy": strategy_name,
-        "window": window,
+    return {
+        "model": parameters.model,
+        "checkpoint_sha256": checkpoint_sha256(parameters.model, parameters.checkpoint),
+        "strategy": resolve(parameters.strategy, parameters.model)[0],
+        "window": parameters.window,
+        "modality": parameters.modality,
+        "precision": parameters.precision,
         "propagate_from": propagate_from,
-        "device": engine.device,
-        "precision": engine.precision,
-        "backend": engine.backend,
-        "seconds": seconds,
-        "seconds_per_slice": seconds / max(sum(r["n_segmented_slices"] for r in case_rows), 1),
-        "skipped": [{"file": p.path, "problem": p.problem} for p in problems],
+        "fill_nonfinite": parameters.fill_nonfinite,
+        "images": str(Path(images_dir).resolve()),
+        "masks": str(Path(masks_dir).resolve()),
+        "version": __version__,
     }
-    _write_csv(out_dir / "slices.csv", slice_rows, SLICE_FIELDS)
-    _write_csv(out_dir / "cases.csv", case_rows, CASE_FIELDS)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+
+def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
+             propagate_from: Optional[str] = None, skipped: Sequence[CaseError] = (),
+             progress: Optional[Callable[[float, str], None]] = None,
+             cancel: Optional[Callable[[], bool]] = None,
+             log: Optional[Callable[[str], None]] = None) -> dict:
+    """Evaluate the cases not yet in ``folder``, recording each as it finishes; the summary.
+
+    ``cancel()`` is asked between cases: when it returns True, :class:`~.pipeline.Cancelled` is
+    raised and the folder keeps every case finished so far.
+    """
+    from .pipeline import Cancelled
+    from .strategies import resolve
+
+    strategy_name, _ = resolve(parameters.strategy, engine.model.spec.name)
+    about = {"model": engine.model.spec.name, "strategy": strategy_name, "window": parameters.window,
+             "modality": parameters.modality, "propagate_from": propagate_from, "device": engine.device, "precision": engine.precision,
+             "backend": engine.backend}
+    todo = folder.plan([case.name for case in cases], [{"file": p.path, "problem": p.problem} for p in skipped], about)
+    report = progress or (lambda fraction, message: None)
+    say = log or (lambda line: None)
+    if len(todo) < len(cases):
+        say(f"resuming: {len(cases) - len(todo)} of {len(cases)} cases are already in {folder.folder}")
+    by_name = {case.name: case for case in cases}
+    for number, name in enumerate(todo, 1):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        result = evaluate_case(by_name[name], engine, strategy_name, parameters.window,
+                               propagate_from=propagate_from, fill_nonfinite=parameters.fill_nonfinite,
+                               modality=parameters.modality)
+        folder.record(result)
+        row = result.case_row
+        for note in result.notes:
+            say(f"{name}: {note}")
+        say(f"case {len(folder.results)}/{len(cases)} {name}: mean Dice {row['mean_dice']:.4f} over "
+            f"{row['n_scored_slices']} slices ({row['seconds']:.1f} s)")
+        report(number / len(todo), f"{name}: mean Dice {row['mean_dice']:.4f}")
+    return folder.finish()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import imaging, metrics, mrml_io
+from . import imaging, metrics, mrml_io, voxels
+from . import modality as modalities
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
-from .pipeline import Cancelled
+from .errors import Cancelled
 
-__all__ = ["process", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
+__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
                  "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
@@ -29,12 +31,13 @@ _engine: Dict[str, object] = {}  # "key" and "engine": the one loaded model, reu
 _engine_lock = threading.Lock()
 
 
-def get_engine(parameters: Parameters, progress=None, log: Optional[Callable[[str], None]] = None):
+def get_engine(parameters: Parameters, progress=None, cancel=None, log: Optional[Callable[[str], None]] = None):
     """The engine for these model settings, reused (with its embedding cache) while they stay the same.
 
     Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
-    2.5 GB). Turning the embedding cache on or off does not reload the model. ``log`` receives
-    the line saying which runtime and precision were chosen, when an engine is made.
+    2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
+    a download of the weights; ``log`` receives the line saying which runtime and precision were
+    chosen, when an engine is made.
     """
     from . import models
     from .engine import EmbeddingCache, SamEngine
@@ -44,7 +47,8 @@ def get_engine(parameters: Parameters, progress=None, log: Optional[Callable[[st
     with _engine_lock:
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
-            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress)
+            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress,
+                                      cancel=cancel)
             engine = SamEngine(model, precision=parameters.precision, backend=parameters.backend, log=log)
             _engine.update(key=key, engine=engine, cache=EmbeddingCache())
         engine = _engine["engine"]
@@ -68,23 +72,79 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
 
 
+@dataclass
+class Inputs:
+    """The checked inputs of one run, as arrays in the volume's geometry."""
+
+    volume: np.ndarray
+    geometry: imaging.SliceGeometry
+    ids: List[str]
+    prompt_masks: Dict[str, np.ndarray]
+    reference_masks: Optional[Dict[str, np.ndarray]]
+    modality: str  # ct or xray: what the strategy is told
+
+
+def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
+                referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+                log: Optional[Callable[[str], None]] = None) -> Inputs:
+    """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
+
+    Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
+    ``parameters.fill_nonfinite``. Nothing is added to the scene.
+    """
+    parameters = parameters or Parameters()
+    say = log or logging.getLogger(__name__).info
+    volume = mrml_io.volume_array(volumeNode)
+    if volume.ndim != 3:
+        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+    try:
+        volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
+    except voxels.BadVoxels as error:
+        raise InputError(f"Volume {volumeNode.GetName()}: {error}") from None
+    for note in notes:
+        say(f"{volumeNode.GetName()}: {note}")
+    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
+    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
+    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
+             for i, mask in prompt_masks.items() if not mask.any()]
+    if len(empty) == len(ids):
+        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
+                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
+    if empty:
+        say(f"Skipping empty segments: {', '.join(empty)}")
+        ids = [i for i in ids if prompt_masks[i].any()]
+        prompt_masks = {i: prompt_masks[i] for i in ids}
+    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
+    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volumeNode))
+    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+        f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
+        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+    return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
+
+
 def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
             referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
             progress: Optional[Callable[[float, str], None]] = None,
             cancel: Optional[Callable[[], bool]] = None,
             log: Optional[Callable[[str], None]] = None,
-            compute: Optional[Callable[[Callable], object]] = None) -> Tuple[object, object]:
+            compute: Optional[Callable[[Callable], object]] = None,
+            inputs: Optional[Inputs] = None) -> Tuple[object, object]:
     """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
 
     :param segmentIds: IDs or names of the prompt segments (default: all).
     :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
         segmentation itself: the paper's evaluation with oracle prompts).
-    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
+    :param parameters: model, strategy, window, modality, device, ... (:class:`Parameters`). With
+        ``modality`` ``auto``, the DICOM Modality recorded for the volume decides, then the number
+        of slices, then the image content (:mod:`modality`).
     :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
     :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
     :param log: receives one line per step.
     :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
         default runs it inline. MRML work stays on the calling thread.
+    :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
+        caller checked them already (e.g. before loading the model).
     :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
         with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
         :data:`SUMMARY_ATTRIBUTE`.
@@ -98,38 +158,34 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     run = compute or (lambda fn: fn())
     started = time.perf_counter()
 
-    volume = mrml_io.volume_array(volumeNode)
-    if volume.ndim != 3:
-        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
-    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
-    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
-    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
-             for i, mask in prompt_masks.items() if not mask.any()]
-    if len(empty) == len(ids):
-        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
-                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
-    if empty:
-        say(f"Skipping empty segments: {', '.join(empty)}")
-        ids = [i for i in ids if prompt_masks[i].any()]
-        prompt_masks = {i: prompt_masks[i] for i in ids}
-    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
-    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
-        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+    if inputs is None:
+        inputs = read_inputs(volumeNode, promptSegmentationNode, segmentIds, referenceSegmentationNode, parameters, say)
+    volume, geometry, ids, prompt_masks = inputs.volume, inputs.geometry, inputs.ids, inputs.prompt_masks
+    reference_masks = inputs.reference_masks
+    # Everything the results need from the input nodes is read now: the Slicer module keeps its
+    # event loop running during the job, so a user may delete an input meanwhile.
+    scene = volumeNode.GetScene()
+    descriptions = mrml_io.segment_descriptions(promptSegmentationNode, ids)
+    input_nodes = [node for node in (volumeNode, promptSegmentationNode, referenceSegmentationNode) if node is not None]
+    base = volumeNode.GetName()
 
     def work():
         report(0.0, f"Loading model {parameters.model}")
-        engine = get_engine(parameters, progress=report, log=say)
+        engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
         return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
                                        window=parameters.window, progress=report, cancel=cancel,
-                                       propagate=parameters.propagate)
+                                       propagate=parameters.propagate, modality=inputs.modality)
 
     result = run(work)
     if cancel is not None and cancel():
         raise Cancelled()
+    removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
+    if removed:
+        raise InputError(f"{', '.join(removed)} left the scene during the run: nothing was created. "
+                         "Keep the inputs until the run ends.")
     seconds = time.perf_counter() - started
 
-    names = {i: promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids}
+    names = {i: descriptions[i].name for i in ids}
     records = metrics.score_volume(result.masks, reference_masks or prompt_masks, geometry, names)
     for record in records:
         record["model"], record["strategy"] = parameters.model, result.strategy
@@ -137,22 +193,20 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
                         oracle=reference_masks is None)
     say(summary)
 
-    scene = volumeNode.GetScene()
-    base = volumeNode.GetName()
     created = []
     with mrml_io.removed_on_failure(created):
-        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, promptSegmentationNode,
-                                                   f"{base} SAM segmentation")
+        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, descriptions, f"{base} SAM segmentation")
         created.append(segmentation)
         table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
         created.append(table)
         slice_numbers, columns = dice_series(records, list(names.values()))
-        colors = {names[i]: promptSegmentationNode.GetSegmentation().GetSegment(i).GetColor() for i in ids}
+        colors = {descriptions[i].name: descriptions[i].color for i in ids}
         chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created)
         table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
         table.SetAttribute("SAMZeroShot.Model", parameters.model)
         table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
+        table.SetAttribute("SAMZeroShot.Modality", result.modality)
     return segmentation, table
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .errors import Cancelled
+
 # Environment variable that overrides where downloaded checkpoints are kept.
 CACHE_ENV = "SAMZEROSHOT_CACHE"
 
@@ -101,12 +103,14 @@ def verify_file(path, sha256: Optional[str], size: Optional[int] = None) -> None
 
 
 def download(url: str, destination, sha256: str, size: Optional[int] = None,
-             progress: Optional[Callable[[float, str], None]] = None, chunk: int = 1 << 20) -> Path:
+             progress: Optional[Callable[[float, str], None]] = None, chunk: int = 1 << 20,
+             cancel: Optional[Callable[[], bool]] = None) -> Path:
     """Stream ``url`` to ``destination``, checking size and SHA-256 before it is moved into place.
 
     The file is written next to its destination and renamed only once verified, so a failed or
     interrupted download never leaves a file that looks complete. A file that fails the check is
-    deleted and :class:`CheckpointError` raised.
+    deleted and :class:`CheckpointError` raised. ``cancel()`` is polled after every ``chunk``
+    bytes; when it returns True the partial file is deleted and :class:`Cancelled` raised.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +121,8 @@ def download(url: str, destination, sha256: str, size: Optional[int] = None,
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = size or int(response.headers.get("Content-Length") or 0)
             while True:
+                if cancel is not None and cancel():
+                    raise Cancelled()
                 block = response.read(chunk)
                 if not block:
                     break
@@ -147,16 +153,36 @@ def litemedsam_checkpoint() -> Path:
     return Path(get_asset_path())
 
 
-def checkpoint_path(spec: ModelSpec, checkpoint=None, progress=None) -> Path:
+def user_checkpoint(checkpoint) -> Path:
+    """A checkpoint file the user named, which must exist (a folder is refused)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder: give the checkpoint file (.pth) itself.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found.")
+    return path
+
+
+def download_needed(name: str, checkpoint=None) -> Optional[ModelSpec]:
+    """The spec of ``name`` when loading it would download its weights first, else None.
+
+    Lets a user interface ask before a large download (``spec.size`` bytes, or None when the
+    size is not published) into :func:`cache_dir`.
+    """
+    spec = spec_for(name, checkpoint)
+    if checkpoint is not None or spec.url is None:
+        return None
+    return None if (cache_dir() / spec.filename).is_file() else spec
+
+
+def checkpoint_path(spec: ModelSpec, checkpoint=None, progress=None, cancel=None) -> Path:
     """The verified checkpoint file of ``spec``: ``checkpoint`` if given, else built-in or cached.
 
     A user-supplied file is checked against the published digest only when it has the official
     file name (other files are the user's own fine-tuned weights).
     """
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"{path}: checkpoint file not found.")
+        path = user_checkpoint(checkpoint)
         if path.name == spec.filename:
             verify_file(path, spec.sha256, spec.size)
         return path
@@ -168,7 +194,20 @@ def checkpoint_path(spec: ModelSpec, checkpoint=None, progress=None) -> Path:
     if path.is_file():
         verify_file(path, spec.sha256, spec.size)
         return path
-    return download(spec.url, path, spec.sha256, spec.size, progress=progress)
+    return download(spec.url, path, spec.sha256, spec.size, progress=progress, cancel=cancel)
+
+
+def checkpoint_sha256(name: str, checkpoint=None) -> str:
+    """SHA-256 of the weights model ``name`` will use, found without loading them.
+
+    A registry file is checked against its published digest when it is loaded, so that digest
+    names it; any other file is hashed.
+    """
+    spec = spec_for(name, checkpoint)
+    if checkpoint is None or Path(checkpoint).name == spec.filename:
+        return spec.sha256
+    path = user_checkpoint(checkpoint)
+    return file_sha256(path)
 
 
 def resolve_device(device: Optional[str] = "auto") -> str:
@@ -238,13 +277,16 @@ def load_state(path) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for non-checkpoint files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}).") from error
+    except Exception:  # torch raises several types, with pages of text, for files it cannot load
+        # torch's own text is left out on purpose: it advises weights_only=False, i.e. running
+        # whatever code the file holds.
+        raise CheckpointError(f"{path}: not a SAM checkpoint, or the file is damaged: it holds no weights "
+                              "that can be loaded safely; use the published file or download it again.") from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds no state dict.")
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: not a SAM checkpoint (it holds no model weights).")
     return state
 
 
@@ -258,12 +300,21 @@ def spec_for(name: str, checkpoint=None) -> ModelSpec:
                      "(or vit_b/vit_l/vit_h with --checkpoint).")
 
 
-def load_model(name: str = "litemedsam", checkpoint=None, device: Optional[str] = "auto", progress=None):
-    """A ready model in eval mode on ``device``, with ``model.spec`` set to its :class:`ModelSpec`."""
+def load_model(name: str = "litemedsam", checkpoint=None, device: Optional[str] = "auto", progress=None,
+               cancel=None):
+    """A ready model in eval mode on ``device``, with ``model.spec`` set to its :class:`ModelSpec`.
+
+    ``cancel()`` stops a download of the weights (see :func:`download`).
+    """
     spec = spec_for(name, checkpoint)
-    path = checkpoint_path(spec, checkpoint, progress=progress)
+    path = checkpoint_path(spec, checkpoint, progress=progress, cancel=cancel)
     model = build(spec.architecture)
-    missing, unexpected = model.load_state_dict(load_state(path), strict=False)
+    state = load_state(path)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # weights of the wrong shapes: several lines of torch text, one per tensor
+        raise CheckpointError(f"{path}: not a {spec.architecture} checkpoint (its weights have other shapes); "
+                              "choose the model that matches the file.") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: does not fit {spec.architecture} "
                               f"({len(missing)} missing, {len(unexpected)} unexpected weights).")

@@ -7,6 +7,8 @@ methods. Every function that creates helper nodes removes them before it returns
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+import errno
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,6 +22,8 @@ from .imaging import luminance
 DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
 #: Table node attribute holding a one-line summary of the run.
 SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
+#: Subject hierarchy attribute in which Slicer's DICOM loader keeps a series' Modality (0008,0060).
+MODALITY_ATTRIBUTE = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
 
 
 class InputError(ValueError):
@@ -54,22 +58,85 @@ def new_scene():
     return scene, app
 
 
+@contextlib.contextmanager
+def vtk_errors_silenced():
+    """VTK's own error text off: a reader that fails prints pages of it, and we report the failure."""
+    previous = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(previous)
+
+
 def load_volume(app, path, name: Optional[str] = None):
     """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
     import os
 
     logic = app.samzeroshot_logics["Volumes"]
     name = name or os.path.basename(str(path)).split(".")[0]
-    node = logic.AddArchetypeVolume(str(path), name, 0)
+    with vtk_errors_silenced():
+        node = logic.AddArchetypeVolume(str(path), name, 0)
     if node is None or node.GetImageData() is None:
         raise InputError(f"{path}: not a readable volume.")
     return node
 
 
+# A labelmap file with more labels than this is an image given by mistake (a CT read as labels
+# has thousands); the largest anatomical label sets (e.g. TotalSegmentator's 117) stay well below.
+MAX_SEGMENTS_IN_FILE = 255
+# Image formats whose damage is checked before Slicer reads them (see load_segmentation).
+_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def _label_file_problem(path) -> Optional[str]:
+    """Why the image file ``path`` cannot be read as labels, or None when it can."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        return f"not a readable segmentation ({str(error).strip().splitlines()[-1].strip()[:120]})."
+    if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
+        count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
+        if count > MAX_SEGMENTS_IN_FILE:
+            return (f"holds {count} different labels, more than a segmentation has (at most "
+                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
+    return None
+
+
+def declared_modality(volume_node) -> Optional[str]:
+    """The DICOM Modality recorded for a volume, or None.
+
+    Slicer's DICOM loader stores it as the attribute ``DICOM.Modality`` of the volume's own
+    subject hierarchy item (the series item); volumes from other formats have none.
+    """
+    scene = volume_node.GetScene() if volume_node is not None else None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    item = hierarchy.GetItemByDataNode(volume_node) if hierarchy is not None else 0
+    if not item:
+        return None
+    return hierarchy.GetItemAttribute(item, MODALITY_ATTRIBUTE) or None
+
+
+def record_modality(volume_node, value: str) -> None:
+    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see :func:`declared_modality`)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
+    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume_node)
+    hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
+
+
 def load_segmentation(app, path):
     """Load a ``.seg.nrrd`` (or labelmap) file as a segmentation node."""
     logic = app.samzeroshot_logics["Segmentations"]
-    node = logic.LoadSegmentationFromFile(str(path), False)
+    # Slicer's segmentation reader aborts the whole process on a truncated .seg.nrrd (an
+    # uncaught ITK exception), so image files are read once with SimpleITK first.
+    if str(path).lower().endswith(_IMAGE_SUFFIXES):
+        problem = _label_file_problem(path)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+    with vtk_errors_silenced():
+        node = logic.LoadSegmentationFromFile(str(path), False)
     if node is None:
         raise InputError(f"{path}: not a readable segmentation.")
     return node
@@ -197,10 +264,31 @@ def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_
         labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
-def create_segmentation(volume_node, masks: Dict[str, np.ndarray], source_node, name: str):
+@dataclass(frozen=True)
+class SegmentDescription:
+    """What a new segment copies from a prompt segment: its name, colour and terminology."""
+
+    name: str
+    color: Tuple[float, float, float]
+    terminology: str
+
+
+def segment_descriptions(segmentation_node, ids: Sequence[str]) -> Dict[str, SegmentDescription]:
+    """Name, colour and terminology of each segment, read once so that later steps need not touch the node."""
+    segmentation = segmentation_node.GetSegmentation()
+    descriptions = {}
+    for segment_id in ids:
+        segment = segmentation.GetSegment(segment_id)
+        descriptions[segment_id] = SegmentDescription(segment.GetName(), tuple(segment.GetColor()),
+                                                      segment.GetTerminology())
+    return descriptions
+
+
+def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions: Dict[str, SegmentDescription],
+                        name: str):
     """A new segmentation node on ``volume_node`` with one segment per mask.
 
-    Segment IDs, names, colours and terminology are copied from ``source_node`` (the prompts).
+    Segment IDs key ``masks``; names, colours and terminology come from ``descriptions``.
     """
     scene = volume_node.GetScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -208,12 +296,11 @@ def create_segmentation(volume_node, masks: Dict[str, np.ndarray], source_node, 
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         segmentation = node.GetSegmentation()
-        source = source_node.GetSegmentation()
         matrix = ijk_to_ras(volume_node)
         for segment_id, mask in masks.items():
-            original = source.GetSegment(segment_id)
-            segmentation.AddEmptySegment(segment_id, original.GetName(), original.GetColor())
-            segmentation.GetSegment(segment_id).SetTerminology(original.GetTerminology())
+            description = descriptions[segment_id]
+            segmentation.AddEmptySegment(segment_id, description.name, description.color)
+            segmentation.GetSegment(segment_id).SetTerminology(description.terminology)
             _set_segment_mask(node, segment_id, mask, matrix)
         parent = volume_node.GetParentTransformNode()
         if parent is not None:
@@ -344,7 +431,7 @@ def write_segmentation(segmentation_node, path) -> None:
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.WriteData(segmentation_node):
-        raise OSError(f"{path}: the segmentation could not be written.")
+        raise OSError(errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path))
 
 
 def write_table_tsv(table_node, path) -> None:

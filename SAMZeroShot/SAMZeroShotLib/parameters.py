@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
 from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
+from .modality import MODALITY_NAMES
 from .models import DEVICE_NAMES, MODEL_NAMES
 from .strategies import STRATEGIES
 
@@ -35,12 +36,16 @@ class Parameters:
         None, "a local weights file (SAM-compatible) instead of the built-in or downloaded one")
     strategy: str = _setting("auto", "how prompts are made on a slice", STRATEGY_NAMES)
     window: str = _setting("auto", "intensity window", WINDOW_NAMES)
+    modality: str = _setting("auto", "CT or radiograph (auto: what the file says, else the image content)",
+                             MODALITY_NAMES)
     device: str = _setting("auto", "where the model runs", DEVICE_NAMES)
     precision: str = _setting("auto", "numeric precision of the model", PRECISION_NAMES)
     backend: str = _setting("auto", "what runs the model on the CPU", BACKEND_NAMES)
     embedding_cache: bool = _setting(True, "keep slice embeddings to skip the encoder on re-runs")
     propagate: bool = _setting(False, "prompts on a few slices only: carry them to the neighbouring slices")
     slice_axis: str = _setting("auto", "slice orientation", SLICE_AXIS_NAMES)
+    fill_nonfinite: bool = _setting(False, "replace NaN or infinite voxels by their slice's minimum "
+                                           "(without it such a volume is refused)")
 
     @classmethod
     def default(cls, name: str):

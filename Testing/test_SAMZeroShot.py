@@ -1,0 +1,434 @@
+"""SAMZeroShot.py, the Slicer module, run on Slicer's own Python layer (5.10 and main).
+
+Slicer's ``ScriptedLoadableModule``, ``parameterNodeWrapper``, ``i18n`` and ``util`` are the real
+files of each Slicer version (kept beside the project in ``../shared/slicer-layer``); the MRML
+scene, nodes and logics are slicer-core's; only Qt is stood in for (see ``slicer_layer.py``).
+"""
+import http.server
+import pathlib
+import threading
+import time
+import types
+
+import pytest
+
+import slicer_layer
+
+#: Slicer versions the module supports (README: 5.10 or later); 5.8 embeds Python 3.9, which the
+#: model packages do not support.
+SUPPORTED = ("5.10", "main")
+TEST_DATA = slicer_layer.ROOT / "SAMZeroShot" / "Resources" / "TestData"
+LUNGS = ("right lung", "left lung")
+
+pytestmark = pytest.mark.skipif(
+    not slicer_layer.layer_root().is_dir(),
+    reason=f"Slicer's Python layer is not at {slicer_layer.layer_root()} (set {slicer_layer.LAYER_ENV})")
+
+
+def _activated(version, tmp_path, testing):
+    activation = slicer_layer.activate(version, tmp_path / "slicer-cache", testing=testing)
+    return activation
+
+
+@pytest.fixture(params=SUPPORTED)
+def slicer_app(request, tmp_path):
+    """The module file loaded on one Slicer version's layer, in a real scene, in testing mode."""
+    activation = _activated(request.param, tmp_path, testing=True)
+    yield activation
+    slicer_layer.deactivate(activation)
+
+
+@pytest.fixture(params=SUPPORTED)
+def user_app(request, tmp_path):
+    """As ``slicer_app``, but as a user runs Slicer (not testing mode: dialogs wait for answers)."""
+    activation = _activated(request.param, tmp_path, testing=False)
+    yield activation
+    slicer_layer.deactivate(activation)
+
+
+def open_module(activation):
+    """The module and its widget as Slicer makes them: module, widget on a panel, setup(), enter()."""
+    import slicer
+
+    module = activation.module
+    module.SAMZeroShot(types.SimpleNamespace(path=str(slicer_layer.MODULE_FILE)))
+    panel = slicer.qMRMLWidget()
+    panel.setLayout(slicer_layer.QVBoxLayout())
+    panel.setMRMLScene(slicer.mrmlScene)
+    panel.isEntered = True
+    widget = module.SAMZeroShotWidget(panel)
+    activation.widgets.append(widget)
+    widget.setup()
+    widget.enter()
+    return widget
+
+
+def load_chest_ct():
+    """CTChest4 and its segmentation loaded as a user does (slicer.util on the IO manager)."""
+    import slicer
+
+    volume = slicer.util.loadVolume(str(TEST_DATA / "CTChest4.nrrd"))
+    segmentation = slicer.util.loadSegmentation(str(TEST_DATA / "Segmentation.seg.nrrd"))
+    ids = [segmentation.GetSegmentation().GetSegmentIdBySegmentName(name) for name in LUNGS]
+    return volume, segmentation, ids
+
+
+def node_ids(scene):
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+# --- the parameter node ------------------------------------------------------------------------
+
+
+def test_the_parameter_node_is_created_and_every_field_round_trips(slicer_app):
+    from SAMZeroShotLib.parameters import Parameters
+
+    module = slicer_app.module
+    parameters = module.SAMZeroShotLogic().getParameterNode()
+    assert parameters.inputVolume is None and parameters.promptSegmentation is None
+    assert parameters.referenceSegmentation is None
+    volume, segmentation, _ = load_chest_ct()
+    rgb = slicer_app.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour radiograph")
+    for name, value in (("inputVolume", volume), ("inputVolume", rgb), ("inputVolume", None),
+                        ("promptSegmentation", segmentation), ("promptSegmentation", None),
+                        ("referenceSegmentation", segmentation), ("referenceSegmentation", None),
+                        ("embeddingCache", False), ("propagate", True),
+                        ("checkpointPath", pathlib.Path("/weights/sam.pth")), ("checkpointPath", pathlib.Path())):
+        setattr(parameters, name, value)
+        assert getattr(parameters, name) == value, name
+    for name in Parameters.choice_names():
+        if name == "slice_axis":
+            continue  # not offered in the module
+        for choice in Parameters.choices(name):
+            setattr(parameters, name, choice)
+            assert getattr(parameters, name) == choice
+        with pytest.raises(ValueError):
+            setattr(parameters, name, "not-a-choice")
+    # Read back through a second wrapper of the same MRML node: the values live in the scene.
+    again = module.SAMZeroShotLogic().getParameterNode()
+    assert again.propagate is True and again.embeddingCache is False
+
+
+def test_parameter_node_cli_and_library_defaults_agree(slicer_app):
+    from SAMZeroShotLib import cli
+    from SAMZeroShotLib.parameters import Parameters
+
+    module = slicer_app.module
+    parameters = module.SAMZeroShotLogic().getParameterNode()
+    from_node = module.SAMZeroShotLogic.parameters(parameters)
+    arguments = cli.build_parser().parse_args(["segment", "--volume", "v", "--prompts", "p", "--out", "o.seg.nrrd"])
+    from_cli = cli._parameters(arguments)
+    assert from_node == Parameters() == from_cli
+    for field, setting in module.SETTING_FIELDS.items():
+        choices = Parameters.choices(setting)
+        if choices:
+            annotation = module.SAMZeroShotParameterNode.__annotations__[field]
+            assert list(annotation.__metadata__[0].choices) == list(choices), field
+
+
+# --- the widget --------------------------------------------------------------------------------
+
+
+def test_every_setting_is_bound_to_its_widget(slicer_app):
+    from SAMZeroShotLib.parameters import Parameters
+
+    widget = open_module(slicer_app)
+    parameters = widget._parameterNode
+    ui = widget.ui
+    for field in ("model", "strategy", "window", "modality", "device", "precision"):
+        combo = getattr(ui, f"{field}ComboBox")
+        assert [combo.itemText(i) for i in range(combo.count())] == list(Parameters.choices(field))
+        assert combo.currentText == getattr(parameters, field) == Parameters.default(field)
+        other = Parameters.choices(field)[-1]
+        combo.select(other)  # the user picks
+        assert getattr(parameters, field) == other
+        setattr(parameters, field, Parameters.default(field))  # a scene or script sets it
+        assert combo.currentText == Parameters.default(field)
+    ui.propagateCheckBox.click()
+    assert parameters.propagate is True
+    ui.fillNonfiniteCheckBox.click()
+    assert parameters.fillNonfinite is True
+    ui.checkpointPathLineEdit.currentPath = "/weights/sam_vit_b_01ec64.pth"
+    assert parameters.checkpointPath == pathlib.Path("/weights/sam_vit_b_01ec64.pth")
+    assert not ui.applyButton.enabled, "Apply needs an image and prompts"
+    volume, segmentation, _ = load_chest_ct()
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    ui.promptSegmentationSelector.setCurrentNode(segmentation)
+    assert parameters.inputVolume is volume and parameters.promptSegmentation is segmentation
+    assert ui.applyButton.enabled
+
+
+def test_apply_segments_the_lungs_and_shows_the_result(slicer_app):
+    import slicer
+
+    widget = open_module(slicer_app)
+    volume, segmentation, _ = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    widget.ui.strategyComboBox.select("box")
+    before = node_ids(slicer.mrmlScene)
+    widget.ui.applyButton.click()
+    assert not widget._running and widget.ui.applyButton.enabled
+    new = [slicer.mrmlScene.GetNodeByID(i) for i in node_ids(slicer.mrmlScene) - before]
+    names = sorted(node.GetName() for node in new if node.IsA("vtkMRMLSegmentationNode") or node.IsA("vtkMRMLTableNode"))
+    assert "CTChest4 SAM segmentation" in names and "CTChest4 SAM metrics" in names
+    assert widget.ui.resultLabel.text.startswith("Mean Dice")
+    assert widget.ui.progressBar.value == 100
+    assert slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID() in node_ids(slicer.mrmlScene)
+
+
+def _start_after(pumps, action):
+    """Do ``action`` once, at the ``pumps``-th event-loop turn after now (a user acting mid-run)."""
+    state = slicer_layer._state()
+    start = state.pumps
+
+    def hook():
+        if state.pumps - start == pumps:
+            action()
+
+    state.process_events_hooks.append(hook)
+
+
+@pytest.mark.parametrize("what", ["prompt segmentation", "prompt segment"])
+def test_removing_an_input_during_a_run_cancels_it_and_creates_nothing(slicer_app, what):
+    import slicer
+
+    widget = open_module(slicer_app)
+    volume, segmentation, ids = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    widget._parameterNode.embeddingCache = False  # slow enough to be caught mid-run
+    widget.ui.strategyComboBox.select("box")
+    if what == "prompt segmentation":
+        _start_after(3, lambda: slicer.mrmlScene.RemoveNode(segmentation))
+    else:
+        _start_after(3, lambda: segmentation.GetSegmentation().RemoveSegment(ids[1]))
+    before = node_ids(slicer.mrmlScene)
+    widget.ui.applyButton.click()
+    assert not widget._running
+    assert "Cancelled" in widget.ui.resultLabel.text and "removed" in widget.ui.resultLabel.text
+    assert not node_ids(slicer.mrmlScene) - before, "the cancelled run left nodes behind"
+
+
+# --- dependencies ------------------------------------------------------------------------------
+
+
+class FakeInstall:
+    """Stands in for pip and the package metadata (no packages can be installed here).
+
+    ``versions`` plays the installed distributions; ``pip_install`` records its arguments, turns
+    the event loop as Slicer's pip_install does, and "installs" the pinned version.
+    """
+
+    def __init__(self, module, missing):
+        self.module = module
+        self.missing = dict(missing)
+        self.calls = []
+        self.during = []
+        self.installing = False
+
+    def version(self, distribution):
+        if distribution in self.missing:
+            return self.missing[distribution]
+        return self.module._installedVersion(distribution)
+
+    def pip_install(self, arguments):
+        import shlex
+
+        import slicer
+
+        self.calls.append(arguments)
+        self.installing = True
+        slicer.app.processEvents()
+        self.installing = False
+        requirement = shlex.split(arguments)[0]
+        name, pin = requirement.split("==")
+        self.missing.pop(name, None)
+
+
+@pytest.fixture
+def fake_install(user_app, monkeypatch):
+    import slicer
+
+    module = user_app.module
+    fake = FakeInstall(module, {"timm": None, "onnx": "1.10.0"})
+    monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
+    monkeypatch.setattr(slicer.util, "pip_install", fake.pip_install)
+    return fake
+
+
+def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_shown(user_app, fake_install):
+    import slicer
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    widget.ui.strategyComboBox.select("box")
+    state = user_app.state
+
+    def user_clicks_again():
+        if not fake_install.installing:
+            return
+        fake_install.during.append((widget.ui.applyButton.enabled, [d.visible and d.modal for d in state.dialogs]))
+        widget.ui.applyButton.click()
+        widget.onApplyButton()  # even a queued click must not start a second install
+
+    state.process_events_hooks.append(user_clicks_again)
+    slicer_layer.answer(slicer_layer.QMessageBox.Ok)
+    widget.ui.applyButton.click()
+    assert "timm==1.0.31" in state.messages[0] and "onnx==1.23.2" in state.messages[0]
+    assert [call.split()[0] for call in fake_install.calls] == ["timm==1.0.31", "onnx==1.23.2"]
+    assert "--no-deps" in fake_install.calls[0] and "--no-deps" not in fake_install.calls[1]
+    constraints = pathlib.Path(fake_install.calls[0].split('-c "')[1].split('"')[0]).read_text().split()
+    assert any(line.startswith("numpy==") for line in constraints)
+    assert any(line.startswith("SimpleITK==") for line in constraints)
+    assert len(fake_install.during) == 2
+    assert all(enabled is False for enabled, _ in fake_install.during), "Apply was enabled during the install"
+    assert all(any(dialogs) for _, dialogs in fake_install.during), "no modal progress dialog during the install"
+    assert not any(d.visible for d in state.dialogs), "the progress dialog stayed open"
+    assert widget.ui.resultLabel.text.startswith("Mean Dice"), widget.ui.logTextEdit.toPlainText()
+    assert widget.ui.applyButton.enabled and not widget._running
+    assert slicer.mrmlScene.GetFirstNodeByName("CTChest4 SAM segmentation") is not None
+
+
+def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake_install, caplog):
+    import numpy as np
+
+    import slicer
+    from SAMZeroShotLib import mrml_io
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    voxels = mrml_io.volume_array(volume).astype(np.float32)
+    voxels[5, :4, :4] = np.nan
+    broken = mrml_io.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
+    widget._parameterNode.inputVolume = broken
+    widget._parameterNode.promptSegmentation = segmentation
+    with pytest.raises(mrml_io.InputError, match="16 voxels are NaN or infinite"):
+        widget.ui.applyButton.click()
+    assert fake_install.calls == [] and user_app.state.messages == [], "asked to install for unusable inputs"
+    assert "Replace NaN voxels" in caplog.text  # the error display (logged: no main window here)
+    assert widget.ui.applyButton.enabled and not widget._running
+
+
+def test_a_declined_install_changes_nothing(user_app, fake_install):
+    import slicer
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    before = node_ids(slicer.mrmlScene)
+    slicer_layer.answer(slicer_layer.QMessageBox.Cancel)
+    widget.ui.applyButton.click()
+    assert fake_install.calls == []
+    assert "declined" in widget.ui.logTextEdit.toPlainText()
+    assert node_ids(slicer.mrmlScene) == before and widget.ui.applyButton.enabled
+
+
+def test_testing_mode_installs_nothing_and_the_self_test_skips_naming_the_packages(slicer_app, monkeypatch, caplog):
+    import slicer
+
+    module = slicer_app.module
+    fake = FakeInstall(module, {"timm": None})
+    monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
+    monkeypatch.setattr(slicer.util, "pip_install", fake.pip_install)
+    with pytest.raises(module.MissingDependencies, match="timm==1.0.31"):
+        module.SAMZeroShotLogic().installDependencies()
+    module.SAMZeroShotTest().runTest()
+    assert fake.calls == []
+    assert "skipped" in caplog.text and "timm==1.0.31" in caplog.text
+
+
+def test_a_torch_older_than_needed_is_reported_not_used(slicer_app, monkeypatch):
+    module = slicer_app.module
+    fake = FakeInstall(module, {"torch": "1.13.1+cpu"})
+    monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
+    [problem] = module.SAMZeroShotLogic().dependencyProblems()
+    assert "torch 1.13.1+cpu is installed; 2.1 or later is needed" in problem
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+
+class _SlowWeights(http.server.BaseHTTPRequestHandler):
+    """Serves an endless stream of zeros, slowly: a large download that a user cancels."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(375_042_383))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"\0" * 65536)
+                time.sleep(0.005)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_weights_url(monkeypatch, tmp_path):
+    """SAM ViT-B's entry pointed at a loopback server (the real download cannot be reached here)."""
+    import dataclasses
+
+    from SAMZeroShotLib import models
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowWeights)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    spec = models.MODELS["sam_vit_b"]
+    monkeypatch.setitem(models.MODELS, "sam_vit_b", dataclasses.replace(
+        spec, url=f"http://127.0.0.1:{server.server_address[1]}/{spec.filename}"))
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "weights"))
+    yield tmp_path / "weights"
+    server.shutdown()
+
+
+def test_a_download_asks_first_with_its_size_and_cancel_stops_it(user_app, slow_weights_url):
+    import slicer
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    widget.ui.modelComboBox.select("sam_vit_b")
+    before = node_ids(slicer.mrmlScene)
+
+    slicer_layer.answer(slicer_layer.QMessageBox.Cancel)  # first: the user declines the download
+    widget.ui.applyButton.click()
+    assert "375 MB" in user_app.state.messages[-1]
+    assert "declined" in widget.ui.logTextEdit.toPlainText()
+
+    slicer_layer.answer(slicer_layer.QMessageBox.Ok)  # then accepts, and cancels half-way
+    _start_after(20, widget.ui.cancelButton.click)
+    started = time.monotonic()
+    widget.ui.applyButton.click()
+    assert time.monotonic() - started < 60
+    assert widget.ui.resultLabel.text == "Cancelled"
+    assert not any(slow_weights_url.glob("*")) or not any(p.is_file() for p in slow_weights_url.rglob("*")), \
+        "a partial download was left in the cache"
+    assert node_ids(slicer.mrmlScene) == before and not widget._running
+
+
+# --- the self-test -----------------------------------------------------------------------------
+
+
+def test_the_module_self_test_passes(slicer_app, caplog):
+    """Slicer's own test runner call: ScriptedLoadableModule.runTest -> SAMZeroShotTest.runTest."""
+    import logging
+
+    import slicer
+
+    caplog.set_level(logging.INFO)
+    module = slicer_app.module
+    module.SAMZeroShot(types.SimpleNamespace(path=str(slicer_layer.MODULE_FILE)))
+    started = time.perf_counter()
+    slicer.selfTests["SAMZeroShot"]()
+    seconds = time.perf_counter() - started
+    dice = [line for line in caplog.text.splitlines() if "self-test:" in line and "volume Dice" in line]
+    assert len(dice) == 2, caplog.text
+    print(f"self-test on Slicer {slicer_app.version}: {seconds:.1f} s; " + "; ".join(line.split("self-test: ")[1] for line in dice))
