@@ -66,6 +66,9 @@ PIP_REQUIREMENTS = (
     # with it, within the constraints below).
     Requirement("onnxruntime", "onnxruntime", "1.32.0", "1.16.0", False),
     Requirement("onnx", "onnx", "1.23.2", "1.14.0", False),
+    # The faster CPU runtime on Intel CPUs with AVX-512 and bf16 units (chosen from the CPU's
+    # flags); needs numpy (kept Slicer's by the constraints) and openvino-telemetry.
+    Requirement("openvino", "openvino", "2026.4.1", "2024.0", False),
 )
 TORCH_MINIMUM = "2.1"
 TORCHVISION_MINIMUM = "0.16"
@@ -168,7 +171,7 @@ class SAMZeroShotParameterNode:
     inputVolume - chest CT (scalar volume) or chest X-ray (scalar or RGB vector volume).
     promptSegmentation - segments that become SAM prompts.
     referenceSegmentation - scoring reference; None: the prompt segmentation.
-    model, strategy, window, modality, device, precision - named choices of the library.
+    model, strategy, window, modality, device, precision, backend - named choices of the library.
     embeddingCache - reuse image embeddings between runs.
     propagate - also segment slices without prompts, starting from the annotated ones.
     fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing the volume.
@@ -185,6 +188,7 @@ class SAMZeroShotParameterNode:
     modality: _choice("modality") = Parameters.default("modality")
     device: _choice("device") = Parameters.default("device")
     precision: _choice("precision") = Parameters.default("precision")
+    backend: _choice("backend") = Parameters.default("backend")
     embeddingCache: bool = Parameters.default("embedding_cache")
     propagate: bool = Parameters.default("propagate")
     fillNonfinite: bool = Parameters.default("fill_nonfinite")
@@ -194,7 +198,7 @@ class SAMZeroShotParameterNode:
 #: Parameter node field -> Parameters field, for the settings that are passed on as they are.
 SETTING_FIELDS = {"model": "model", "strategy": "strategy", "window": "window", "modality": "modality",
                   "device": "device",
-                  "precision": "precision", "embeddingCache": "embedding_cache", "propagate": "propagate",
+                  "precision": "precision", "backend": "backend", "embeddingCache": "embedding_cache", "propagate": "propagate",
                   "fillNonfinite": "fill_nonfinite"}
 
 
@@ -780,6 +784,7 @@ SELF_TEST_SETTINGS = {
     "modality": "auto",
     "device": "auto",
     "precision": "auto",
+    "backend": "auto",
     "embeddingCache": True,
     "propagate": False,
     "fillNonfinite": False,

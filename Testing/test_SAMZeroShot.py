@@ -135,7 +135,7 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     widget = open_module(slicer_app)
     parameters = widget._parameterNode
     ui = widget.ui
-    for field in ("model", "strategy", "window", "modality", "device", "precision"):
+    for field in ("model", "strategy", "window", "modality", "device", "precision", "backend"):
         combo = getattr(ui, f"{field}ComboBox")
         assert [combo.itemText(i) for i in range(combo.count())] == list(Parameters.choices(field))
         assert combo.currentText == getattr(parameters, field) == Parameters.default(field)

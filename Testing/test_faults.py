@@ -564,6 +564,7 @@ def test_a_bad_prompt_segmentation_is_one_line(capsys, user_files, scene_app, tm
     (["--strategy", "magic"], "Unknown strategy 'magic'"),
     (["--device", "tpu"], "Unknown device 'tpu'"),
     (["--window", "bone"], "Unknown window 'bone'"),
+    (["--backend", "magic"], "Unknown backend 'magic'"),
     (["--out", "o.nrrd"], "must be a .seg.nrrd file"),
 ])
 def test_unknown_names_are_one_line(capsys, user_files, tmp_path, no_model, option, message):

@@ -3,17 +3,22 @@ import numpy as np
 import pytest
 
 from SAMZeroShotLib import imaging, metrics, pipeline, prompts
-from SAMZeroShotLib.engine import EmbeddingCache, TorchEncoder
+from SAMZeroShotLib.engine import EmbeddingCache
+from SAMZeroShotLib.runtimes import TorchEncoder
 
 
-def test_onnx_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
+def test_the_cpu_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
     voxels, geometry, masks = chest
-    if engine.backend != "onnxruntime":
-        pytest.skip("onnxruntime is not installed")
+    if engine.encoder.name == "torch":
+        pytest.skip("neither ONNX Runtime nor OpenVINO is installed")
     image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
     tensor, _ = engine._prepare(image)
     expected = TorchEncoder(litemedsam, "fp32")(tensor)
-    np.testing.assert_allclose(engine.encoder(tensor).numpy(), expected.numpy(), atol=1e-3)
+    got = engine.encoder(tensor)
+    if engine.precision == "fp32":
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-3)
+    else:  # bf16: measured 4-6 % relative difference on real slices
+        assert float((got - expected).norm() / expected.norm()) < 0.1
 
 
 def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypatch):
@@ -141,8 +146,8 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
                                                    progress=lambda fraction, message: events.append(fraction))
         assert [outcome.slice for outcome in results[workers].slices] == [14, 17, 21]
         assert events == sorted(events) and events[-1] == 1.0
-    if engine.backend == "onnxruntime":  # the lanes ran their own, smaller sessions
-        assert max(1, engine.threads // 2) in engine.encoder._sessions
+    if engine.encoder.name != "torch":  # the lanes ran their own, smaller sessions
+        assert max(1, engine.threads // 2) in engine.encoder.part._opened
     for key in masks:
         # Another thread count only reorders float sums: at most a boundary pixel may differ.
         dice = metrics.overlap(results[2].masks[key], results[1].masks[key])["dice"]

@@ -22,7 +22,7 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 #: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
-MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision")
+MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision", "backend")
 
 
 class BadInput(Exception):
@@ -93,7 +93,7 @@ def _load_engine(parameters: Parameters):
     from .models import CheckpointError
 
     try:
-        return logic.get_engine(parameters, progress=_progress)
+        return logic.get_engine(parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr))
     except (CheckpointError, ValueError) as error:
         raise BadInput(str(error)) from None
 

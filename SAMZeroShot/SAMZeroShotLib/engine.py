@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,13 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from segment_anything.utils.onnx import SamOnnxModel
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .parameters import PRECISION_NAMES
+from . import runtimes
 from .prompts import Prompt
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -44,17 +42,6 @@ class Prediction:
     score: float  # the decoder's predicted IoU
     low_res_logits: np.ndarray  # 1 x 256 x 256, float32: feeds a later prompt's mask input
     logits: Optional[np.ndarray] = None  # rows x cols, float32, when asked for (to average views)
-
-
-def default_precision(device: str) -> str:
-    """float32 everywhere, unless the user asks for bf16/fp16.
-
-    Measured on a 2-core AMD EPYC without AVX-512 (the CI kind of machine): bf16 autocast made the
-    encoder 20-26x *slower* (52 s instead of 2 s per slice), since PyTorch falls back to scalar
-    kernels there. Where bf16 is native (CUDA, AVX-512 BF16, AMX) it is an explicit option until
-    its per-slice Dice has been checked on such hardware.
-    """
-    return "fp32"
 
 
 class EmbeddingCache:
@@ -119,246 +106,66 @@ class EmbeddingCache:
         return len(self._items)
 
 
-BACKEND_NAMES = ("auto", "torch", "onnxruntime")
-
-#: Per thread: how many threads its ONNX Runtime calls use (set by :meth:`SamEngine.lane`).
-_LANE = threading.local()
-
-
-class TorchEncoder:
-    """The model's own image encoder, with optional autocast."""
-
-    name = "torch"
-
-    def __init__(self, model, precision: str):
-        self.encoder = model.image_encoder
-        self.device_type = str(model.device).split(":")[0]
-        self.dtype = _AUTOCAST_DTYPES.get(precision)
-
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return self.encoder(batch)
-        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
-            return self.encoder(batch).float()
-
-
-class PromptDecoder(SamOnnxModel):
-    """Prompt encoder and mask decoder as one traceable module (segment_anything's ONNX model).
-
-    Box corners are passed as points labelled 2 and 3, and a prompt without a box gets a padding
-    point labelled -1, which is exactly what ``SamPredictor`` feeds the decoder. Returns the
-    low-resolution logits of all mask tokens and their predicted IoU; choosing a token and
-    resizing to the slice happen outside, so both runtimes share that code.
-    """
-
-    def __init__(self, model):
-        super().__init__(model, return_single_mask=False)
-
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_masks(mask_input, has_mask_input)
-        return self.model.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings, image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
-
-
-class TorchDecoder:
-    name = "torch"
-
-    def __init__(self, model):
-        self.module = PromptDecoder(model).eval()
-
-    @torch.inference_mode()
-    def __call__(self, features, coords, labels, masks, has_mask):
-        return self.module(features, coords, labels, masks, has_mask)
-
-
-class _OnnxPart:
-    """One part of the model exported once to ONNX and run with ONNX Runtime (CPU, float32).
-
-    On the CPU, ONNX Runtime fuses convolutions with their batch norms and GELUs into the matrix
-    products: measured on 2 cores it runs LiteMedSAM's encoder 2.2x and its decoder 1.8x faster
-    than PyTorch eager, with the same float32 results (largest difference about 1e-5). Exports
-    are kept in the cache folder, keyed by checkpoint digest and torch version, and compared with
-    PyTorch on a test input before first use.
-    """
-
-    name = "onnxruntime"
-    #: Largest difference from PyTorch's output accepted when an export is checked.
-    TOLERANCE = 1e-3
-
-    def __init__(self, module, sample, names, outputs, dynamic_axes, path: Path, threads: int):
-        self.names = names
-        self.path = path
-        self.threads = threads
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".part")
-            with torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(module, sample, str(partial), input_names=names, output_names=outputs,
-                                  dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
-            os.replace(partial, path)
-        # One session per thread count: the engine's own, and the smaller one of its slice lanes.
-        self._sessions = {threads: self._open(threads)}
-        self._lock = threading.Lock()
-        with torch.inference_mode():
-            expected = module(*sample)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = self.run(*sample)
-        for want, have in zip(expected, got):
-            if tuple(have.shape) != tuple(want.shape) or float((have - want).abs().max()) > self.TOLERANCE:
-                raise RuntimeError(f"the ONNX export {path.name} does not reproduce PyTorch's output")
-
-    def _open(self, threads: int):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-
-    def session(self):
-        """The session for the calling thread's share of threads (sessions run concurrently)."""
-        threads = getattr(_LANE, "threads", self.threads)
-        session = self._sessions.get(threads)
-        if session is None:
-            with self._lock:
-                session = self._sessions.get(threads)
-                if session is None:
-                    session = self._sessions[threads] = self._open(threads)
-        return session
-
-    def run(self, *inputs):
-        feed = {name: value.numpy() for name, value in zip(self.names, inputs)}
-        return tuple(torch.from_numpy(output) for output in self.session().run(None, feed))
-
-
-class OnnxEncoder(_OnnxPart):
-    def __init__(self, model, path: Path, threads: int):
-        size = model.image_encoder.img_size
-        sample = torch.linspace(-1.0, 1.0, 3 * size * size).reshape(1, 3, size, size)
-        # The batch size is fixed to 1: TinyViT bakes it into reshapes when traced.
-        super().__init__(model.image_encoder, (sample,), ["image"], ["features"], None, path, threads)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.run(batch[i:i + 1])[0] for i in range(len(batch))])
-
-
-class OnnxDecoder(_OnnxPart):
-    def __init__(self, model, path: Path, threads: int):
-        module = PromptDecoder(model).eval()
-        channels = model.prompt_encoder.embed_dim
-        height, width = model.prompt_encoder.image_embedding_size
-        mask_size = model.prompt_encoder.mask_input_size
-        generator = torch.Generator().manual_seed(0)
-        sample = (torch.randn(1, channels, height, width, generator=generator),
-                  torch.tensor([[[10.0, 20.0], [120.0, 90.0], [60.0, 50.0]]] * 2),
-                  torch.tensor([[2.0, 3.0, 1.0]] * 2),
-                  torch.zeros(2, 1, *mask_size), torch.zeros(1))
-        axes = {"point_coords": {0: "prompts", 1: "points"}, "point_labels": {0: "prompts", 1: "points"},
-                "mask_input": {0: "prompts"}, "low_res_masks": {0: "prompts"}, "iou_predictions": {0: "prompts"}}
-        super().__init__(module, sample, ["image_embeddings", "point_coords", "point_labels", "mask_input",
-                                          "has_mask_input"], ["low_res_masks", "iou_predictions"], axes, path, threads)
-
-    def __call__(self, features, coords, labels, masks, has_mask):
-        return self.run(features, coords, labels, masks, has_mask)
-
-
-def _onnx_usable() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
-
-
-def make_backends(model, backend: str, precision: str, threads: int, log=None):
-    """``(encoder, decoder)``: ONNX Runtime for float32 on the CPU where installed, else PyTorch.
-
-    A failed or inexact export falls back to PyTorch (with a log line) unless ``backend``
-    insists on onnxruntime: an optimisation must never change results. ``threads``: the ONNX
-    Runtime sessions' threads (lanes open smaller ones, see :meth:`SamEngine.lane`).
-    """
-    if backend not in BACKEND_NAMES:
-        raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
-    device = str(model.device)
-    # auto: the built-in model only; SAM ViT-H's 2.5 GB of weights exceed ONNX's 2 GB file limit,
-    # and the ViT models are meant for GPUs anyway.
-    wants_onnx = backend == "onnxruntime" or (
-        backend == "auto" and device == "cpu" and precision == "fp32" and model.spec.architecture == "litemedsam"
-        and _onnx_usable())
-    if not wants_onnx:
-        return TorchEncoder(model, precision), TorchDecoder(model)
-    if device != "cpu" or precision != "fp32":
-        raise ValueError("The onnxruntime backend runs float32 on the CPU only.")
-    from . import models
-
-    spec = model.spec
-    digest = spec.sha256 if spec.sha256 and model.checkpoint_verified else models.file_sha256(model.checkpoint)
-    stem = f"{spec.architecture}-{digest[:16]}-torch{torch.__version__.split('+')[0]}"
-    parts = []
-    for kind, cls, fallback in (("encoder", OnnxEncoder, lambda: TorchEncoder(model, precision)),
-                                ("decoder", OnnxDecoder, lambda: TorchDecoder(model))):
-        path = models.cache_dir() / "onnx" / f"{stem}-{kind}.onnx"
-        try:
-            parts.append(cls(model, path, threads=threads))
-        except Exception as error:
-            if backend == "onnxruntime":
-                raise
-            if log:
-                log(f"ONNX Runtime {kind} unavailable ({error}); using PyTorch.")
-            path.unlink(missing_ok=True)
-            parts.append(fallback())
-    return tuple(parts)
-
-
 class SamEngine:
     """Encodes slices and decodes prompts with one ``Sam`` model.
 
-    ``precision`` applies autocast to the image encoder only (the decoder is cheap and stays
-    float32). ``batch_size`` is how many slices go through the encoder at once (default 1 on
-    a CPU, where batches of 4 were measured 40% slower per slice, and 8 on a GPU). ``backend`` picks the
-    runtimes (:func:`make_backends`).
+    ``backend`` and ``precision`` pick the runtime of both parts ("auto": chosen from the CPU and
+    what is installed, bf16 only where native and accurate; see :func:`runtimes.prepare`, which
+    logs the choice through ``log``); ``runtime`` gives a prepared one instead. ``batch_size`` is
+    how many slices go through the encoder at once (default 1 on a CPU, where batches of 4 were
+    measured 40% slower per slice, and 8 on a GPU).
 
     ``workers``: how many slices a caller may segment at once, each in its own :meth:`lane`
-    with an equal share of the threads. Default: 2 with ONNX Runtime on 2 or more cores, else 1.
-    Measured on 2 cores: two one-thread ONNX Runtime sessions side by side encode a slice in
-    0.885 s and decode a prompt in 51 ms, one two-thread session 0.947 s and 61 ms (its threads
-    wait on each other between the many small operations). PyTorch's threads are shared by the
-    whole process, so its engines keep one worker.
+    with an equal share of the threads. Default: 2 with ONNX Runtime or OpenVINO on 2 or more
+    cores, else 1. Measured on 2 cores (AMD EPYC): two one-thread ONNX Runtime sessions side by
+    side encode a slice in 0.885 s and decode a prompt in 51 ms, one two-thread session 0.947 s
+    and 61 ms (its threads wait on each other between the many small operations). PyTorch's
+    threads are shared by the whole process, so its engines keep one worker.
+
+    ``seconds``: time spent in the encoder and decoder calls ("encode", "decode"), summed over
+    the lanes, for benchmarks.
     """
 
     def __init__(self, model, precision: str = "auto", batch_size: Optional[int] = None,
                  cache: Optional[EmbeddingCache] = None, backend: str = "auto", log=None,
-                 workers: Optional[int] = None):
+                 workers: Optional[int] = None, runtime: Optional[runtimes.Runtime] = None):
         self.model = model
         self.device = str(model.device)
-        self.precision = default_precision(self.device.split(":")[0]) if precision == "auto" else precision
-        if self.precision not in PRECISION_NAMES[1:]:
-            raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISION_NAMES)}.")
         self.batch_size = max(1, int(batch_size or (8 if self.device.startswith("cuda") else 1)))
         self.cache = cache
         self.image_size = model.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
         self.model_id = f"{getattr(model, 'spec', None) and model.spec.name}:{getattr(model, 'checkpoint', '')}"
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
+        self.seconds = {"encode": 0.0, "decode": 0.0}
         self._count_lock = threading.Lock()
         self.threads = torch.get_num_threads()
-        self.encoder, self.decoder = make_backends(model, backend, self.precision, self.threads, log=log)
-        self.backend = self.encoder.name if self.encoder.name == self.decoder.name else \
-            f"{self.encoder.name} encoder, {self.decoder.name} decoder"
+        self.runtime = runtime or runtimes.prepare(model, backend, precision, self.threads, log=log)
+        self.encoder, self.decoder = self.runtime.encoder, self.runtime.decoder
+        self.precision = self.runtime.precision
+        self.backend = self.runtime.backend
         if workers is None:
-            workers = 2 if self.backend == "onnxruntime" and self.threads >= 2 else 1
+            on_cpu_runtimes = {self.encoder.name, self.decoder.name} <= {"onnxruntime", "openvino"}
+            workers = 2 if on_cpu_runtimes and self.threads >= 2 else 1
         self.workers = max(1, int(workers))
 
     @contextmanager
     def lane(self):
         """Within this block the calling thread's model calls use ``threads // workers`` threads,
         so that ``workers`` threads can each segment a slice at the same time."""
-        _LANE.threads = max(1, self.threads // self.workers)
+        runtimes.LANE.threads = max(1, self.threads // self.workers)
         try:
             yield
         finally:
-            del _LANE.threads
+            del runtimes.LANE.threads
+
+    def _timed(self, stage: str, function, *inputs):
+        started = time.perf_counter()
+        try:
+            return function(*inputs)
+        finally:
+            with self._count_lock:
+                self.seconds[stage] += time.perf_counter() - started
 
     # -- encoder -----------------------------------------------------------------------------
     def _prepare(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -373,7 +180,7 @@ class SamEngine:
     def _encode_batch(self, images: Sequence[np.ndarray]) -> List[Embedding]:
         prepared = [self._prepare(image) for image in images]
         batch = torch.cat([tensor for tensor, _ in prepared])
-        features = self.encoder(batch).float()
+        features = self._timed("encode", self.encoder, batch).float()
         with self._count_lock:
             self.encoded_slices += len(images)
         return [Embedding(features[i:i + 1].clone(), tuple(image.shape[:2]), input_size)
@@ -446,8 +253,8 @@ class SamEngine:
         else:
             masks, has_mask = torch.zeros(len(prompts), 1, *mask_size), torch.zeros(1)
         device = self.device
-        low_res, scores = self.decoder(embedding.features.to(device), coords.to(device), labels.to(device),
-                                       masks.to(device), has_mask.to(device))
+        low_res, scores = self._timed("decode", self.decoder, embedding.features.to(device), coords.to(device),
+                                      labels.to(device), masks.to(device), has_mask.to(device))
         if multimask:
             # SAM's advice for ambiguous prompts: of the three multimask outputs, keep the one with
             # the best predicted IoU.

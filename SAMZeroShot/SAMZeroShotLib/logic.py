@@ -31,24 +31,26 @@ _engine: Dict[str, object] = {}  # "key" and "engine": the one loaded model, reu
 _engine_lock = threading.Lock()
 
 
-def get_engine(parameters: Parameters, progress=None, cancel=None):
+def get_engine(parameters: Parameters, progress=None, cancel=None, log: Optional[Callable[[str], None]] = None):
     """The engine for these model settings, reused (with its embedding cache) while they stay the same.
 
     Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
     2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
-    a download of the weights.
+    a download of the weights; ``log`` receives the line saying which runtime and precision were
+    chosen, when an engine is made.
     """
     from . import models
     from .engine import EmbeddingCache, SamEngine
 
     device = models.resolve_device(parameters.device)
-    key = (parameters.model, parameters.checkpoint, device, parameters.precision)
+    key = (parameters.model, parameters.checkpoint, device, parameters.precision, parameters.backend)
     with _engine_lock:
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
             model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress,
-                                     cancel=cancel)
-            _engine.update(key=key, engine=SamEngine(model, precision=parameters.precision), cache=EmbeddingCache())
+                                      cancel=cancel)
+            engine = SamEngine(model, precision=parameters.precision, backend=parameters.backend, log=log)
+            _engine.update(key=key, engine=engine, cache=EmbeddingCache())
         engine = _engine["engine"]
         # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
         engine.cache = _engine["cache"] if parameters.embedding_cache else None
@@ -169,7 +171,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
 
     def work():
         report(0.0, f"Loading model {parameters.model}")
-        engine = get_engine(parameters, progress=report, cancel=cancel)
+        engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
         return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
                                        window=parameters.window, progress=report, cancel=cancel,
                                        propagate=parameters.propagate, modality=inputs.modality)

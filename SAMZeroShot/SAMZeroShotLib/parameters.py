@@ -15,8 +15,11 @@ from .models import DEVICE_NAMES, MODEL_NAMES
 from .strategies import STRATEGIES
 
 STRATEGY_NAMES = ("auto",) + tuple(STRATEGIES)
-# fp32 everywhere; bf16/fp16: autocast of the image encoder; auto: bf16 where the hardware has it.
+# auto: bf16 where the CPU multiplies bf16 natively and it passes the accuracy guard, else fp32;
+# bf16/fp16: reduced precision of the model's parts (fp16: PyTorch autocast, for GPUs).
 PRECISION_NAMES = ("auto", "fp32", "bf16", "fp16")
+# auto: OpenVINO on CPUs with AVX-512, else ONNX Runtime, else PyTorch (see runtimes.choose).
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "openvino")
 
 
 def _setting(default, help: str, choices: Optional[Tuple[str, ...]] = None):
@@ -36,7 +39,8 @@ class Parameters:
     modality: str = _setting("auto", "CT or radiograph (auto: what the file says, else the image content)",
                              MODALITY_NAMES)
     device: str = _setting("auto", "where the model runs", DEVICE_NAMES)
-    precision: str = _setting("auto", "numeric precision of the image encoder", PRECISION_NAMES)
+    precision: str = _setting("auto", "numeric precision of the model", PRECISION_NAMES)
+    backend: str = _setting("auto", "what runs the model on the CPU", BACKEND_NAMES)
     embedding_cache: bool = _setting(True, "keep slice embeddings to skip the encoder on re-runs")
     propagate: bool = _setting(False, "prompts on a few slices only: carry them to the neighbouring slices")
     slice_axis: str = _setting("auto", "slice orientation", SLICE_AXIS_NAMES)
