@@ -194,7 +194,8 @@ class _OnnxPart:
         self.threads = threads
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".part")
+            # A name of this process's own: workers of a cluster may export into one cache at once.
+            partial = path.with_name(f"{path.name}.{os.getpid()}.part")
             with torch.inference_mode(False), torch.no_grad():
                 torch.onnx.export(module, sample, str(partial), input_names=names, output_names=outputs,
                                   dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
