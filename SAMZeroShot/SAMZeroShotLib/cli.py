@@ -297,7 +297,7 @@ def _data_set(layout: str, data: Optional[str], images: Optional[str], masks: Op
     paired = layout == "paired"
     if layout not in LAYOUT_NAMES:
         raise BadInput(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
-    if paired and not (images and masks):
+    if paired and (data or not (images and masks)):
         raise BadInput("give --images and --masks (or a published data set with --layout NAME --data DIR)")
     if not paired and (not data or images or masks):
         raise BadInput(f"--layout {layout} reads the data set's folder as published: give --data DIR "

@@ -29,11 +29,13 @@ class Counter:
         self.total, self.done, self.unit = total, done, unit
         self.started_with = done
         self.slices = 0
-        self.started = time.perf_counter()
+        self.started = self.first_finished = time.perf_counter()
 
     def advance(self, line: str = "", slices: int = 1, items: int = 1) -> None:
         """``items`` more finished (one line for them); ``line`` says what they gave, ``slices`` how many
         slices they segmented."""
+        if self.done == self.started_with:
+            self.first_finished = time.perf_counter()
         self.done += items
         self.slices += slices
         self._show(line, items)
@@ -50,10 +52,13 @@ class Counter:
         return self.slices / elapsed if elapsed > 0 else 0.0
 
     def seconds_left(self) -> Optional[float]:
+        """From the pace since the first item finished (the first also paid for loading the model)."""
         finished = self.done - self.started_with
         if finished <= 0:
             return None
-        return (time.perf_counter() - self.started) / finished * (self.total - self.done)
+        if finished == 1:
+            return (time.perf_counter() - self.started) * (self.total - self.done)
+        return (time.perf_counter() - self.first_finished) / (finished - 1) * (self.total - self.done)
 
     def _show(self, line: str, items: int) -> None:
         pass
