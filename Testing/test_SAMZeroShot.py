@@ -135,7 +135,7 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     widget = open_module(slicer_app)
     parameters = widget._parameterNode
     ui = widget.ui
-    for field in ("model", "strategy", "window", "device", "precision"):
+    for field in ("model", "strategy", "window", "modality", "device", "precision"):
         combo = getattr(ui, f"{field}ComboBox")
         assert [combo.itemText(i) for i in range(combo.count())] == list(Parameters.choices(field))
         assert combo.currentText == getattr(parameters, field) == Parameters.default(field)
@@ -290,6 +290,26 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     assert widget.ui.resultLabel.text.startswith("Mean Dice"), widget.ui.logTextEdit.toPlainText()
     assert widget.ui.applyButton.enabled and not widget._running
     assert slicer.mrmlScene.GetFirstNodeByName("CTChest4 SAM segmentation") is not None
+
+
+def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake_install, caplog):
+    import numpy as np
+
+    import slicer
+    from SAMZeroShotLib import mrml_io
+
+    widget = open_module(user_app)
+    volume, segmentation, _ = load_chest_ct()
+    voxels = mrml_io.volume_array(volume).astype(np.float32)
+    voxels[5, :4, :4] = np.nan
+    broken = mrml_io.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
+    widget._parameterNode.inputVolume = broken
+    widget._parameterNode.promptSegmentation = segmentation
+    with pytest.raises(mrml_io.InputError, match="16 voxels are NaN or infinite"):
+        widget.ui.applyButton.click()
+    assert fake_install.calls == [] and user_app.state.messages == [], "asked to install for unusable inputs"
+    assert "Replace NaN voxels" in caplog.text  # the error display (logged: no main window here)
+    assert widget.ui.applyButton.enabled and not widget._running
 
 
 def test_a_declined_install_changes_nothing(user_app, fake_install):

@@ -89,8 +89,10 @@ def test_xray_window_is_min_max_and_a_constant_slice_is_black():
     assert not imaging.to_rgb8(np.full((3, 3), 7.0), imaging.WINDOW_PRESETS["xray"]).any()
 
 
-def test_auto_window_recognises_hounsfield_units():
+def test_auto_window_recognises_hounsfield_units_and_keeps_other_grey_levels():
     assert imaging.resolve_window("auto", np.array([-1024, 0, 1500])).name == "ct-lung"
-    assert imaging.resolve_window("auto", np.array([0, 128, 255])).name == "xray"
+    # Stored grey levels (a radiograph, or an 8-bit CT export) are stretched min-max.
+    assert imaging.resolve_window("auto", np.array([0, 128, 255])).name == "min-max"
+    assert imaging.WINDOW_PRESETS["xray"].level is None  # the older name of the same window
     with pytest.raises(ValueError, match="Unknown window"):
         imaging.resolve_window("bone", np.zeros(3))

@@ -355,7 +355,8 @@ def test_parameter_node_settings_take_their_defaults_from_the_library():
     # One settings definition: the parameter node declares each setting's default (and its choices,
     # checked on Slicer's own layer in test_SAMZeroShot.py) from SAMZeroShotLib.parameters.
     fields = parameter_node_fields()
-    for field in ("model", "strategy", "window", "device", "precision", "embeddingCache", "propagate", "fillNonfinite"):
+    for field in ("model", "strategy", "window", "modality", "device", "precision", "embeddingCache", "propagate",
+                  "fillNonfinite"):
         value = fields.get(field)
         assert isinstance(value, ast.Call) and ast.unparse(value.func) == "Parameters.default", \
             f"SAMZeroShotParameterNode.{field} = {ast.unparse(value) if value else None}: take it from Parameters.default()"

@@ -1,4 +1,5 @@
-"""Command line: ``samzeroshot segment``, ``samzeroshot evaluate`` and ``samzeroshot reproduce``.
+"""Command line: ``samzeroshot segment``, ``samzeroshot evaluate``, ``samzeroshot compare`` and
+``samzeroshot reproduce``.
 
 Bad input ends with exit code 2 and one line on stderr that names the file and the problem, before
 any time is spent on the model. Outputs never replace an input, and replace an existing output
@@ -31,7 +32,7 @@ EXIT_CASES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 #: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
-MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "device", "precision")
+MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision")
 #: Those ``reproduce`` offers: the strategy is the paper's, the windows are the data sets' own.
 REPRODUCE_OPTIONS = ("model", "checkpoint", "device", "precision")
 
@@ -59,7 +60,7 @@ def _add_model_options(parser, names=MODEL_OPTIONS):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samzeroshot", description="Zero-shot lung segmentation with Segment Anything.")
     parser.add_argument("--version", action="version", version=f"samzeroshot {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,reproduce}")
+    commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,compare,reproduce}")
 
     segment = commands.add_parser("segment", help="segment one volume from prompt segments; write .seg.nrrd and metrics")
     segment.add_argument("--volume", required=True, help="the image (.nrrd, .nii.gz, ...)")
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(evaluate)
     _add_model_options(evaluate)
 
+    compare = commands.add_parser("compare", help="compare two evaluate output folders slice by slice (B minus A)")
+    compare.add_argument("a", help="evaluate output folder A (the baseline)")
+    compare.add_argument("b", help="evaluate output folder B")
+    compare.add_argument("--out", help="where compare.json goes: a .json file or a folder (default: inside folder B)")
     reproduce = commands.add_parser("reproduce", help="the paper's table: its two data sets as published, its "
                                     "prompt (strategy paper), its numbers beside ours")
     for layout, about in SETS.items():
@@ -231,13 +236,16 @@ class _SliceProgress:
 
 
 def run_segment(args) -> int:
-    from . import logic, mrml_io
+    from . import evaluation, logic, mrml_io
 
     parameters = _parameters(args, propagate=args.propagate)
     inputs, outputs = _segment_files(args, parameters)
     scene, app = mrml_io.new_scene()
     try:
         volume = mrml_io.load_volume(app, inputs["volume"])
+        recorded = evaluation.declared_modality(inputs["volume"])
+        if recorded:  # as Slicer's DICOM loader keeps it
+            mrml_io.record_modality(volume, recorded)
         prompts = mrml_io.load_segmentation(app, inputs["prompt segmentation"])
         reference = mrml_io.load_segmentation(app, inputs["reference segmentation"]) if args.reference else None
         segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
@@ -479,6 +487,20 @@ def run_reproduce(args) -> int:
     return code
 
 
+def run_compare(args) -> int:
+    from . import compare
+
+    try:
+        result = compare.compare(args.a, args.b)
+    except compare.CompareError as error:
+        raise BadInput(str(error)) from None
+    path = compare.output_path(args.b, args.out)
+    compare.write(result, path)
+    print(compare.report(result))
+    print(f"-> {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -486,7 +508,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"segment": run_segment, "evaluate": run_evaluate, "reproduce": run_reproduce}[args.command](args)
+        return {"segment": run_segment, "evaluate": run_evaluate, "compare": run_compare,
+                "reproduce": run_reproduce}[args.command](args)
     except BadInput as error:
         print(f"samzeroshot {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

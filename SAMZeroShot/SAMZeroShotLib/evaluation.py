@@ -5,10 +5,13 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts; scores are for the union of all segments;
-* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+* ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
+  the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
-  scored 2D slices, pooled over cases as the paper does), ``model``, ``strategy``, ``seconds``, ...
+  scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
+  the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
+  ``seconds``, ...
 
 The files are written case by case by :class:`~.results.ResultsFolder`, so a stopped run keeps its
 finished cases and a second run with the same settings carries on from them.
@@ -153,6 +156,19 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
     return array, _ijk_to_ras(image)
 
 
+def declared_modality(path) -> Optional[str]:
+    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
+
+
 def _mask_values(path: Path, shape) -> np.ndarray:
     """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one label map."""
     import SimpleITK as sitk
@@ -246,12 +262,26 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     read_case_labels(case, image.shape)
 
 
+def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+    from .strategies import fill_boxes
+
+    filled = np.zeros(reference_union.shape, bool)
+    views = {key: geometry.view(mask) for key, mask in prompts.items()}
+    for s in np.flatnonzero(np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])):
+        for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
+            filled[s] |= box
+    return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
+
+
 def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] = None, cancel=None) -> CaseResult:
     """Segment one case with ``parameters`` (and the case's own settings) and score it.
 
-    The one function that computes a case, in this process or on a cluster's worker.
+    The one function that computes a case, in this process or on a cluster's worker. Each row
+    also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled, a
+    baseline that costs no model call.
     """
-    from . import pipeline
+    from . import modality as modalities, pipeline
     from .strategies import resolve
 
     started = time.perf_counter()
@@ -266,19 +296,22 @@ def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] 
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
+    modality, reason = modalities.decide(parameters.modality, geometry.view(volume),
+                                         declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
-                                     cancel=cancel, propagate=propagate_from is not None)
+                                     cancel=cancel, propagate=propagate_from is not None, modality=modality)
     predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
     reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
     ignore_view = geometry.view(ignore)
     scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
     prompted = {outcome.slice for outcome in result.slices}
     scored = np.flatnonzero(scores["reference_pixels"] > 0)
+    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     slice_rows = [{"case": case.name, "slice": int(s),
                    **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
                    "reference_pixels": int(scores["reference_pixels"][s]),
                    "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted)} for s in scored]
+                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     keep = ~ignore_view
     pred, ref = predicted_union & keep, reference_union & keep
@@ -288,7 +321,9 @@ def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] 
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
                 "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
-                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started}
+                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
+                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
+                "modality": modality, "modality_reason": reason}
     return CaseResult(case.name, slice_rows, case_row, notes)
 
 
@@ -329,6 +364,7 @@ def run_settings(parameters, source: Dict[str, str], propagate_from: Optional[st
         "checkpoint_sha256": checkpoint_sha256(parameters.model, parameters.checkpoint),
         "strategy": resolve(parameters.strategy, parameters.model)[0],
         "window": parameters.window,
+        "modality": parameters.modality,
         "precision": parameters.precision,
         "propagate_from": propagate_from,
         "fill_nonfinite": parameters.fill_nonfinite,
@@ -358,7 +394,7 @@ class Recorder:
         from .strategies import resolve
 
         about = {"model": parameters.model, "strategy": resolve(parameters.strategy, parameters.model)[0],
-                 "window": parameters.window, "propagate_from": propagate_from}
+                 "window": parameters.window, "modality": parameters.modality, "propagate_from": propagate_from}
         own = {case.name: case.settings for case in cases if case.settings}
         if own:
             about["case_settings"] = own

@@ -42,7 +42,10 @@ class Window:
 WINDOW_PRESETS = {
     # The paper's lung window for CT in Hounsfield units.
     "ct-lung": Window("ct-lung", level=-650.0, width=1500.0),
-    # Radiographs carry no calibrated units: min-max of the image.
+    # The stored grey levels, stretched min-max: radiographs (no calibrated units) and images
+    # already windowed when they were saved (8-bit CT exports).
+    "min-max": Window("min-max"),
+    # The same window under its older name.
     "xray": Window("xray"),
 }
 WINDOW_NAMES = ("auto",) + tuple(WINDOW_PRESETS)
@@ -58,11 +61,15 @@ def looks_like_hounsfield(volume: np.ndarray) -> bool:
 
 
 def resolve_window(name: Union[str, Window], volume: np.ndarray) -> Window:
-    """The window for ``name``; ``auto`` picks ``ct-lung`` for HU-like values, else ``xray``."""
+    """The window for ``name``; ``auto`` picks ``ct-lung`` for HU-like values, else ``min-max``.
+
+    The window follows the values only; whether the image is a CT or a radiograph is decided
+    apart from it (:mod:`modality`).
+    """
     if isinstance(name, Window):
         return name
     if name == "auto":
-        return WINDOW_PRESETS["ct-lung" if looks_like_hounsfield(volume) else "xray"]
+        return WINDOW_PRESETS["ct-lung" if looks_like_hounsfield(volume) else "min-max"]
     if name not in WINDOW_PRESETS:
         raise ValueError(f"Unknown window preset {name!r}: choose one of {', '.join(WINDOW_NAMES)}.")
     return WINDOW_PRESETS[name]

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import imaging, metrics, mrml_io, voxels
+from . import modality as modalities
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .errors import Cancelled
@@ -85,6 +86,7 @@ class Inputs:
     ids: List[str]
     prompt_masks: Dict[str, np.ndarray]
     reference_masks: Optional[Dict[str, np.ndarray]]
+    modality: str  # ct or xray: what the strategy is told
 
 
 def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
@@ -119,9 +121,11 @@ def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequenc
         ids = [i for i in ids if prompt_masks[i].any()]
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
-    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices; "
+    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volumeNode))
+    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+        f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
         f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
-    return Inputs(volume, geometry, ids, prompt_masks, reference_masks)
+    return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
 
 
 def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
@@ -136,7 +140,9 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
     :param segmentIds: IDs or names of the prompt segments (default: all).
     :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
         segmentation itself: the paper's evaluation with oracle prompts).
-    :param parameters: model, strategy, window, device, ... (:class:`Parameters`).
+    :param parameters: model, strategy, window, modality, device, ... (:class:`Parameters`). With
+        ``modality`` ``auto``, the DICOM Modality recorded for the volume decides, then the number
+        of slices, then the image content (:mod:`modality`).
     :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
     :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
     :param log: receives one line per step.
@@ -173,7 +179,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         engine = get_engine(parameters, progress=report, cancel=cancel)
         return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
                                        window=parameters.window, progress=report, cancel=cancel,
-                                       propagate=parameters.propagate)
+                                       propagate=parameters.propagate, modality=inputs.modality)
 
     result = run(work)
     if cancel is not None and cancel():
@@ -205,6 +211,7 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
         table.SetAttribute("SAMZeroShot.Model", parameters.model)
         table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
+        table.SetAttribute("SAMZeroShot.Modality", result.modality)
     return segmentation, table
 
 

@@ -22,6 +22,8 @@ from .imaging import luminance
 DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
 #: Table node attribute holding a one-line summary of the run.
 SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
+#: Subject hierarchy attribute in which Slicer's DICOM loader keeps a series' Modality (0008,0060).
+MODALITY_ATTRIBUTE = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
 
 
 class InputError(ValueError):
@@ -101,6 +103,27 @@ def _label_file_problem(path) -> Optional[str]:
             return (f"holds {count} different labels, more than a segmentation has (at most "
                     f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
     return None
+
+
+def declared_modality(volume_node) -> Optional[str]:
+    """The DICOM Modality recorded for a volume, or None.
+
+    Slicer's DICOM loader stores it as the attribute ``DICOM.Modality`` of the volume's own
+    subject hierarchy item (the series item); volumes from other formats have none.
+    """
+    scene = volume_node.GetScene() if volume_node is not None else None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    item = hierarchy.GetItemByDataNode(volume_node) if hierarchy is not None else 0
+    if not item:
+        return None
+    return hierarchy.GetItemAttribute(item, MODALITY_ATTRIBUTE) or None
+
+
+def record_modality(volume_node, value: str) -> None:
+    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see :func:`declared_modality`)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
+    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume_node)
+    hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
 
 
 def load_segmentation(app, path):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
 from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
+from .modality import MODALITY_NAMES
 from .models import DEVICE_NAMES, MODEL_NAMES
 from .strategies import STRATEGIES
 
@@ -32,6 +33,8 @@ class Parameters:
         None, "a local weights file (SAM-compatible) instead of the built-in or downloaded one")
     strategy: str = _setting("auto", "how prompts are made on a slice", STRATEGY_NAMES)
     window: str = _setting("auto", "intensity window", WINDOW_NAMES)
+    modality: str = _setting("auto", "CT or radiograph (auto: what the file says, else the image content)",
+                             MODALITY_NAMES)
     device: str = _setting("auto", "where the model runs", DEVICE_NAMES)
     precision: str = _setting("auto", "numeric precision of the image encoder", PRECISION_NAMES)
     embedding_cache: bool = _setting(True, "keep slice embeddings to skip the encoder on re-runs")

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from . import imaging, strategies
+from . import imaging, modality as modalities, strategies
 from .engine import SamEngine
 from .errors import Cancelled
 from .prompts import bounding_box
@@ -39,6 +39,7 @@ class PipelineResult:
     window: imaging.Window
     strategy: str
     slices: List[SliceOutcome]
+    modality: str = "ct"  # what the strategy was told: ct or xray
 
 
 def _check_inputs(volume: np.ndarray, prompt_masks: Dict[Hashable, np.ndarray]) -> None:
@@ -126,21 +127,25 @@ def segment_volume(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCallback] = None,
     propagate: Union[bool, Propagation] = False,
+    modality: str = "auto",
+    declared_modality: Optional[str] = None,
 ) -> PipelineResult:
     """Segment every slice of ``volume`` on which ``prompt_masks`` have any label.
 
     With ``propagate``, slices without prompts are segmented too: outward from the annotated
     slices, each prompted by its neighbour's result (see :class:`Propagation`).
     ``volume`` and the masks are arrays of the same shape (Slicer's ``[K, J, I]`` order);
-    ``geometry`` says how slices are taken. Inputs are never modified.
+    ``geometry`` says how slices are taken. ``modality``: ``ct``, ``xray`` or ``auto``, decided
+    by :func:`modality.decide` from ``declared_modality`` (a DICOM Modality value), the number of
+    slices and the content. Inputs are never modified.
     """
     _check_inputs(volume, prompt_masks)
     strategy_name, segmenter = strategies.resolve(strategy, getattr(getattr(engine.model, "spec", None), "name", ""))
     rules = (propagate if isinstance(propagate, Propagation) else Propagation()) if propagate else None
     window = imaging.resolve_window(window, volume)
-    modality = "xray" if window.name == "xray" else "ct"
     keys = list(prompt_masks)
     volume_view = geometry.view(volume)
+    modality, _ = modalities.decide(modality, volume_view, declared_modality)
     prompt_views = {key: geometry.view(mask) for key, mask in prompt_masks.items()}
     outputs = {key: np.zeros(volume.shape, dtype=bool) for key in keys}
     output_views = {key: geometry.view(mask) for key, mask in outputs.items()}
@@ -169,7 +174,7 @@ def segment_volume(
     if rules is None:
         for s, (slice_masks, predicted, _) in _in_order(annotated_slice, annotated, engine, cancel):
             record(s, slice_masks, predicted)
-        return PipelineResult(outputs, geometry, window, strategy_name, outcomes)
+        return PipelineResult(outputs, geometry, window, strategy_name, outcomes, modality)
 
     # Propagation: correction clicks need a true mask, which propagated slices do not have.
     carrier = strategies.without_refinement(segmenter)
@@ -211,7 +216,7 @@ def segment_volume(
             output_views[key][t] = False
         frontier.append((t, direction, carried))
     report(1.0, f"Segmented {len(outcomes)} slices")
-    return PipelineResult(outputs, geometry, window, strategy_name, outcomes)
+    return PipelineResult(outputs, geometry, window, strategy_name, outcomes, modality)
 
 
 def annotated_slices(masks: Dict[Hashable, np.ndarray], geometry: imaging.SliceGeometry, which: str = "middle") -> List[int]:

@@ -31,9 +31,10 @@ import numpy as np
 from .files import OutputError, append_synced, check_output_file, writable_folder, write_text_atomically
 
 SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
-                "predicted_pixels", "prompted")
+                "predicted_pixels", "prompted", "prompt_only_dice")
 CASE_FIELDS = ("case", "n_scored_slices", "n_segmented_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
-               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds")
+               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds", "prompt_only_dice", "modality",
+               "modality_reason")
 SETTINGS_FILE, JOURNAL_FILE, SUMMARY_FILE = "settings.json", "journal.jsonl", "summary.json"
 SLICES_FILE, CASES_FILE = "slices.csv", "cases.csv"
 #: Every file the folder's writer makes (and the only ones ``overwrite`` removes).
@@ -236,6 +237,8 @@ def summarize(results: Sequence[CaseResult], about: Mapping) -> dict:
         "n_scored_slices": len(slice_rows),
         "mean_dice": float(dice.mean()) if dice.size else math.nan,
         "mean_jaccard": mean("jaccard"),
+        # The same mean for the prompt boxes themselves, filled: what the prompt alone gives.
+        "prompt_only_dice": mean("prompt_only_dice"),
         "median_dice": float(np.median(dice)) if dice.size else math.nan,
         "mean_sensitivity": mean("sensitivity", np.nanmean),
         "mean_precision": mean("precision", np.nanmean),
