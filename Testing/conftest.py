@@ -145,3 +145,18 @@ def cohort(ctchest, tmp_path):
     sitk.WriteImage(ct, str(images / "ct.nrrd"))
     sitk.WriteImage(mask, str(labels / "ct.nii.gz"))
     return images, labels
+
+
+def add_mirrored_radiograph(images: Path, labels: Path) -> None:
+    """Case ``xray2``: the cohort's radiograph and its mask mirrored left-right."""
+    import SimpleITK as sitk
+
+    for folder in (images, labels):
+        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(folder / "xray.png")), [True, False]), str(folder / "xray2.png"))
+
+
+@pytest.fixture
+def cohort3(cohort):
+    """The two-case cohort plus a mirrored radiograph: cases ``ct``, ``xray``, ``xray2``."""
+    add_mirrored_radiograph(*cohort)
+    return cohort

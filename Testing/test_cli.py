@@ -1,6 +1,7 @@
 """The console script: `samzeroshot segment` and `samzeroshot evaluate` on real data."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -31,6 +32,8 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys
     volume_rows = {r["segment"]: float(r["dice"]) for r in rows if r["scope"] == "volume"}
     assert volume_rows["right lung"] > 0.78 and volume_rows["left lung"] > 0.80  # measured 0.810 / 0.839
     assert "Mean Dice" in stdout
+    # Not a terminal: one line per slice, with the rate and the time left.
+    assert re.search(r"^slice 1/\d+; [\d.]+ slices/s, about [\w ]+ left$", stderr, re.M), stderr
 
 
 def test_evaluate_writes_slices_cases_and_summary(capsys, cohort, tmp_path):

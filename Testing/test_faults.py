@@ -25,6 +25,8 @@ from SAMZeroShotLib.files import OutputError, append_synced
 from SAMZeroShotLib.imaging import slice_geometry
 from SAMZeroShotLib.results import CaseResult, ResultsFolder
 
+from conftest import add_mirrored_radiograph
+
 LIBRARY = Path(__file__).resolve().parents[1] / "SAMZeroShot"
 BOX = ("--strategy", "box")  # one call per lung: the cheapest strategy, same files and code paths
 
@@ -141,19 +143,6 @@ def small_ct(ctchest, tmp_path):
                                              "left lung": masks[ids["left lung"]][18:21]}, matrix, "lungs")
     mrml_io.write_segmentation(lungs, folder / "lungs.seg.nrrd")
     return {"volume": make("ct", voxels_), "prompts": folder / "lungs.seg.nrrd", "make": make, "voxels": voxels_}
-
-
-def add_mirrored_radiograph(images: Path, labels: Path) -> None:
-    """Case ``xray2``: the cohort's radiograph and its mask mirrored left-right."""
-    for folder in (images, labels):
-        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(folder / "xray.png")), [True, False]), str(folder / "xray2.png"))
-
-
-@pytest.fixture
-def cohort3(cohort):
-    """The two-case cohort plus a mirrored radiograph: cases ``ct``, ``xray``, ``xray2``."""
-    add_mirrored_radiograph(*cohort)
-    return cohort
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import compare, evaluation, models, strategies  # noqa: E402
+from SAMZeroShotLib import compare, evaluation, layouts, models, results, strategies  # noqa: E402
+from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
 
 SPLIT = ROOT / "Utilities" / "dev_split.json"
@@ -113,6 +114,14 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
     return folders
 
 
+def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str) -> dict:
+    """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on ``engine``."""
+    parameters = Parameters(strategy=strategy)
+    cases, skipped = evaluation.prepare(layouts.paired(images, masks), images)
+    settings = evaluation.run_settings(parameters, layouts.source("paired", images=images, masks=masks))
+    return evaluation.evaluate(cases, results.ResultsFolder(out, settings), engine, parameters, skipped=skipped)
+
+
 def run(data: Path, work: Path, names, halves) -> dict:
     split = json.loads(SPLIT.read_text())
     folders = build_halves(data, split, work)
@@ -125,7 +134,7 @@ def run(data: Path, work: Path, names, halves) -> dict:
                 continue
             out = work / "results" / dataset / half / name
             if not (out / "summary.json").is_file():
-                evaluation.evaluate(images, masks, out, engine, strategy=name)
+                evaluate_folder(images, masks, out, engine, name)
             summary = json.loads((out / "summary.json").read_text())
             entry = {key: summary[key] for key in ("n_cases", "n_scored_slices", "mean_dice", "mean_jaccard",
                                                    "prompt_only_dice", "seconds_per_slice")}

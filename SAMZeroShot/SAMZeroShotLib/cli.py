@@ -1,8 +1,11 @@
-"""Command line: ``samzeroshot segment``, ``samzeroshot evaluate`` and ``samzeroshot compare``.
+"""Command line: ``samzeroshot segment``, ``samzeroshot evaluate``, ``samzeroshot compare`` and
+``samzeroshot reproduce``.
 
 Bad input ends with exit code 2 and one line on stderr that names the file and the problem, before
 any time is spent on the model. Outputs never replace an input, and replace an existing output
-only once they are complete. ``evaluate`` keeps every finished case on disk and resumes from them.
+only once they are complete. ``evaluate`` keeps every finished case on disk and resumes from them;
+with ``--workers N`` or ``--scheduler ADDRESS`` its cases run on a Dask cluster (:mod:`.cluster`).
+``reproduce`` evaluates the paper's two data sets with its prompt and writes its table beside ours.
 An internal error keeps its traceback and ends with one line saying what to report.
 """
 from __future__ import annotations
@@ -12,27 +15,36 @@ import contextlib
 import signal
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from . import __version__, files
+from .layouts import LAYOUT_NAMES
 from .parameters import Parameters
+from .reproduction import SETS
 
 EXIT_BAD_INPUT = 2
+#: The run finished, but some cases could not be computed (listed as ``failed``; run again to retry them).
+EXIT_CASES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 #: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
 MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision", "backend")
+#: Those ``reproduce`` offers: the strategy is the paper's, the windows are the data sets' own.
+REPRODUCE_OPTIONS = ("model", "checkpoint", "device", "precision", "backend")
 
 
 class BadInput(Exception):
     """Reported as one line, exit code 2."""
 
 
-def _add_model_options(parser):
+def _add_model_options(parser, names=MODEL_OPTIONS):
     """The model options, with defaults, names and help taken from :class:`Parameters`."""
     group = parser.add_argument_group("model options")
-    for name in MODEL_OPTIONS:
+    for name in names:
         default, choices = Parameters.default(name), Parameters.choices(name)
         text = Parameters.help(name)
         if choices:
@@ -48,7 +60,7 @@ def _add_model_options(parser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samzeroshot", description="Zero-shot lung segmentation with Segment Anything.")
     parser.add_argument("--version", action="version", version=f"samzeroshot {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,compare}")
+    commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,compare,reproduce}")
 
     segment = commands.add_parser("segment", help="segment one volume from prompt segments; write .seg.nrrd and metrics")
     segment.add_argument("--volume", required=True, help="the image (.nrrd, .nii.gz, ...)")
@@ -60,29 +72,54 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--propagate", action="store_true", help="carry prompts from annotated slices to the others")
     _add_model_options(segment)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate on a folder of images and masks (paired by file name)")
-    evaluate.add_argument("--images", required=True, help="folder of images (.png .jpg .dcm .nrrd .nii .nii.gz)")
-    evaluate.add_argument("--masks", required=True, help="folder of label masks (0 background, 255 ignore, others segments)")
+    evaluate = commands.add_parser("evaluate", help="evaluate on a data set: a folder of images and one of masks, "
+                                   "or a published layout")
+    evaluate.add_argument("--images", help="folder of images (.png .jpg .dcm .nrrd .nii .nii.gz)")
+    evaluate.add_argument("--masks", help="folder of label masks (0 background, 255 ignore, others segments), "
+                          "paired with the images by file name")
+    evaluate.add_argument("--layout", default="paired",
+                          help=f"how the data set is laid out: {', '.join(LAYOUT_NAMES)} (default paired: --images "
+                               "and --masks; the others read the published folder given with --data)")
+    evaluate.add_argument("--data", help="the data set's folder as published (with --layout montgomery or covid19-ct-seg)")
     evaluate.add_argument("--out", required=True, help="output folder for slices.csv, cases.csv, summary.json; "
                           "a folder of an earlier run with the same settings is resumed")
-    evaluate.add_argument("--overwrite", action="store_true",
-                          help="replace the results in --out even when they were made with other settings")
-    evaluate.add_argument("--keep-going", action="store_true", help="skip bad cases (listed in summary.json) instead of stopping")
     evaluate.add_argument("--propagate-from", choices=("middle",),
                           help="prompt only the slice with the largest reference area and propagate to the rest")
+    _add_run_options(evaluate)
     _add_model_options(evaluate)
 
     compare = commands.add_parser("compare", help="compare two evaluate output folders slice by slice (B minus A)")
     compare.add_argument("a", help="evaluate output folder A (the baseline)")
     compare.add_argument("b", help="evaluate output folder B")
     compare.add_argument("--out", help="where compare.json goes: a .json file or a folder (default: inside folder B)")
+    reproduce = commands.add_parser("reproduce", help="the paper's table: its two data sets as published, its "
+                                    "prompt (strategy paper), its numbers beside ours")
+    for layout, about in SETS.items():
+        reproduce.add_argument(about["option"], dest=layout.replace("-", "_"),
+                               help=f"the {about['title'].split(': ')[1]} data set's folder as published")
+    reproduce.add_argument("--out", required=True, help="output folder: a results folder per data set, "
+                           "table.md and table.json")
+    _add_run_options(reproduce)
+    _add_model_options(reproduce, REPRODUCE_OPTIONS)
     return parser
 
 
-def _parameters(args, propagate=False) -> Parameters:
+def _add_run_options(parser):
+    """Options of the commands that evaluate cohorts: resuming, bad cases, where the cases run."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results in --out even when they were made with other settings")
+    parser.add_argument("--keep-going", action="store_true", help="skip bad cases (listed in summary.json) instead of stopping")
+    parser.add_argument("--workers", default="1", help="cases at once, each in a worker process of a Dask cluster on "
+                        "this machine sharing its cores (default 1: in this process, without Dask)")
+    parser.add_argument("--scheduler", help="run the cases on the Dask cluster of this scheduler (e.g. "
+                        "tcp://10.0.0.5:8786); its workers must see the data at the same paths")
+
+
+def _parameters(args, propagate=False, **fixed) -> Parameters:
+    """The settings given on the command line (options a command does not offer keep their defaults)."""
+    given = {name: getattr(args, name) for name in MODEL_OPTIONS if hasattr(args, name)}
     try:
-        return Parameters(**{name: getattr(args, name) for name in MODEL_OPTIONS},
-                          embedding_cache=not args.no_embedding_cache, propagate=propagate,
+        return Parameters(**given, **fixed, embedding_cache=not args.no_embedding_cache, propagate=propagate,
                           fill_nonfinite=args.fill_nonfinite).validate()
     except ValueError as error:
         raise BadInput(str(error)) from None
@@ -180,6 +217,24 @@ def _replace(path: Path, write) -> None:
                        "an earlier file of that name is left as it was") from None
 
 
+class _SliceProgress:
+    """The slice loop's ``progress(fraction, message)`` shown as slices done (a bar, or a line per slice)."""
+
+    def __init__(self, inputs, propagate: bool):
+        from . import progress
+
+        views = [inputs.geometry.view(mask) for mask in inputs.prompt_masks.values()]
+        # The loop reports its fraction of the slices with prompts, or of every slice when it propagates.
+        self.total = len(views[0]) if propagate else int(np.logical_or.reduce([v.any(axis=(1, 2)) for v in views]).sum())
+        self.view = progress.on_stderr(self.total, unit="slice")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        done = min(self.total, int(round(fraction * self.total)))
+        if done > self.view.done:
+            steps = done - self.view.done
+            self.view.advance("", slices=steps, items=steps)
+
+
 def run_segment(args) -> int:
     from . import evaluation, logic, mrml_io
 
@@ -198,8 +253,12 @@ def run_segment(args) -> int:
     except mrml_io.InputError as error:
         raise BadInput(str(error)) from None
     _load_engine(parameters)
-    segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
-                                        progress=_progress, log=_log, inputs=checked)
+    slices = _SliceProgress(checked, parameters.propagate)
+    try:
+        segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
+                                            progress=slices, log=slices.view.note, inputs=checked)
+    finally:
+        slices.view.close()
     _replace(outputs["output segmentation"], lambda partial: mrml_io.write_segmentation(segmentation, partial))
     print(f"segmentation: {outputs['output segmentation']}")
     if args.metrics:
@@ -210,7 +269,7 @@ def run_segment(args) -> int:
 
 
 @contextlib.contextmanager
-def _stop_after_current_case():
+def _stop_after_current_case(command: str):
     """Yield ``cancel()``: true once Ctrl-C was pressed; a second Ctrl-C stops at once."""
     requested = []
 
@@ -218,7 +277,7 @@ def _stop_after_current_case():
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
-        print(("\n" if sys.stderr.isatty() else "") + "samzeroshot evaluate: stopping after the current case "
+        print(("\n" if sys.stderr.isatty() else "") + f"samzeroshot {command}: stopping after the current case "
               "(Ctrl-C again stops at once); finished cases are kept", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
@@ -228,69 +287,204 @@ def _stop_after_current_case():
         signal.signal(signal.SIGINT, previous)
 
 
-def _open_results(args, parameters: Parameters, prepared):
-    """The results folder, checked against the inputs and its stored settings before any model work."""
-    from . import evaluation, results
+@dataclass
+class Cohort:
+    """A data set checked and its results folder opened, ready to run."""
 
-    cases, _ = prepared
+    cases: List
+    problems: List
+    folder: object  # results.ResultsFolder
+    out: Path
+
+
+def _data_set(layout: str, data: Optional[str], images: Optional[str], masks: Optional[str], data_option: str):
+    """A layout's ``(cases, problems)``, its source for the settings and the folders it reads."""
+    from . import layouts
+    from .evaluation import CaseError
+
+    paired = layout == "paired"
+    if layout not in LAYOUT_NAMES:
+        raise BadInput(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
+    if paired and (data or not (images and masks)):
+        raise BadInput("give --images and --masks (or a published data set with --layout NAME --data DIR)")
+    if not paired and (not data or images or masks):
+        raise BadInput(f"--layout {layout} reads the data set's folder as published: give --data DIR "
+                       "(not --images/--masks)")
+    try:
+        found = layouts.find(layout, data, images, masks)
+    except CaseError as error:
+        raise BadInput(str(error)) from None
+    folders = {"the --images folder": images, "the --masks folder": masks} if paired else {f"the {data_option} folder": data}
+    for case in found[0]:
+        for path in [case.image_path] + case.mask_paths:
+            folders.setdefault(f"a folder of the data set ({path.parent})", path.parent)
+    return found, layouts.source(layout, data, images, masks), folders
+
+
+def _check_results_folder(outs: Tuple[Path, ...], input_folders: Dict[str, object]) -> None:
+    """The results folder(s) must be writable folders of their own, not one of the input folders."""
+    for given in outs:
+        for what, folder in input_folders.items():
+            if folder is not None and files.same_file(given, folder):
+                raise BadInput(f"{given}: --out is {what}: give the results a folder of their own")
+    try:
+        files.writable_folder(outs[0])
+    except files.OutputError as error:
+        raise BadInput(str(error)) from None
+
+
+def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, settings: dict):
+    """The results folder, checked against the inputs and its stored settings before any model work."""
+    from . import results
+
     inputs = {f"image {case.image_path.name}": case.image_path for case in cases}
-    inputs.update({f"mask {case.mask_path.name}": case.mask_path for case in cases})
+    inputs.update({f"mask {path.name}": path for case in cases for path in case.mask_paths})
     inputs.update(_checkpoint_input(parameters))
-    out = Path(args.out)
     _check_outputs({name: out / name for name in results.FILES}, inputs)
     try:
-        settings = evaluation.run_settings(parameters, args.images, args.masks, args.propagate_from)
-        return results.ResultsFolder(out, settings, overwrite=args.overwrite)
+        return results.ResultsFolder(out, settings, overwrite=overwrite)
     except files.OutputError as error:
         raise BadInput(str(error)) from None
     except OSError as error:
         raise _write_failed(error, out, "make room or choose another output folder") from None
 
 
-def _check_results_folder(args) -> None:
-    """``--out`` must be a writable folder of its own, not one of the input folders."""
-    for option, folder in (("--images", args.images), ("--masks", args.masks)):
-        if files.same_file(args.out, folder):
-            raise BadInput(f"{args.out}: --out is the {option} folder: give the results a folder of their own")
+def _open_cohort(args, parameters: Parameters, out: Path, layout: str, data=None, images=None, masks=None,
+                 propagate_from: Optional[str] = None, data_option: str = "--data") -> Cohort:
+    """Find and read a data set's cases, and open its results folder: every check before the model."""
+    from . import evaluation
+
+    found, source, input_folders = _data_set(layout, data, images, masks, data_option)
+    # reproduce's --out holds a results folder per data set: neither may be an input folder.
+    _check_results_folder((out, out.parent) if args.command == "reproduce" else (out,), input_folders)
     try:
-        files.writable_folder(args.out)
-    except files.OutputError as error:
+        cases, problems = evaluation.prepare(found, data or images, keep_going=args.keep_going,
+                                             fill_nonfinite=parameters.fill_nonfinite)
+    except evaluation.CaseError as error:
         raise BadInput(str(error)) from None
+    settings = evaluation.run_settings(parameters, source, propagate_from)
+    return Cohort(cases, problems, _open_results(out, args.overwrite, parameters, cases, settings), out)
+
+
+def _workers(args) -> int:
+    """``--workers`` as a number (1: this process), checked against ``--scheduler``."""
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise BadInput(f"--workers {args.workers}: give a whole number of worker processes, 1 or more")
+    if args.scheduler and workers != 1:
+        raise BadInput("give --workers or --scheduler, not both (a scheduler's cluster has its own workers)")
+    return workers
+
+
+@contextlib.contextmanager
+def _compute(args, parameters: Parameters):
+    """Yield where the cases run: ``None`` (this process, with the engine loaded) or a Dask client.
+
+    For a cluster the client only checks (and downloads once) the weights; each worker loads the
+    model itself, so this process spends no time or memory on it.
+    """
+    workers = _workers(args)
+    if workers == 1 and not args.scheduler:
+        _load_engine(parameters)
+        yield None
+        return
+    from . import cluster
+    from .models import CheckpointError
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(cluster.connect(workers, args.scheduler))
+            cluster.prepare_weights(parameters, progress=_progress)
+        except (cluster.ClusterError, CheckpointError, ValueError) as error:
+            raise BadInput(str(error)) from None
+        yield client
+
+
+def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> dict:
+    """Evaluate a cohort in this process or on the cluster of ``client``; its summary."""
+    from . import evaluation, logic, progress
+
+    if client is None:
+        return evaluation.evaluate(cohort.cases, cohort.folder, logic.get_engine(parameters), parameters,
+                                   propagate_from=propagate_from, skipped=cohort.problems, progress=progress.on_stderr,
+                                   cancel=cancel)
+    from . import cluster
+
+    return cluster.evaluate(cohort.cases, cohort.folder, client, parameters, propagate_from=propagate_from,
+                            skipped=cohort.problems, progress=progress.on_stderr, cancel=cancel)
+
+
+def _run_guarded(command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> Optional[dict]:
+    """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said so)."""
+    from .evaluation import CaseError
+    from .models import CheckpointError
+    from .pipeline import Cancelled
+
+    try:
+        return _run_cohort(cohort, parameters, client, propagate_from, cancel)
+    except (CaseError, CheckpointError) as error:  # a worker that found a file changed since it was checked
+        raise BadInput(str(error)) from None
+    except Cancelled:
+        print(f"samzeroshot {command}: stopped: {len(cohort.folder.results)} of {len(cohort.cases)} cases are in "
+              f"{cohort.out}; run the same command again to finish the rest", file=sys.stderr)
+        return None
+    except OSError as error:
+        raise _write_failed(error, cohort.out, f"the {len(cohort.folder.results)} finished cases are kept; "
+                                               "make room and run the same command again to finish") from None
+
+
+def _report(summary: dict, out: Path) -> int:
+    """Print what a cohort gave; the exit code (:data:`EXIT_CASES_FAILED` when a case failed)."""
+    for skipped in summary["skipped"]:
+        print(f"skipped {skipped['file']}: {skipped['problem']}", file=sys.stderr)
+    for failed in summary["failed"]:
+        print(f"failed {failed['file']}: {failed['reason']}", file=sys.stderr)
+    print(f"{summary['n_cases']} cases, {summary['n_scored_slices']} scored slices: mean Dice "
+          f"{summary['mean_dice']:.4f}, mean Jaccard {summary['mean_jaccard']:.4f} "
+          f"({summary['model']}, {summary['strategy']}, {summary['seconds']:.0f} s) -> {out}/summary.json")
+    return EXIT_CASES_FAILED if summary["failed"] else 0
 
 
 def run_evaluate(args) -> int:
-    from . import evaluation
-    from .pipeline import Cancelled
-
     parameters = _parameters(args)
-    _check_results_folder(args)
+    cohort = _open_cohort(args, parameters, Path(args.out), args.layout, args.data, args.images, args.masks,
+                          args.propagate_from)
+    with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
+        summary = _run_guarded(args.command, cohort, parameters, client, args.propagate_from, cancel)
+    return EXIT_INTERRUPTED if summary is None else _report(summary, cohort.out)
+
+
+def run_reproduce(args) -> int:
+    from . import reproduction
+
+    parameters = _parameters(args, strategy=reproduction.STRATEGY)
+    given = {layout: getattr(args, layout.replace("-", "_")) for layout in SETS}
+    given = {layout: folder for layout, folder in given.items() if folder}
+    if not given:
+        raise BadInput(f"give the data sets' folders: {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}")
+    out = Path(args.out)
+    cohorts = {layout: _open_cohort(args, parameters, out / layout, layout, data=folder,
+                                    data_option=SETS[layout]["option"]) for layout, folder in given.items()}
+    print(f"samzeroshot reproduce: the paper's prompt (strategy {reproduction.STRATEGY}) with model "
+          f"{parameters.model}, on {', '.join(given)}", file=sys.stderr)
+    summaries, code = {}, 0
+    with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
+        for layout, cohort in cohorts.items():
+            summary = _run_guarded(args.command, cohort, parameters, client, None, cancel)
+            if summary is None:
+                return EXIT_INTERRUPTED
+            summaries[layout] = summary
+            code = max(code, _report(summary, cohort.out))
     try:
-        prepared = evaluation.prepare(args.images, args.masks, keep_going=args.keep_going,
-                                      fill_nonfinite=parameters.fill_nonfinite)
-    except evaluation.CaseError as error:
-        raise BadInput(str(error)) from None
-    folder = _open_results(args, parameters, prepared)
-    engine = _load_engine(parameters)
-    cases, problems = prepared
-    try:
-        with _stop_after_current_case() as cancel:
-            summary = evaluation.evaluate(cases, folder, engine, parameters, propagate_from=args.propagate_from,
-                                          skipped=problems, progress=_progress, cancel=cancel, log=_log)
-    except evaluation.CaseError as error:
-        raise BadInput(str(error)) from None
-    except Cancelled:
-        print(f"samzeroshot evaluate: stopped: {len(folder.results)} of {len(cases)} cases are in {args.out}; "
-              "run the same command again to finish the rest", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        paths = reproduction.write(out, summaries)
     except OSError as error:
-        raise _write_failed(error, args.out, f"the {len(folder.results)} finished cases are kept; "
-                                             "make room and run the same command again to finish") from None
-    for skipped in summary["skipped"]:
-        print(f"skipped {skipped['file']}: {skipped['problem']}", file=sys.stderr)
-    print(f"{summary['n_cases']} cases, {summary['n_scored_slices']} scored slices: mean Dice "
-          f"{summary['mean_dice']:.4f}, mean Jaccard {summary['mean_jaccard']:.4f} "
-          f"({summary['model']}, {summary['strategy']}, {summary['seconds']:.0f} s) -> {args.out}/summary.json")
-    return 0
+        raise _write_failed(error, out, "the results folders are kept") from None
+    print(Path(paths["markdown"]).read_text(encoding="utf-8"))
+    print(f"table: {paths['markdown']}, {paths['json']}")
+    return code
 
 
 def run_compare(args) -> int:
@@ -314,7 +508,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"segment": run_segment, "evaluate": run_evaluate, "compare": run_compare}[args.command](args)
+        return {"segment": run_segment, "evaluate": run_evaluate, "compare": run_compare,
+                "reproduce": run_reproduce}[args.command](args)
     except BadInput as error:
         print(f"samzeroshot {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,12 +45,53 @@ class CaseError(ValueError):
         self.path = str(path)
         self.problem = problem
 
+    def __reduce__(self):  # pickled as made (a cluster's worker sends it back to the client)
+        return type(self), (self.path, self.problem)
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """One mask file of a case and how its values become labels.
+
+    ``label`` None: the file is a label map read as it is (0 background, 255 ignore, others
+    segments), its values swapped by ``relabel`` (``((file value, label), ...)``) where a data set
+    numbers its segments otherwise. ``label`` set: the file is one segment's binary mask (any
+    value but 0 is in it, as with 0/255 masks), which becomes label ``label``.
+    """
+
+    path: Path
+    label: Optional[int] = None
+    relabel: Tuple[Tuple[int, int], ...] = ()
+
 
 @dataclass
 class Case:
+    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see :func:`case_settings`)."""
+
     name: str
     image_path: Path
-    mask_path: Path
+    masks: Tuple[MaskFile, ...]
+    settings: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mask_paths(self) -> List[Path]:
+        return [mask.path for mask in self.masks]
+
+
+#: Settings a case may carry (a data set's layout knows them per case); each applies where the
+#: user left the setting on ``auto``.
+CASE_SETTINGS = ("window",)
+
+
+def case_settings(case: Case, parameters) -> Dict[str, str]:
+    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is ``auto``."""
+    chosen = {name: getattr(parameters, name) for name in CASE_SETTINGS}
+    for name, value in case.settings.items():
+        if name not in CASE_SETTINGS:
+            raise ValueError(f"case {case.name}: unknown setting {name!r}")
+        if chosen[name] == "auto":
+            chosen[name] = value
+    return chosen
 
 
 def file_stem(path: Path, extensions: Sequence[str]) -> Optional[str]:
@@ -60,30 +101,6 @@ def file_stem(path: Path, extensions: Sequence[str]) -> Optional[str]:
         if lower.endswith(extension):
             return path.name[: -len(extension)]
     return None
-
-
-def pair_cases(images_dir, masks_dir) -> Tuple[List[Case], List[CaseError]]:
-    """Cases matched by stem, and one error per image without a mask or mask without an image."""
-    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    for folder in (images_dir, masks_dir):
-        if not folder.is_dir():
-            raise CaseError(folder, "folder not found")
-    images = {file_stem(p, IMAGE_EXTENSIONS): p for p in sorted(images_dir.iterdir()) if p.is_file()}
-    masks = {file_stem(p, MASK_EXTENSIONS): p for p in sorted(masks_dir.iterdir()) if p.is_file()}
-    images.pop(None, None)
-    masks.pop(None, None)
-    if not images:
-        raise CaseError(images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)})")
-    cases = [Case(stem, images[stem], masks[stem]) for stem in sorted(images) if stem in masks]
-    for case in cases:
-        if case.image_path.resolve() == case.mask_path.resolve():
-            raise CaseError(case.image_path, "is its own mask (--images and --masks name one folder): "
-                                             "keep the masks in a folder of their own, or give them another extension")
-    problems = [CaseError(images[stem], f"no mask with the same name in {masks_dir}")
-                for stem in sorted(images) if stem not in masks]
-    problems += [CaseError(masks[stem], f"no image with the same name in {images_dir}")
-                 for stem in sorted(masks) if stem not in images]
-    return cases, problems
 
 
 def _ijk_to_ras(image) -> np.ndarray:
@@ -152,14 +169,10 @@ def declared_modality(path) -> Optional[str]:
     return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
 
 
-def read_labels(path, shape) -> np.ndarray:
-    """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
-
-    A ``.seg.nrrd`` with several layers (overlapping segments) gets one label per layer and value.
-    """
+def _mask_values(path: Path, shape) -> np.ndarray:
+    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one label map."""
     import SimpleITK as sitk
 
-    path = Path(path)
     try:
         image = _as_volume(sitk.ReadImage(str(path)))
     except (RuntimeError, ValueError) as error:
@@ -180,9 +193,45 @@ def read_labels(path, shape) -> np.ndarray:
     if array.dtype.kind == "f":
         if not np.all(array == np.round(array)):
             raise CaseError(path, "not a label mask: it holds non-integer values")
-    labels = array.astype(np.int64)
-    if not np.any((labels != 0) & (labels != IGNORE_LABEL)):
+    return array.astype(np.int64)
+
+
+def _relabelled(values: np.ndarray, relabel: Sequence[Tuple[int, int]]) -> np.ndarray:
+    labels = values.copy()
+    for value, label in relabel:
+        labels[values == value] = label
+    return labels
+
+
+def _has_labels(labels: np.ndarray) -> bool:
+    return bool(np.any((labels != 0) & (labels != IGNORE_LABEL)))
+
+
+def read_labels(path, shape, relabel: Sequence[Tuple[int, int]] = ()) -> np.ndarray:
+    """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
+
+    A ``.seg.nrrd`` with several layers (overlapping segments) gets one label per layer and value.
+    ``relabel`` swaps values (``((file value, label), ...)``).
+    """
+    path = Path(path)
+    labels = _relabelled(_mask_values(path, shape), relabel)
+    if not _has_labels(labels):
         raise CaseError(path, "no labels: every pixel is background (0) or ignore (255)")
+    return labels
+
+
+def read_case_labels(case: Case, shape) -> np.ndarray:
+    """The case's masks as one label array of ``shape`` (binary masks become their labels)."""
+    if len(case.masks) == 1 and case.masks[0].label is None:
+        return read_labels(case.masks[0].path, shape, case.masks[0].relabel)
+    labels = np.zeros(shape, dtype=np.int64)
+    for mask in case.masks:
+        values = _mask_values(mask.path, shape)
+        inside = values != 0
+        labels[inside] = mask.label if mask.label is not None else _relabelled(values, mask.relabel)[inside]
+    if not _has_labels(labels):
+        names = ", ".join(mask.path.name for mask in case.masks)
+        raise CaseError(case.image_path, f"its masks ({names}) hold no labels: every pixel is background")
     return labels
 
 
@@ -210,7 +259,7 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     """
     image, ijk_to_ras = read_image(case.image_path)
     _voxels(case, image, ijk_to_ras, fill_nonfinite)
-    read_labels(case.mask_path, image.shape)
+    read_case_labels(case, image.shape)
 
 
 def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
@@ -225,35 +274,39 @@ def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, g
     return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
 
 
-def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, propagate_from: Optional[str] = None,
-                  fill_nonfinite: bool = False, modality: str = "auto") -> CaseResult:
-    """Segment one case and score it.
+def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] = None, cancel=None) -> CaseResult:
+    """Segment one case with ``parameters`` (and the case's own settings) and score it.
 
-    Each row also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled,
-    a baseline that costs no model call.
+    The one function that computes a case, in this process or on a cluster's worker. Each row
+    also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled, a
+    baseline that costs no model call.
     """
     from . import modality as modalities, pipeline
+    from .strategies import resolve
 
     started = time.perf_counter()
+    strategy = resolve(parameters.strategy, engine.model.spec.name)[0]
+    window = case_settings(case, parameters)["window"]
     volume, ijk_to_ras = read_image(case.image_path)
-    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
-    labels = read_labels(case.mask_path, volume.shape)
+    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, parameters.fill_nonfinite)
+    labels = read_case_labels(case, volume.shape)
     segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
     reference = {value: labels == value for value in segment_labels}
     ignore = labels == IGNORE_LABEL
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
-    modality, reason = modalities.decide(modality, geometry.view(volume), declared_modality(case.image_path))
+    modality, reason = modalities.decide(parameters.modality, geometry.view(volume),
+                                         declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
                                      cancel=cancel, propagate=propagate_from is not None, modality=modality)
     predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
     reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
     ignore_view = geometry.view(ignore)
     scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
-    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     prompted = {outcome.slice for outcome in result.slices}
     scored = np.flatnonzero(scores["reference_pixels"] > 0)
+    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
     slice_rows = [{"case": case.name, "slice": int(s),
                    **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
                    "reference_pixels": int(scores["reference_pixels"][s]),
@@ -274,13 +327,15 @@ def evaluate_case(case: Case, engine, strategy: str, window: str, cancel=None, p
     return CaseResult(case.name, slice_rows, case_row, notes)
 
 
-def prepare(images_dir, masks_dir, keep_going: bool = False,
+def prepare(found: Tuple[List[Case], List[CaseError]], where, keep_going: bool = False,
             fill_nonfinite: bool = False) -> Tuple[List[Case], List[CaseError]]:
-    """Pair and read every case once: ``(usable cases, problems)``, before any time goes to the model.
+    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to the model.
 
-    Raises the first :class:`CaseError` unless ``keep_going``; raises when nothing is usable.
+    ``found`` is a layout's ``(cases, problems)``; ``where`` names the data in the error raised
+    when nothing is usable. Raises the first :class:`CaseError` unless ``keep_going``.
     """
-    cases, problems = pair_cases(images_dir, masks_dir)
+    cases, problems = found
+    problems = list(problems)
     good = []
     for case in cases:
         try:
@@ -291,14 +346,15 @@ def prepare(images_dir, masks_dir, keep_going: bool = False,
     if problems and not keep_going:
         raise problems[0]
     if not good:
-        raise CaseError(images_dir, "no usable image/mask pairs")
+        raise CaseError(where, "no usable image/mask pairs")
     return good, problems
 
 
-def run_settings(parameters, images_dir, masks_dir, propagate_from: Optional[str] = None) -> dict:
+def run_settings(parameters, source: Dict[str, str], propagate_from: Optional[str] = None) -> dict:
     """What an evaluation's results depend on: a results folder made with other settings is not resumed.
 
-    A setting added to :class:`~.parameters.Parameters` that changes results goes in here too.
+    ``source`` names the data (a layout's :func:`~.layouts.source`). A setting added to
+    :class:`~.parameters.Parameters` that changes results goes in here too.
     """
     from .models import checkpoint_sha256
     from .strategies import resolve
@@ -312,46 +368,89 @@ def run_settings(parameters, images_dir, masks_dir, propagate_from: Optional[str
         "precision": parameters.precision,
         "propagate_from": propagate_from,
         "fill_nonfinite": parameters.fill_nonfinite,
-        "images": str(Path(images_dir).resolve()),
-        "masks": str(Path(masks_dir).resolve()),
+        **source,
         "version": __version__,
     }
 
 
-def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
-             propagate_from: Optional[str] = None, skipped: Sequence[CaseError] = (),
-             progress: Optional[Callable[[float, str], None]] = None,
-             cancel: Optional[Callable[[], bool]] = None,
-             log: Optional[Callable[[str], None]] = None) -> dict:
-    """Evaluate the cases not yet in ``folder``, recording each as it finishes; the summary.
+def engine_about(engine) -> Dict[str, str]:
+    """Where and how an engine runs, for the summary (``threads``: of each process that ran cases)."""
+    return {"device": engine.device, "precision": engine.precision, "backend": engine.backend,
+            "threads": str(engine.threads)}
 
-    ``cancel()`` is asked between cases: when it returns True, :class:`~.pipeline.Cancelled` is
-    raised and the folder keeps every case finished so far.
+
+class Recorder:
+    """Keeps each finished case in the results folder and reports it, whoever computed it.
+
+    The loop of :func:`evaluate` and the cluster runner (:mod:`.cluster`) both hand their cases
+    here, so that a cohort's files and log are the same however it was computed.
+    """
+
+    def __init__(self, cases: Sequence[Case], folder: ResultsFolder, parameters, propagate_from: Optional[str],
+                 skipped: Sequence[CaseError] = (), progress: Optional[Callable[[int, int], object]] = None):
+        """``progress(total, done)`` makes the view of the run's progress (a :class:`~.progress.Counter`;
+        default: silent)."""
+        from .progress import Counter
+        from .strategies import resolve
+
+        about = {"model": parameters.model, "strategy": resolve(parameters.strategy, parameters.model)[0],
+                 "window": parameters.window, "modality": parameters.modality, "propagate_from": propagate_from}
+        own = {case.name: case.settings for case in cases if case.settings}
+        if own:
+            about["case_settings"] = own
+        self.folder, self.n_cases = folder, len(cases)
+        self.todo = folder.plan([case.name for case in cases], [{"file": p.path, "problem": p.problem} for p in skipped],
+                                about)
+        self.progress = (progress or Counter)(len(cases), len(cases) - len(self.todo))
+        if len(self.todo) < len(cases):
+            self.progress.note(f"resuming: {len(cases) - len(self.todo)} of {len(cases)} cases are already in "
+                               f"{folder.folder}")
+        self._engines: Dict[str, List[str]] = {}
+
+    def engine_used(self, about: Dict[str, str]) -> None:
+        """Note where a case ran (device, precision, backend); workers that differ are all named."""
+        for key, value in about.items():
+            seen = self._engines.setdefault(key, [])
+            if value not in seen:
+                seen.append(value)
+                self.folder.about[key] = ", ".join(seen)
+
+    def keep(self, result: CaseResult) -> None:
+        self.folder.record(result)
+        for note in result.notes:
+            self.progress.note(f"{result.name}: {note}")
+        row = result.case_row
+        self.progress.advance(f"{result.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices "
+                              f"({row['seconds']:.1f} s)", slices=row["n_segmented_slices"])
+
+    def fail(self, case: Case, reason: str) -> None:
+        """A case that could not be computed: listed in the summary; a later run tries it again."""
+        self.folder.fail(case.name, str(case.image_path), reason)
+        self.progress.note(f"{case.name}: failed: {reason}")
+
+    def finish(self) -> dict:
+        return self.folder.finish()
+
+
+def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
+             propagate_from: Optional[str] = None, skipped: Sequence[CaseError] = (), progress=None,
+             cancel: Optional[Callable[[], bool]] = None) -> dict:
+    """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the summary.
+
+    ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
+    cases: when it returns True, :class:`~.pipeline.Cancelled` is raised and the folder keeps
+    every case finished so far.
     """
     from .pipeline import Cancelled
-    from .strategies import resolve
 
-    strategy_name, _ = resolve(parameters.strategy, engine.model.spec.name)
-    about = {"model": engine.model.spec.name, "strategy": strategy_name, "window": parameters.window,
-             "modality": parameters.modality, "propagate_from": propagate_from, "device": engine.device, "precision": engine.precision,
-             "backend": engine.backend}
-    todo = folder.plan([case.name for case in cases], [{"file": p.path, "problem": p.problem} for p in skipped], about)
-    report = progress or (lambda fraction, message: None)
-    say = log or (lambda line: None)
-    if len(todo) < len(cases):
-        say(f"resuming: {len(cases) - len(todo)} of {len(cases)} cases are already in {folder.folder}")
+    recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
+    recorder.engine_used(engine_about(engine))
     by_name = {case.name: case for case in cases}
-    for number, name in enumerate(todo, 1):
-        if cancel is not None and cancel():
-            raise Cancelled()
-        result = evaluate_case(by_name[name], engine, strategy_name, parameters.window,
-                               propagate_from=propagate_from, fill_nonfinite=parameters.fill_nonfinite,
-                               modality=parameters.modality)
-        folder.record(result)
-        row = result.case_row
-        for note in result.notes:
-            say(f"{name}: {note}")
-        say(f"case {len(folder.results)}/{len(cases)} {name}: mean Dice {row['mean_dice']:.4f} over "
-            f"{row['n_scored_slices']} slices ({row['seconds']:.1f} s)")
-        report(number / len(todo), f"{name}: mean Dice {row['mean_dice']:.4f}")
-    return folder.finish()
+    try:
+        for name in recorder.todo:
+            if cancel is not None and cancel():
+                raise Cancelled()
+            recorder.keep(evaluate_case(by_name[name], engine, parameters, propagate_from))
+    finally:
+        recorder.progress.close()
+    return recorder.finish()

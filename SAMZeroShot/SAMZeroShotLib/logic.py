@@ -21,7 +21,8 @@ from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
 from .parameters import Parameters
 from .errors import Cancelled
 
-__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "TABLE_COLUMNS"]
+__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "release_engine",
+           "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
                  "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
@@ -55,6 +56,12 @@ def get_engine(parameters: Parameters, progress=None, cancel=None, log: Optional
         # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
         engine.cache = _engine["cache"] if parameters.embedding_cache else None
     return engine
+
+
+def release_engine() -> None:
+    """Drop the kept model and its embedding cache; the next :func:`get_engine` loads it again."""
+    with _engine_lock:
+        _engine.clear()
 
 
 def _reference_masks(reference_node, prompt_node, ids, volume_node):

@@ -3,7 +3,8 @@
 Whoever computes the cases (a loop here, or workers elsewhere), one writer owns the folder and is
 handed each finished case: :class:`ResultsFolder` opens the folder and checks its settings,
 :meth:`~ResultsFolder.plan` says which cases are still to do, :meth:`~ResultsFolder.record` keeps
-one finished case and :meth:`~ResultsFolder.finish` marks the results complete.
+one finished case, :meth:`~ResultsFolder.fail` lists a case that could not be computed (a later
+run tries it again) and :meth:`~ResultsFolder.finish` marks the results complete.
 
 Files (``slices.csv``, ``cases.csv`` and ``summary.json`` are a stable interface):
 
@@ -99,6 +100,7 @@ class ResultsFolder:
         self._write_tables()
         self.planned: List[str] = []
         self.skipped: List[dict] = []
+        self.failed: List[dict] = []
         self.about: Dict[str, object] = {}
 
     # -- opening ----------------------------------------------------------------------------
@@ -184,6 +186,11 @@ class ResultsFolder:
         append_synced(self._path(CASES_FILE), csv_text([result.case_row], CASE_FIELDS, header=False))
         return self._write_summary(complete=False)
 
+    def fail(self, case: str, file: str, reason: str) -> dict:
+        """List a case that could not be computed (``failed`` in the summary); the summary."""
+        self.failed.append({"case": case, "file": file, "reason": reason})
+        return self._write_summary(complete=False)
+
     def finish(self) -> dict:
         """Tables sorted by case and slice, and the summary marked complete (when every planned case is in)."""
         self._write_tables()
@@ -205,7 +212,7 @@ class ResultsFolder:
     def _write_summary(self, complete: bool) -> dict:
         summary = summarize(self._ordered(), self.about)
         summary.update(complete=complete, n_cases_planned=len(self.planned),
-                       skipped=self.skipped, notes={r.name: r.notes for r in self._ordered() if r.notes},
+                       skipped=self.skipped, failed=self.failed, notes={r.name: r.notes for r in self._ordered() if r.notes},
                        settings=self.settings)
         write_text_atomically(self._path(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
         return summary
