@@ -540,7 +540,7 @@ class MissingDependencies(RuntimeError):
 class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: dependencies, parameter node, running the library, showing results.
 
-    The computation itself is SAMZeroShotLib.logic.process, shared with the command line.
+    The computation itself is SAMZeroShotLib.segment_nodes.process, shared with the command line.
     Uses ScriptedLoadableModuleLogic base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
     """
@@ -679,7 +679,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         """Run fn() on the worker thread; the calling (main) thread runs pump() meanwhile.
 
         Returns fn's result or raises its exception. This is the compute callable that
-        SAMZeroShotLib.logic.process takes.
+        SAMZeroShotLib.segment_nodes.process takes.
         """
         if self._worker is None or not self._worker.isAlive():
             self._worker = _TorchWorker()
@@ -708,9 +708,9 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         return Parameters(checkpoint=_checkpointFile(parameterNode.checkpointPath), **values)
 
     def checkInputs(self, parameterNode, segmentIds=None, log=None):
-        """Every check of the inputs that needs no model (SAMZeroShotLib.logic.read_inputs); raises
-        SAMZeroShotLib.mrml_io.InputError saying what is wrong. Nothing is added to the scene."""
-        from SAMZeroShotLib.logic import read_inputs
+        """Every check of the inputs that needs no model (SAMZeroShotLib.segment_nodes.read_inputs); raises
+        SAMZeroShotLib.errors.InputError saying what is wrong. Nothing is added to the scene."""
+        from SAMZeroShotLib.segment_nodes import read_inputs
 
         return read_inputs(parameterNode.inputVolume, parameterNode.promptSegmentation, segmentIds,
                            parameterNode.referenceSegmentation, self.parameters(parameterNode), log=log)
@@ -728,7 +728,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         if not parameterNode.promptSegmentation:
             raise ValueError(_("Select a prompt segmentation."))
 
-        from SAMZeroShotLib.logic import process
+        from SAMZeroShotLib.segment_nodes import process
 
         self._useSlicerCache()
         parameters = self.parameters(parameterNode)
@@ -737,8 +737,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         segmentationNode, tableNode = process(
             parameterNode.inputVolume,
             parameterNode.promptSegmentation,
-            segmentIds=list(segmentIds) if segmentIds else None,
-            referenceSegmentationNode=parameterNode.referenceSegmentation,
+            segment_ids=list(segmentIds) if segmentIds else None,
+            reference_node=parameterNode.referenceSegmentation,
             parameters=parameters,
             progress=progress,
             cancel=cancel,

@@ -34,9 +34,9 @@ def slicerio_data() -> Path:
 @pytest.fixture
 def scene_app():
     """A fresh headless scene with the Colors, Volumes, Segmentations, Tables and Data logics."""
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless
 
-    scene, app = mrml_io.new_scene()
+    scene, app = headless.new_scene()
     yield scene, app
     scene.Clear(1)
 
@@ -47,11 +47,11 @@ def ctchest(scene_app, slicerio_data):
 
     Returns ``(scene, volume node, segmentation node, {name: segment ID})``.
     """
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless
 
     scene, app = scene_app
-    volume = mrml_io.load_volume(app, slicerio_data / "CTChest4.nrrd")
-    segmentation = mrml_io.load_segmentation(app, slicerio_data / "Segmentation.seg.nrrd")
+    volume = headless.load_volume(app, slicerio_data / "CTChest4.nrrd")
+    segmentation = headless.load_segmentation(app, slicerio_data / "Segmentation.seg.nrrd")
     segments = segmentation.GetSegmentation()
     ids = {segments.GetNthSegment(i).GetName(): segments.GetNthSegmentID(i)
            for i in range(segments.GetNumberOfSegments())}
@@ -70,12 +70,33 @@ def chest(ctchest):
     return voxels, geometry, dict(zip(("right", "left"), masks.values()))
 
 
+@pytest.fixture(scope="session")
+def default_whole_volume_run(slicerio_data):
+    """The default run on the whole of CTChest4, once per test session; its one-line summary.
+
+    Built-in model, every setting at its default, both lungs: the suite's most expensive step
+    (model load, CPU runtime preparation, every slice with lung encoded). It is a fixture of its
+    own so that ``--durations`` names its cost; the tests that make a default run ask for it
+    first and reuse its engine and embedding cache, so their own time is what they add.
+    """
+    from SAMZeroShotLib import headless, mrml_io, segment_nodes
+
+    scene, app = headless.new_scene()
+    volume = headless.load_volume(app, slicerio_data / "CTChest4.nrrd")
+    segmentation = headless.load_segmentation(app, slicerio_data / "Segmentation.seg.nrrd")
+    lungs = mrml_io.resolve_segment_ids(segmentation, ["right lung", "left lung"])
+    _, table = segment_nodes.process(volume, segmentation, lungs, log=lambda line: None)
+    summary = table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE)
+    scene.Clear(1)
+    return summary
+
+
 @pytest.fixture
 def engine():
     """The engine users get by default, shared by every test (its embedding cache too)."""
-    from SAMZeroShotLib import logic
+    from SAMZeroShotLib import segment_nodes
 
-    return logic.get_engine(logic.Parameters())
+    return segment_nodes.get_engine(segment_nodes.Parameters())
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ need Qt exist. :func:`activate` puts that layer on ``slicer.__path__`` and insta
   Volumes and Segmentations logics).
 * ``slicer.qMRMLNodeComboBox``, ``qMRMLSegmentSelectorWidget``, ``qMRMLWidget``: **stand-ins**
   for Slicer's Qt MRML widgets, reading the real scene.
-* ``slicer.mrmlScene``: a real headless scene (``SAMZeroShotLib.mrml_io.new_scene``).
+* ``slicer.mrmlScene``: a real headless scene (``SAMZeroShotLib.headless.new_scene``).
 
 Everything else (the parameter node wrapper and its serializers, the module base classes,
 ``slicer.util``) is Slicer's real code. :func:`deactivate` restores the interpreter.
@@ -1047,7 +1047,7 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     path = layer_path(version)
     if not path.is_dir():
         raise FileNotFoundError(f"Slicer's Python layer for {version} is not at {path}")
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless
 
     _STATE[0] = _State()
     saved = {"path": list(slicer.__path__),
@@ -1059,7 +1059,7 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     sys.modules["ctk"] = _stand_in_module("ctk", _CTK)
     slicer.__path__[:] = [str(path)] + saved["path"]  # Slicer's files win over slicer-core's util
 
-    scene, application_logic = mrml_io.new_scene()
+    scene, application_logic = headless.new_scene()
     plots = slicer.vtkSlicerPlotsLogic()
     plots.SetMRMLApplicationLogic(application_logic)
     plots.SetMRMLScene(scene)

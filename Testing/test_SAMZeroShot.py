@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+import builders
 import slicer_layer
 
 #: Slicer versions the module supports (README: 5.10 or later); 5.8 embeds Python 3.9, which the
@@ -158,7 +159,7 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     assert ui.applyButton.enabled
 
 
-def test_apply_segments_the_lungs_and_shows_the_result(slicer_app):
+def test_apply_segments_the_lungs_and_shows_the_result(default_whole_volume_run, slicer_app):
     import slicer
 
     widget = open_module(slicer_app)
@@ -296,16 +297,16 @@ def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake
     import numpy as np
 
     import slicer
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import errors, mrml_io
 
     widget = open_module(user_app)
     volume, segmentation, _ = load_chest_ct()
     voxels = mrml_io.volume_array(volume).astype(np.float32)
     voxels[5, :4, :4] = np.nan
-    broken = mrml_io.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
+    broken = builders.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
     widget._parameterNode.inputVolume = broken
     widget._parameterNode.promptSegmentation = segmentation
-    with pytest.raises(mrml_io.InputError, match="16 voxels are NaN or infinite"):
+    with pytest.raises(errors.InputError, match="16 voxels are NaN or infinite"):
         widget.ui.applyButton.click()
     assert fake_install.calls == [] and user_app.state.messages == [], "asked to install for unusable inputs"
     assert "Replace NaN voxels" in caplog.text  # the error display (logged: no main window here)
@@ -417,7 +418,7 @@ def test_a_download_asks_first_with_its_size_and_cancel_stops_it(user_app, slow_
 # --- the self-test -----------------------------------------------------------------------------
 
 
-def test_the_module_self_test_passes(slicer_app, caplog):
+def test_the_module_self_test_passes(default_whole_volume_run, slicer_app, caplog):
     """Slicer's own test runner call: ScriptedLoadableModule.runTest -> SAMZeroShotTest.runTest."""
     import logging
 

@@ -16,7 +16,8 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys, slicerio_data, tmp_path):
+def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(default_whole_volume_run, capsys, slicerio_data,
+                                                                         tmp_path):
     import slicerio
 
     out, metrics = tmp_path / "o.seg.nrrd", tmp_path / "o.tsv"
@@ -106,12 +107,12 @@ def test_evaluate_unknown_options_exit_2(capsys, cohort, tmp_path, option, messa
 
 
 def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(capsys, slicerio_data, tmp_path, monkeypatch):
-    from SAMZeroShotLib import __version__, logic
+    from SAMZeroShotLib import __version__, segment_nodes
 
     def broken(*args, **kwargs):
         raise RuntimeError("a fault of ours")
 
-    monkeypatch.setattr(logic, "get_engine", broken)
+    monkeypatch.setattr(segment_nodes, "get_engine", broken)
     code, stdout, stderr = run(capsys, "segment", "--volume", slicerio_data / "CTChest4.nrrd",
                                "--prompts", slicerio_data / "Segmentation.seg.nrrd", "--segments", "right lung",
                                "--out", tmp_path / "o.seg.nrrd")

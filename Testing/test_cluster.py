@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from SAMZeroShotLib import cli, cluster, logic, progress
+from SAMZeroShotLib import cli, cluster, segment_nodes, progress
 
 LIBRARY = Path(__file__).resolve().parents[1] / "SAMZeroShot"
 BOX = ("--strategy", "box")  # one call per lung: the cheapest strategy, same code paths
@@ -138,7 +138,7 @@ def dead_address(request):
 
 def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(capsys, cohort, tmp_path, dead_address,
                                                                         monkeypatch):
-    monkeypatch.setattr(logic, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     images, labels = cohort
     started = time.monotonic()
     code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", tmp_path / "out",
@@ -158,7 +158,7 @@ def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(capsys, c
     (["--scheduler", "tcp//nowhere"], "tcp//nowhere: not a scheduler address"),
 ])
 def test_worker_options_are_checked_in_one_line(capsys, cohort, tmp_path, monkeypatch, options, message):
-    monkeypatch.setattr(logic, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     images, labels = cohort
     code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", tmp_path / "out",
                                *options)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import cli, compare
+from SAMZeroShotLib import cli, compare, errors
 
 
 def folder(path, rows, strategy):
@@ -99,5 +99,5 @@ def test_folders_that_scored_different_cases_are_refused_in_one_line(capsys, for
 def test_same_cases_with_different_slices_are_refused(tmp_path):
     a = folder(tmp_path / "a", [("v", s, 0.9) for s in range(5)], "box")
     b = folder(tmp_path / "b", [("v", s, 0.9) for s in range(1, 6)], "box")
-    with pytest.raises(compare.CompareError, match="different slices of v"):
+    with pytest.raises(errors.CompareError, match="different slices of v"):
         compare.compare(a, b)

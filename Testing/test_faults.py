@@ -20,8 +20,10 @@ import SimpleITK as sitk
 import slicer
 import torch
 
-from SAMZeroShotLib import cli, logic, mrml_io, voxels
-from SAMZeroShotLib.files import OutputError, append_synced
+import builders
+from SAMZeroShotLib import cli, errors, headless, mrml_io, segment_nodes, voxels
+from SAMZeroShotLib.errors import OutputError
+from SAMZeroShotLib.files import append_synced
 from SAMZeroShotLib.imaging import slice_geometry
 from SAMZeroShotLib.results import CaseResult, ResultsFolder
 
@@ -98,7 +100,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although the input was bad")
 
-    monkeypatch.setattr(logic, "get_engine", refuse)
+    monkeypatch.setattr(segment_nodes, "get_engine", refuse)
 
 
 @pytest.fixture
@@ -137,11 +139,11 @@ def small_ct(ctchest, tmp_path):
     folder.mkdir()
 
     def make(name, array):
-        return write_volume(mrml_io.add_volume(scene, array, matrix, name), folder / f"{name}.nrrd")
+        return write_volume(builders.add_volume(scene, array, matrix, name), folder / f"{name}.nrrd")
 
-    lungs = mrml_io.add_segmentation(scene, {"right lung": masks[ids["right lung"]][18:21],
+    lungs = builders.add_segmentation(scene, {"right lung": masks[ids["right lung"]][18:21],
                                              "left lung": masks[ids["left lung"]][18:21]}, matrix, "lungs")
-    mrml_io.write_segmentation(lungs, folder / "lungs.seg.nrrd")
+    headless.write_segmentation(lungs, folder / "lungs.seg.nrrd")
     return {"volume": make("ct", voxels_), "prompts": folder / "lungs.seg.nrrd", "make": make, "voxels": voxels_}
 
 
@@ -429,7 +431,7 @@ def test_filled_voxels_take_their_slice_minimum_and_the_original_is_untouched():
     filled, notes = voxels.checked(volume, geometry, fill=True)
     np.testing.assert_array_equal(volume, original)  # NaN where it was (assert_array_equal matches NaN with NaN)
     assert filled[1, 0, 0] == 13.0 and len(notes) == 1
-    with pytest.raises(voxels.BadVoxels, match="1 voxel is NaN or infinite \\(slice 1\\)"):
+    with pytest.raises(errors.BadVoxels, match="1 voxel is NaN or infinite \\(slice 1\\)"):
         voxels.checked(volume, geometry)
 
 
@@ -537,7 +539,7 @@ def test_a_bad_prompt_segmentation_is_one_line(capsys, user_files, scene_app, tm
         scene, app = scene_app
         far = np.eye(4)
         far[:3, 3] = 5000.0
-        mrml_io.write_segmentation(mrml_io.add_segmentation(scene, {"lung": np.ones((2, 2, 2), bool)}, far, "far"),
+        headless.write_segmentation(builders.add_segmentation(scene, {"lung": np.ones((2, 2, 2), bool)}, far, "far"),
                                    prompts)
     before = digests(user_files["volume"].parent, prompts)
     code, stdout, stderr = run(capsys, "segment", "--volume", user_files["volume"], "--prompts", prompts,

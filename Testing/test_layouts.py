@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli, evaluation, imaging, layouts, logic, mrml_io
+from SAMZeroShotLib import cli, evaluation, imaging, layouts, segment_nodes, mrml_io
 from SAMZeroShotLib.parameters import Parameters
 
 MONTGOMERY_CASES = ("MCUCXR_0001_0", "MCUCXR_0002_0")
@@ -128,7 +128,7 @@ def test_covid19_ct_seg_swaps_its_lung_labels_and_windows_each_source_as_the_pap
     ([], "give --images and --masks"),
 ])
 def test_layout_options_are_checked_in_one_line_before_the_model(capsys, tmp_path, monkeypatch, options, message):
-    monkeypatch.setattr(logic, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded"))
     options = [option.format(data=tmp_path) for option in options]
     code, stdout, stderr = run(capsys, "evaluate", *options, "--out", tmp_path / "out")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli, evaluation, imaging, logic, modality, mrml_io
+from SAMZeroShotLib import cli, evaluation, imaging, segment_nodes, modality, mrml_io
 
 
 def dicom_file(name):
@@ -133,14 +133,14 @@ def test_both_commands_offer_the_option():
 def test_process_reads_the_modality_slicer_recorded_and_the_setting_wins(ctchest):
     scene, volume, segmentation, ids = ctchest
     ids = [ids["right lung"], ids["left lung"]]
-    settings = logic.Parameters(strategy="prompt-only")
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    settings = segment_nodes.Parameters(strategy="prompt-only")
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"  # 34 slices
     # As Slicer's DICOM loader records it on the volume's subject hierarchy item.
     mrml_io.record_modality(volume, "CR")
     assert mrml_io.declared_modality(volume) == "CR"
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "xray"
     settings.modality = "ct"
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"

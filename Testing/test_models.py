@@ -7,13 +7,12 @@ import functools
 import http.server
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from SAMZeroShotLib import models
+from SAMZeroShotLib import errors, models
 from SAMZeroShotLib.engine import SamEngine
 from SAMZeroShotLib.prompts import Prompt
 
@@ -70,11 +69,11 @@ def test_a_download_with_the_wrong_digest_is_refused_and_removed(server, tmp_pat
     (folder / "corrupt.pth").write_bytes(bytes(data))
     destination = tmp_path / "corrupt.pth"
     spec = models.MODELS["litemedsam"]
-    with pytest.raises(models.CheckpointError, match="SHA-256"):
+    with pytest.raises(errors.CheckpointError, match="SHA-256"):
         models.download(url + "corrupt.pth", destination, spec.sha256, spec.size)
     assert not destination.exists()
     assert not list(tmp_path.glob("*.part"))
-    with pytest.raises(models.CheckpointError, match="expected"):
+    with pytest.raises(errors.CheckpointError, match="expected"):
         models.download(url + "corrupt.pth", destination, spec.sha256, spec.size + 1)
     assert not destination.exists()
 
@@ -82,7 +81,7 @@ def test_a_download_with_the_wrong_digest_is_refused_and_removed(server, tmp_pat
 def test_a_corrupt_cached_file_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(models.CheckpointError, match="delete it and download again"):
+    with pytest.raises(errors.CheckpointError, match="delete it and download again"):
         models.checkpoint_path(models.MODELS["sam_vit_b"])
 
 
@@ -93,7 +92,7 @@ class Payload:
 def test_checkpoints_are_loaded_without_unpickling_code(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(models.CheckpointError, match="not a SAM checkpoint, or the file is damaged"):
+    with pytest.raises(errors.CheckpointError, match="not a SAM checkpoint, or the file is damaged"):
         models.load_state(path)
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import imaging, metrics, pipeline, prompts
+from SAMZeroShotLib import errors, imaging, metrics, pipeline, prompts
 from SAMZeroShotLib.engine import EmbeddingCache
 from SAMZeroShotLib.runtimes import TorchEncoder
 
@@ -85,7 +85,7 @@ def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(engine, 
         calls.append(1)
         return len(calls) > 3
 
-    with pytest.raises(pipeline.Cancelled):
+    with pytest.raises(errors.Cancelled):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
     assert len(calls) == 4
     assert not slice_threads()

@@ -1,4 +1,4 @@
-"""The runtime choice (CPU flags given as data), the accuracy guard and the on-disk cache."""
+"""The runtime choice (CPU flags given as data) and the on-disk cache of exports and compiled models."""
 import hashlib
 import os
 import shutil
@@ -7,16 +7,11 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
-from SAMZeroShotLib import accuracy_guard, cpu, models, runtimes
+from cpu_flags import AMD_AVX2, INTEL_AMX, INTEL_AVX512_NO_BF16
+from SAMZeroShotLib import cpu, models, runtimes
 from SAMZeroShotLib.engine import SamEngine
 
-# /proc/cpuinfo flags of the two kinds of machine seen here (abridged to what matters).
-AMD_AVX2 = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma bmi2 avx2 sha_ni".split())
-INTEL_AMX = frozenset(("fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 "
-                       "avx512_fp16 amx_bf16 amx_tile amx_int8").split())
-INTEL_AVX512_NO_BF16 = frozenset("fpu sse sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni".split())
 BOTH = {"onnxruntime", "openvino"}
 
 
@@ -68,63 +63,6 @@ def test_settings_that_cannot_run_are_refused_with_the_reason(settings, message)
 def test_a_missing_runtime_asked_for_is_named():
     with pytest.raises(ValueError, match="openvino backend is not installed"):
         runtimes.choose(INTEL_AMX, {"onnxruntime"}, backend="openvino")
-
-
-def test_cpuinfo_gives_the_model_the_flags_and_a_file_safe_key():
-    text = textwrap.dedent("""\
-        processor\t: 0
-        vendor_id\t: GenuineIntel
-        model name\t: Intel(R) Xeon(R) Platinum 8480+
-        flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile avx512_vnni
-        processor\t: 1
-        model name\t: Intel(R) Xeon(R) Platinum 8480+
-        flags\t\t: fpu
-        """)
-    info = cpu.parse_cpuinfo(text)
-    assert info.model == "Intel(R) Xeon(R) Platinum 8480+"
-    assert info.native_bf16 and info.relevant_flags == ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-    assert info.key() == "intel-r-xeon-r-platinum-8480_avx2_avx512f_avx512_bf16_amx_bf16_avx512_vnni"
-    amd = cpu.CpuInfo("AMD EPYC 7763 64-Core Processor", AMD_AVX2)
-    assert not amd.native_bf16 and amd.relevant_flags == ("avx2",)
-
-
-def test_this_machines_flags_are_read():
-    info = cpu.current()
-    assert info.model and isinstance(info.flags, frozenset)
-
-
-# -- the accuracy guard ---------------------------------------------------------------------
-class FakeBf16EncoderThatDamagesMasks:
-    """A fake, named as such: a reduced-precision encoder that is broken, which no real runtime
-    gives on purpose. It adds seeded noise of 60 % of the embedding's spread to the real
-    encoder's output."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.name = encoder.name
-
-    def __call__(self, batch):
-        features = self.encoder(batch)
-        noise = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
-        return features + 0.6 * features.std() * noise
-
-
-def test_the_accuracy_guard_rejects_a_fake_bf16_path_that_damages_masks_and_accepts_an_exact_one(engine, litemedsam):
-    reference = engine.runtime
-    damaged = runtimes.Runtime(FakeBf16EncoderThatDamagesMasks(reference.encoder), reference.decoder, "bf16")
-    verdict = accuracy_guard.check(litemedsam, reference, damaged, slices=3)
-    assert not verdict.passed
-    assert verdict.min_twin_dice < accuracy_guard.MIN_TWIN_DICE, verdict
-    exact = accuracy_guard.check(litemedsam, reference, reference, slices=3)
-    assert exact.passed and exact.min_twin_dice == 1.0 and exact.masks == 6
-    assert exact.mean_dice_reference > 0.5  # measured 0.567 over these 3 slices, both lungs (a coarse 128 x 128 CT)
-
-
-def test_the_shipped_test_data_has_both_lungs():
-    voxels, ijk_to_ras, lungs = accuracy_guard.shipped_lungs()
-    assert voxels.shape == (34, 128, 128)
-    assert all(mask.shape == voxels.shape and mask.sum() > 1000 for mask in lungs.values())
-    assert not (lungs["right lung"] & lungs["left lung"]).any()
 
 
 # -- the cache ------------------------------------------------------------------------------

@@ -49,12 +49,12 @@ def load_data():
         return f"ct_dev/{image.name}", voxels, matrix, {v: labels == v for v in (1, 2)}
     import slicerio
 
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless, mrml_io
 
-    scene, app = mrml_io.new_scene()
+    scene, app = headless.new_scene()
     data = Path(os.path.dirname(slicerio.__file__)) / "data"
-    volume = mrml_io.load_volume(app, data / "CTChest4.nrrd")
-    segmentation = mrml_io.load_segmentation(app, data / "Segmentation.seg.nrrd")
+    volume = headless.load_volume(app, data / "CTChest4.nrrd")
+    segmentation = headless.load_segmentation(app, data / "Segmentation.seg.nrrd")
     ids = mrml_io.resolve_segment_ids(segmentation, ["right lung", "left lung"])
     masks = mrml_io.segment_masks(segmentation, ids, volume)
     return "slicerio/CTChest4.nrrd", mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume), masks

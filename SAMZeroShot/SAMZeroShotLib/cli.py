@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import __version__, files
+from .errors import Cancelled, UserError
 from .layouts import LAYOUT_NAMES
 from .parameters import Parameters
 from .reproduction import SETS
@@ -35,10 +36,6 @@ EXIT_INTERRUPTED = 130
 MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision", "backend")
 #: Those ``reproduce`` offers: the strategy is the paper's, the windows are the data sets' own.
 REPRODUCE_OPTIONS = ("model", "checkpoint", "device", "precision", "backend")
-
-
-class BadInput(Exception):
-    """Reported as one line, exit code 2."""
 
 
 def _add_model_options(parser, names=MODEL_OPTIONS):
@@ -118,21 +115,14 @@ def _add_run_options(parser):
 def _parameters(args, propagate=False, **fixed) -> Parameters:
     """The settings given on the command line (options a command does not offer keep their defaults)."""
     given = {name: getattr(args, name) for name in MODEL_OPTIONS if hasattr(args, name)}
-    try:
-        return Parameters(**given, **fixed, embedding_cache=not args.no_embedding_cache, propagate=propagate,
-                          fill_nonfinite=args.fill_nonfinite).validate()
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+    return Parameters(**given, **fixed, embedding_cache=not args.no_embedding_cache, propagate=propagate,
+                      fill_nonfinite=args.fill_nonfinite).validate()
 
 
 def _load_engine(parameters: Parameters):
-    from . import logic
-    from .models import CheckpointError
+    from . import segment_nodes
 
-    try:
-        return logic.get_engine(parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr))
-    except (CheckpointError, ValueError) as error:
-        raise BadInput(str(error)) from None
+    return segment_nodes.get_engine(parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr))
 
 
 _last_reported = [-1.0]
@@ -156,36 +146,30 @@ def _log(line: str) -> None:
 def _existing(path: str, what: str) -> Path:
     result = Path(path)
     if result.is_dir():
-        raise BadInput(f"{path}: is a folder, not a {what} file")
+        raise UserError(f"{path}: is a folder, not a {what} file")
     if not result.is_file():
-        raise BadInput(f"{path}: {what} file not found")
+        raise UserError(f"{path}: {what} file not found")
     return result
 
 
 def _checkpoint_input(parameters: Parameters) -> Dict[str, Path]:
     """The checkpoint file, if one was named, as an input that outputs must keep away from."""
-    from .models import CheckpointError, user_checkpoint
+    from .models import user_checkpoint
 
     if not parameters.checkpoint:
         return {}
-    try:
-        return {"checkpoint": user_checkpoint(parameters.checkpoint)}
-    except CheckpointError as error:
-        raise BadInput(str(error)) from None
+    return {"checkpoint": user_checkpoint(parameters.checkpoint)}
 
 
 def _check_outputs(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
     """Outputs apart from inputs and from each other, and each one writable (folders created)."""
-    try:
-        files.check_apart(outputs, inputs)
-        for path in outputs.values():
-            files.check_output_file(path)
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
+    files.check_apart(outputs, inputs)
+    for path in outputs.values():
+        files.check_output_file(path)
 
 
-def _write_failed(error: OSError, folder, kept: str) -> BadInput:
-    return BadInput(f"{folder}: could not be written ({error.strerror or error}); {kept}")
+def _write_failed(error: OSError, folder, kept: str) -> UserError:
+    return UserError(f"{folder}: could not be written ({error.strerror or error}); {kept}")
 
 
 def _segment_files(args, parameters: Parameters) -> Tuple[Dict[str, Path], Dict[str, Path]]:
@@ -197,10 +181,10 @@ def _segment_files(args, parameters: Parameters) -> Tuple[Dict[str, Path], Dict[
     inputs.update(_checkpoint_input(parameters))
     for name in ("prompt segmentation", "reference segmentation"):
         if name in inputs and files.same_file(inputs[name], inputs["volume"]):
-            raise BadInput(f"{inputs[name]}: the {name} is the volume itself: give the segmentation file")
+            raise UserError(f"{inputs[name]}: the {name} is the volume itself: give the segmentation file")
     outputs = {"output segmentation": Path(args.out)}
     if not outputs["output segmentation"].name.endswith(".seg.nrrd"):
-        raise BadInput(f"{args.out}: the output segmentation must be a .seg.nrrd file")
+        raise UserError(f"{args.out}: the output segmentation must be a .seg.nrrd file")
     if args.metrics:
         outputs["metrics table"] = Path(args.metrics)
     _check_outputs(outputs, inputs)
@@ -213,7 +197,7 @@ def _replace(path: Path, write) -> None:
         with files.replaced_atomically(path) as partial:
             write(partial)
     except OSError as error:
-        raise BadInput(f"{path}: could not be written ({error.strerror or error}); "
+        raise UserError(f"{path}: could not be written ({error.strerror or error}); "
                        "an earlier file of that name is left as it was") from None
 
 
@@ -236,33 +220,30 @@ class _SliceProgress:
 
 
 def run_segment(args) -> int:
-    from . import evaluation, logic, mrml_io
+    from . import evaluation, headless, mrml_io, segment_nodes
 
     parameters = _parameters(args, propagate=args.propagate)
     inputs, outputs = _segment_files(args, parameters)
-    scene, app = mrml_io.new_scene()
-    try:
-        volume = mrml_io.load_volume(app, inputs["volume"])
-        recorded = evaluation.declared_modality(inputs["volume"])
-        if recorded:  # as Slicer's DICOM loader keeps it
-            mrml_io.record_modality(volume, recorded)
-        prompts = mrml_io.load_segmentation(app, inputs["prompt segmentation"])
-        reference = mrml_io.load_segmentation(app, inputs["reference segmentation"]) if args.reference else None
-        segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
-        checked = logic.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
-    except mrml_io.InputError as error:
-        raise BadInput(str(error)) from None
+    scene, app = headless.new_scene()
+    volume = headless.load_volume(app, inputs["volume"])
+    recorded = evaluation.declared_modality(inputs["volume"])
+    if recorded:  # as Slicer's DICOM loader keeps it
+        mrml_io.record_modality(volume, recorded)
+    prompts = headless.load_segmentation(app, inputs["prompt segmentation"])
+    reference = headless.load_segmentation(app, inputs["reference segmentation"]) if args.reference else None
+    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    checked = segment_nodes.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
     _load_engine(parameters)
     slices = _SliceProgress(checked, parameters.propagate)
     try:
-        segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
+        segmentation, table = segment_nodes.process(volume, prompts, segments, reference, parameters,
                                             progress=slices, log=slices.view.note, inputs=checked)
     finally:
         slices.view.close()
-    _replace(outputs["output segmentation"], lambda partial: mrml_io.write_segmentation(segmentation, partial))
+    _replace(outputs["output segmentation"], lambda partial: headless.write_segmentation(segmentation, partial))
     print(f"segmentation: {outputs['output segmentation']}")
     if args.metrics:
-        _replace(outputs["metrics table"], lambda partial: mrml_io.write_table_tsv(table, partial))
+        _replace(outputs["metrics table"], lambda partial: headless.write_table_tsv(table, partial))
         print(f"metrics: {outputs['metrics table']}")
     print(table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE))
     return 0
@@ -300,20 +281,16 @@ class Cohort:
 def _data_set(layout: str, data: Optional[str], images: Optional[str], masks: Optional[str], data_option: str):
     """A layout's ``(cases, problems)``, its source for the settings and the folders it reads."""
     from . import layouts
-    from .evaluation import CaseError
 
     paired = layout == "paired"
     if layout not in LAYOUT_NAMES:
-        raise BadInput(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
+        raise UserError(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
     if paired and (data or not (images and masks)):
-        raise BadInput("give --images and --masks (or a published data set with --layout NAME --data DIR)")
+        raise UserError("give --images and --masks (or a published data set with --layout NAME --data DIR)")
     if not paired and (not data or images or masks):
-        raise BadInput(f"--layout {layout} reads the data set's folder as published: give --data DIR "
+        raise UserError(f"--layout {layout} reads the data set's folder as published: give --data DIR "
                        "(not --images/--masks)")
-    try:
-        found = layouts.find(layout, data, images, masks)
-    except CaseError as error:
-        raise BadInput(str(error)) from None
+    found = layouts.find(layout, data, images, masks)
     folders = {"the --images folder": images, "the --masks folder": masks} if paired else {f"the {data_option} folder": data}
     for case in found[0]:
         for path in [case.image_path] + case.mask_paths:
@@ -326,11 +303,8 @@ def _check_results_folder(outs: Tuple[Path, ...], input_folders: Dict[str, objec
     for given in outs:
         for what, folder in input_folders.items():
             if folder is not None and files.same_file(given, folder):
-                raise BadInput(f"{given}: --out is {what}: give the results a folder of their own")
-    try:
-        files.writable_folder(outs[0])
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
+                raise UserError(f"{given}: --out is {what}: give the results a folder of their own")
+    files.writable_folder(outs[0])
 
 
 def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, settings: dict):
@@ -343,8 +317,6 @@ def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, set
     _check_outputs({name: out / name for name in results.FILES}, inputs)
     try:
         return results.ResultsFolder(out, settings, overwrite=overwrite)
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
     except OSError as error:
         raise _write_failed(error, out, "make room or choose another output folder") from None
 
@@ -357,11 +329,8 @@ def _open_cohort(args, parameters: Parameters, out: Path, layout: str, data=None
     found, source, input_folders = _data_set(layout, data, images, masks, data_option)
     # reproduce's --out holds a results folder per data set: neither may be an input folder.
     _check_results_folder((out, out.parent) if args.command == "reproduce" else (out,), input_folders)
-    try:
-        cases, problems = evaluation.prepare(found, data or images, keep_going=args.keep_going,
-                                             fill_nonfinite=parameters.fill_nonfinite)
-    except evaluation.CaseError as error:
-        raise BadInput(str(error)) from None
+    cases, problems = evaluation.prepare(found, data or images, keep_going=args.keep_going,
+                                         fill_nonfinite=parameters.fill_nonfinite)
     settings = evaluation.run_settings(parameters, source, propagate_from)
     return Cohort(cases, problems, _open_results(out, args.overwrite, parameters, cases, settings), out)
 
@@ -373,9 +342,9 @@ def _workers(args) -> int:
     except ValueError:
         workers = 0
     if workers < 1:
-        raise BadInput(f"--workers {args.workers}: give a whole number of worker processes, 1 or more")
+        raise UserError(f"--workers {args.workers}: give a whole number of worker processes, 1 or more")
     if args.scheduler and workers != 1:
-        raise BadInput("give --workers or --scheduler, not both (a scheduler's cluster has its own workers)")
+        raise UserError("give --workers or --scheduler, not both (a scheduler's cluster has its own workers)")
     return workers
 
 
@@ -392,23 +361,18 @@ def _compute(args, parameters: Parameters):
         yield None
         return
     from . import cluster
-    from .models import CheckpointError
 
-    with contextlib.ExitStack() as stack:
-        try:
-            client = stack.enter_context(cluster.connect(workers, args.scheduler))
-            cluster.prepare_weights(parameters, progress=_progress)
-        except (cluster.ClusterError, CheckpointError, ValueError) as error:
-            raise BadInput(str(error)) from None
+    with cluster.connect(workers, args.scheduler) as client:
+        cluster.prepare_weights(parameters, progress=_progress)
         yield client
 
 
 def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> dict:
     """Evaluate a cohort in this process or on the cluster of ``client``; its summary."""
-    from . import evaluation, logic, progress
+    from . import evaluation, segment_nodes, progress
 
     if client is None:
-        return evaluation.evaluate(cohort.cases, cohort.folder, logic.get_engine(parameters), parameters,
+        return evaluation.evaluate(cohort.cases, cohort.folder, segment_nodes.get_engine(parameters), parameters,
                                    propagate_from=propagate_from, skipped=cohort.problems, progress=progress.on_stderr,
                                    cancel=cancel)
     from . import cluster
@@ -419,14 +383,8 @@ def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, 
 
 def _run_guarded(command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> Optional[dict]:
     """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said so)."""
-    from .evaluation import CaseError
-    from .models import CheckpointError
-    from .pipeline import Cancelled
-
     try:
         return _run_cohort(cohort, parameters, client, propagate_from, cancel)
-    except (CaseError, CheckpointError) as error:  # a worker that found a file changed since it was checked
-        raise BadInput(str(error)) from None
     except Cancelled:
         print(f"samzeroshot {command}: stopped: {len(cohort.folder.results)} of {len(cohort.cases)} cases are in "
               f"{cohort.out}; run the same command again to finish the rest", file=sys.stderr)
@@ -464,7 +422,7 @@ def run_reproduce(args) -> int:
     given = {layout: getattr(args, layout.replace("-", "_")) for layout in SETS}
     given = {layout: folder for layout, folder in given.items() if folder}
     if not given:
-        raise BadInput(f"give the data sets' folders: {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}")
+        raise UserError(f"give the data sets' folders: {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}")
     out = Path(args.out)
     cohorts = {layout: _open_cohort(args, parameters, out / layout, layout, data=folder,
                                     data_option=SETS[layout]["option"]) for layout, folder in given.items()}
@@ -490,10 +448,7 @@ def run_reproduce(args) -> int:
 def run_compare(args) -> int:
     from . import compare
 
-    try:
-        result = compare.compare(args.a, args.b)
-    except compare.CompareError as error:
-        raise BadInput(str(error)) from None
+    result = compare.compare(args.a, args.b)
     path = compare.output_path(args.b, args.out)
     compare.write(result, path)
     print(compare.report(result))
@@ -510,7 +465,7 @@ def main(argv=None) -> int:
     try:
         return {"segment": run_segment, "evaluate": run_evaluate, "compare": run_compare,
                 "reproduce": run_reproduce}[args.command](args)
-    except BadInput as error:
+    except UserError as error:
         print(f"samzeroshot {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

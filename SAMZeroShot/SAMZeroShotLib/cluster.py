@@ -3,7 +3,7 @@
 Cases go out as file paths (the workers read the images from a file system they share with this
 process) and are computed whole by :func:`~.evaluation.evaluate_case`, the function the
 single-process loop calls, so that both give the same rows. Each worker process loads the model
-on its first case and keeps it (:func:`~.logic.get_engine` keeps one engine per process, keyed
+on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process, keyed
 by the model settings). Finished cases come back to this process, which alone writes the
 results folder (:class:`~.evaluation.Recorder`, :class:`~.results.ResultsFolder`).
 
@@ -30,7 +30,8 @@ import uuid
 from collections import Counter, deque
 from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from .evaluation import Case, CaseError, Recorder, engine_about, evaluate_case
+from .errors import Cancelled, CaseError, ClusterError
+from .evaluation import Case, Recorder, engine_about, evaluate_case
 from .results import CaseResult, ResultsFolder
 
 #: Seconds to wait for a scheduler to answer, and then for it to have a worker.
@@ -39,10 +40,6 @@ CONNECT_TIMEOUT_S = 10
 RETRIES = 1
 #: Prefix of the Dask keys of the cases (``case-<name>-<run>-<try>``).
 KEY_PREFIX = "case-"
-
-
-class ClusterError(Exception):
-    """The cluster cannot be used: one line naming the address and what to do."""
 
 
 # -- connecting ---------------------------------------------------------------------------------
@@ -132,12 +129,12 @@ def _engine(parameters, threads: int):
     """This process's engine for ``parameters``, made with ``threads`` threads (kept between cases)."""
     import torch
 
-    from . import logic
+    from . import segment_nodes
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-        logic.release_engine()  # its ONNX Runtime sessions took the old thread count
-    return logic.get_engine(parameters)
+        segment_nodes.release_engine()  # its ONNX Runtime sessions took the old thread count
+    return segment_nodes.get_engine(parameters)
 
 
 def run_case(case: Case, parameters, propagate_from: Optional[str],
@@ -150,7 +147,7 @@ def run_case(case: Case, parameters, propagate_from: Optional[str],
 # -- on the client ----------------------------------------------------------------------------------
 def prepare_weights(parameters, progress=None):
     """Check the model's weights file (downloading it once, into the cache the workers share) before
-    any case goes out; :class:`~.models.CheckpointError` when it is missing or not the published file."""
+    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published file."""
     from . import models
 
     return models.checkpoint_path(models.spec_for(parameters.model, parameters.checkpoint), parameters.checkpoint,
@@ -204,11 +201,10 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, p
     waiting behind another: a worker that dies takes only its running case down, which is sent
     out again (:data:`RETRIES` times) before it is listed as failed. As :func:`~.evaluation.evaluate`,
     each case is recorded as it comes back; when ``cancel()`` turns True no case is sent out any
-    more, those running are waited for and kept, and :class:`~.pipeline.Cancelled` is raised.
+    more, those running are waited for and kept, and :class:`~.errors.Cancelled` is raised.
     """
     from distributed.scheduler import KilledWorker
 
-    from .pipeline import Cancelled
 
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     by_name, waiting = {case.name: case for case in cases}, deque(recorder.todo)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+from .errors import CompareError
 
 RESAMPLES = 10000
 SEED = 0
@@ -25,10 +26,6 @@ CONFIDENCE = 0.95
 #: Slices per bootstrap block when there is one case: neighbouring slices (2.5 mm apart on the
 #: dev CT) look alike, so a block must span several; 5 gives about ten blocks on half a volume.
 BLOCK_SLICES = 5
-
-
-class CompareError(ValueError):
-    """Folders that cannot be compared; ``str(error)`` is one line."""
 
 
 @dataclass

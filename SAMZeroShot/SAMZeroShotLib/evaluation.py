@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__, imaging, metrics, voxels
+from .errors import BadVoxels, Cancelled, CaseError
 from .results import CaseResult, ResultsFolder
 
 IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
@@ -35,18 +36,6 @@ IGNORE_LABEL = 255
 
 # LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-class CaseError(ValueError):
-    """A bad input file: ``str(error)`` is one line naming the file and the problem."""
-
-    def __init__(self, path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-    def __reduce__(self):  # pickled as made (a cluster's worker sends it back to the client)
-        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True)
@@ -246,7 +235,7 @@ def _voxels(case: Case, image: np.ndarray, ijk_to_ras: np.ndarray, fill_nonfinit
     geometry = imaging.slice_geometry(ijk_to_ras, image.shape)
     try:
         image, notes = voxels.checked(image, geometry, fill=fill_nonfinite)
-    except voxels.BadVoxels as error:
+    except BadVoxels as error:
         raise CaseError(case.image_path, str(error)) from None
     return image, geometry, notes
 
@@ -300,29 +289,23 @@ def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] 
                                          declared_modality(case.image_path))
     result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
                                      cancel=cancel, propagate=propagate_from is not None, modality=modality)
-    predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
-    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
-    ignore_view = geometry.view(ignore)
-    scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
+    records = metrics.score_volume(result.masks, reference, geometry, ignore=ignore, union_only=True)
     prompted = {outcome.slice for outcome in result.slices}
-    scored = np.flatnonzero(scores["reference_pixels"] > 0)
-    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
-    slice_rows = [{"case": case.name, "slice": int(s),
-                   **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
-                   "reference_pixels": int(scores["reference_pixels"][s]),
-                   "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
-    spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
-    keep = ~ignore_view
-    pred, ref = predicted_union & keep, reference_union & keep
-    distances = metrics.surface_distances(pred, ref, spacing)
-    whole = metrics.overlap(pred, ref)
+    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
+    baseline = prompt_only_dice(prompts, reference_union, geometry.view(ignore), geometry)
+    row_fields = metrics.SLICE_COLUMNS + ("reference_pixels", "predicted_pixels")
+    slice_rows = [{"case": case.name, "slice": r["slice"], **{name: r[name] for name in row_fields},
+                   "prompted": int(r["slice"] in prompted), "prompt_only_dice": float(baseline[r["slice"]])}
+                  for r in records if r["scope"] == "slice" and r["scored"]]
+    whole = next(r for r in records if r["scope"] == "volume")
+    scored = [r["slice"] for r in slice_rows]
     case_row = {"case": case.name, "n_scored_slices": len(scored), "n_segmented_slices": len(result.slices),
                 "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
                 "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
-                "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
+                "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"],
+                **{name: whole[name] for name in metrics.DISTANCE_COLUMNS},
                 "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
-                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
+                "prompt_only_dice": float(np.mean(baseline[scored])) if scored else math.nan,
                 "modality": modality, "modality_reason": reason}
     return CaseResult(case.name, slice_rows, case_row, notes)
 
@@ -438,10 +421,9 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
     """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the summary.
 
     ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
-    cases: when it returns True, :class:`~.pipeline.Cancelled` is raised and the folder keeps
+    cases: when it returns True, :class:`~.errors.Cancelled` is raised and the folder keeps
     every case finished so far.
     """
-    from .pipeline import Cancelled
 
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     recorder.engine_used(engine_about(engine))

@@ -17,12 +17,9 @@ import secrets
 import stat
 from pathlib import Path
 from typing import Iterator, Mapping, Union
+from .errors import OutputError
 
 PathLike = Union[str, os.PathLike]
-
-
-class OutputError(ValueError):
-    """An output cannot be written where asked: one line naming the file and what to do."""
 
 
 def real_path(path: PathLike) -> Path:

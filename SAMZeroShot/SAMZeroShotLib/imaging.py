@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 import numpy as np
+from .errors import SettingError
 
 # RAS unit vectors, used to name the anatomical axes.
 _R, _A, _S = np.eye(3)
@@ -71,7 +72,7 @@ def resolve_window(name: Union[str, Window], volume: np.ndarray) -> Window:
     if name == "auto":
         return WINDOW_PRESETS["ct-lung" if looks_like_hounsfield(volume) else "min-max"]
     if name not in WINDOW_PRESETS:
-        raise ValueError(f"Unknown window preset {name!r}: choose one of {', '.join(WINDOW_NAMES)}.")
+        raise SettingError(f"Unknown window preset {name!r}: choose one of {', '.join(WINDOW_NAMES)}.")
     return WINDOW_PRESETS[name]
 
 
@@ -161,7 +162,7 @@ def slice_geometry(ijk_to_ras, shape, axis: Union[str, int] = "auto") -> SliceGe
         orientation = axis
         slice_ijk = int(np.argmax(np.abs(_ORIENTATIONS[axis][0] @ directions)))
     else:
-        raise ValueError(f"Unknown slice axis {axis!r}: choose one of {', '.join(SLICE_AXIS_NAMES)} or an array axis.")
+        raise SettingError(f"Unknown slice axis {axis!r}: choose one of {', '.join(SLICE_AXIS_NAMES)} or an array axis.")
 
     _, row_direction, col_direction = _ORIENTATIONS[orientation]
     in_plane = [ijk for ijk in range(3) if ijk != slice_ijk]

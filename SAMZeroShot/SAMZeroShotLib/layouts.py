@@ -21,7 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .evaluation import IMAGE_EXTENSIONS, MASK_EXTENSIONS, Case, CaseError, MaskFile, file_stem
+from .errors import CaseError
+from .evaluation import IMAGE_EXTENSIONS, MASK_EXTENSIONS, Case, MaskFile, file_stem
+from .errors import SettingError
 
 LAYOUT_NAMES = ("paired", "montgomery", "covid19-ct-seg")
 Found = Tuple[List[Case], List[CaseError]]
@@ -120,7 +122,7 @@ def find(layout: str, data=None, images=None, masks=None) -> Found:
         return montgomery(data)
     if layout == "covid19-ct-seg":
         return covid19_ct_seg(data)
-    raise ValueError(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
+    raise SettingError(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
 
 
 def source(layout: str, data=None, images=None, masks=None) -> Dict[str, Optional[str]]:

@@ -116,18 +116,20 @@ def volume_ml(mask: np.ndarray, voxel_volume_mm3: float) -> float:
 
 UNION = "all segments"  # name of the union of all segments in records
 SLICE_COLUMNS = ("dice", "jaccard", "sensitivity", "precision")
+DISTANCE_COLUMNS = ("hd95_mm", "mean_surface_distance_mm")
 
 
 def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarray], geometry,
                  names: Optional[Dict[str, str]] = None, ignore: Optional[np.ndarray] = None,
-                 surface: bool = True):
+                 surface: bool = True, union_only: bool = False):
     """Records of every metric, per slice and per volume, for each segment and their union.
 
     ``predicted``/``reference`` map segment keys to bool arrays in the volume's layout;
     ``geometry`` (an :class:`imaging.SliceGeometry`) gives the slices and the spacing. Returns a
     list of dicts with ``scope`` = ``slice`` (slices where reference or prediction has any
     pixel; ``scored`` = 1 where the reference has any label), ``slice mean`` (the paper's
-    mean over scored slices) or ``volume``.
+    mean over scored slices) or ``volume``. ``union_only``: records of the union of all
+    segments only (what a cohort's tables keep).
     """
     names = names or {key: str(key) for key in predicted}
     keys = list(predicted)
@@ -140,7 +142,7 @@ def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     voxel_mm3 = float(np.prod(spacing))
     slice_records, summary_records = [], []
-    for key in keys + [UNION]:
+    for key in ([] if union_only else keys) + [UNION]:
         pred, ref = views_pred[key], views_ref[key]
         scores = per_slice_overlap(pred, ref, ignore_view)
         present = np.flatnonzero((scores["reference_pixels"] > 0) | (scores["predicted_pixels"] > 0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+from .errors import SettingError
 
 MODALITY_NAMES = ("auto", "ct", "xray")
 
@@ -98,7 +99,7 @@ def decide(setting: str, slices: np.ndarray, declared: Optional[str] = None) -> 
     Modality value), then the number of slices, then the content of the one slice.
     """
     if setting not in MODALITY_NAMES:
-        raise ValueError(f"Unknown modality {setting!r}: choose one of {', '.join(MODALITY_NAMES)}.")
+        raise SettingError(f"Unknown modality {setting!r}: choose one of {', '.join(MODALITY_NAMES)}.")
     if setting != "auto":
         return setting, "set by the user"
     recorded = from_dicom(declared)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import Cancelled
+from .errors import Cancelled, CheckpointError, SettingError
 
 # Environment variable that overrides where downloaded checkpoints are kept.
 CACHE_ENV = "SAMZEROSHOT_CACHE"
@@ -67,10 +67,6 @@ MODELS = {
 }
 MODEL_NAMES = tuple(MODELS)
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not fit the model."""
 
 
 def cache_dir() -> Path:
@@ -222,11 +218,11 @@ def resolve_device(device: Optional[str] = "auto") -> str:
             return "mps"
         return "cpu"
     if device not in DEVICE_NAMES and not str(device).startswith("cuda:"):
-        raise ValueError(f"Unknown device {device!r}: choose one of {', '.join(DEVICE_NAMES)}.")
+        raise SettingError(f"Unknown device {device!r}: choose one of {', '.join(DEVICE_NAMES)}.")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} was requested but PyTorch sees no CUDA GPU.")
+        raise SettingError(f"Device {device!r} was requested but PyTorch sees no CUDA GPU.")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("Device 'mps' was requested but Apple MPS is not available.")
+        raise SettingError("Device 'mps' was requested but Apple MPS is not available.")
     return str(device)
 
 
@@ -296,7 +292,7 @@ def spec_for(name: str, checkpoint=None) -> ModelSpec:
         return MODELS[name]
     if name in ("vit_b", "vit_l", "vit_h") and checkpoint is not None:
         return ModelSpec(name, name, 1024, f"SAM {name} from {Path(checkpoint).name}")
-    raise ValueError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} "
+    raise SettingError(f"Unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} "
                      "(or vit_b/vit_l/vit_h with --checkpoint).")
 
 

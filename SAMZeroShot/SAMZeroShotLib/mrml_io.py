@@ -1,14 +1,14 @@
-"""MRML nodes to arrays and back.
+"""MRML nodes to arrays and back: volumes, segments, and the result's table and plot.
 
 Works in the Slicer application and headless with slicer-core alike: the scene always comes from
 ``node.GetScene()`` and segment conversion uses the static ``vtkSlicerSegmentationsModuleLogic``
-methods. Every function that creates helper nodes removes them before it returns.
+methods. Every function that creates helper nodes removes them before it returns. (Setting up a
+headless scene and reading or writing files: :mod:`headless`.)
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-import errno
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -17,6 +17,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .imaging import luminance
+from .errors import InputError
 
 #: Node reference role from the metrics table to its Dice-per-slice plot chart.
 DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
@@ -26,85 +27,7 @@ SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
 MODALITY_ATTRIBUTE = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
 
 
-class InputError(ValueError):
-    """An input node cannot be used; the message says which and what to do."""
-
-
-# -- headless scene -------------------------------------------------------------------------
-def new_scene():
-    """A scene with the application, Colors, Volumes, Segmentations, Tables and Data logics.
-
-    Returns ``(scene, application_logic)``; the module logics are kept alive as an attribute
-    of the application logic. (Inside Slicer, use ``slicer.mrmlScene`` instead.)
-    """
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    logics = {}
-    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic),
-                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                      ("Tables", slicer.vtkSlicerTablesLogic),
-                      ("Data", slicer.vtkSlicerDataModuleLogic)):
-        logic = cls()
-        logic.SetMRMLApplicationLogic(app)
-        logic.SetMRMLScene(scene)
-        app.SetModuleLogic(name, logic)
-        logics[name] = logic
-    app.samzeroshot_logics = logics  # VTK keeps no Python reference to them
-    return scene, app
-
-
-@contextlib.contextmanager
-def vtk_errors_silenced():
-    """VTK's own error text off: a reader that fails prints pages of it, and we report the failure."""
-    previous = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.GlobalWarningDisplayOff()
-    try:
-        yield
-    finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(previous)
-
-
-def load_volume(app, path, name: Optional[str] = None):
-    """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
-    import os
-
-    logic = app.samzeroshot_logics["Volumes"]
-    name = name or os.path.basename(str(path)).split(".")[0]
-    with vtk_errors_silenced():
-        node = logic.AddArchetypeVolume(str(path), name, 0)
-    if node is None or node.GetImageData() is None:
-        raise InputError(f"{path}: not a readable volume.")
-    return node
-
-
-# A labelmap file with more labels than this is an image given by mistake (a CT read as labels
-# has thousands); the largest anatomical label sets (e.g. TotalSegmentator's 117) stay well below.
-MAX_SEGMENTS_IN_FILE = 255
-# Image formats whose damage is checked before Slicer reads them (see load_segmentation).
-_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-
-
-def _label_file_problem(path) -> Optional[str]:
-    """Why the image file ``path`` cannot be read as labels, or None when it can."""
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        return f"not a readable segmentation ({str(error).strip().splitlines()[-1].strip()[:120]})."
-    if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
-        count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
-        if count > MAX_SEGMENTS_IN_FILE:
-            return (f"holds {count} different labels, more than a segmentation has (at most "
-                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
-    return None
-
-
+# -- node attributes ----------------------------------------------------------------------
 def declared_modality(volume_node) -> Optional[str]:
     """The DICOM Modality recorded for a volume, or None.
 
@@ -124,22 +47,6 @@ def record_modality(volume_node, value: str) -> None:
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
     item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume_node)
     hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
-
-
-def load_segmentation(app, path):
-    """Load a ``.seg.nrrd`` (or labelmap) file as a segmentation node."""
-    logic = app.samzeroshot_logics["Segmentations"]
-    # Slicer's segmentation reader aborts the whole process on a truncated .seg.nrrd (an
-    # uncaught ITK exception), so image files are read once with SimpleITK first.
-    if str(path).lower().endswith(_IMAGE_SUFFIXES):
-        problem = _label_file_problem(path)
-        if problem:
-            raise InputError(f"{path}: {problem}")
-    with vtk_errors_silenced():
-        node = logic.LoadSegmentationFromFile(str(path), False)
-    if node is None:
-        raise InputError(f"{path}: not a readable segmentation.")
-    return node
 
 
 # -- volumes --------------------------------------------------------------------------------
@@ -245,7 +152,7 @@ def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[st
     return masks
 
 
-def _matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
+def vtk_matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
     matrix = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
@@ -253,11 +160,11 @@ def _matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array) -> None:
+def set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array) -> None:
     """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by ``ijk_to_ras``."""
     labelmap = slicer.vtkOrientedImageData()
     labelmap.SetDimensions(mask.shape[::-1])
-    labelmap.SetImageToWorldMatrix(_matrix(ijk_to_ras_array))
+    labelmap.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras_array))
     labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(mask, np.uint8).ravel()
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
@@ -301,39 +208,13 @@ def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions:
             description = descriptions[segment_id]
             segmentation.AddEmptySegment(segment_id, description.name, description.color)
             segmentation.GetSegment(segment_id).SetTerminology(description.terminology)
-            _set_segment_mask(node, segment_id, mask, matrix)
+            set_segment_mask(node, segment_id, mask, matrix)
         parent = volume_node.GetParentTransformNode()
         if parent is not None:
             node.SetAndObserveTransformNodeID(parent.GetID())
     except Exception:
         remove_nodes([node])
         raise
-    return node
-
-
-def add_volume(scene, array: np.ndarray, ijk_to_ras_array, name: str):
-    """A scalar volume node holding a copy of ``array`` (``[K, J, I]``, or ``[K, J, I, C]``)."""
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode" if array.ndim == 3 else "vtkMRMLVectorVolumeNode", name)
-    image = vtk.vtkImageData()
-    image.SetDimensions(array.shape[:3][::-1])
-    components = 1 if array.ndim == 3 else array.shape[3]
-    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).reshape(-1, components), deep=True)
-    image.GetPointData().SetScalars(vtk_array)
-    node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(_matrix(ijk_to_ras_array))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def add_segmentation(scene, masks: Dict[str, np.ndarray], ijk_to_ras_array, name: str,
-                     colors: Optional[Dict[str, Tuple[float, float, float]]] = None):
-    """A segmentation node with one segment per named mask (``[K, J, I]`` placed by the matrix)."""
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
-    for segment_name, mask in masks.items():
-        color = (colors or {}).get(segment_name, (0.5, 0.5, 0.5))
-        segment_id = node.GetSegmentation().AddEmptySegment("", segment_name, color)
-        _set_segment_mask(node, segment_id, mask, ijk_to_ras_array)
     return node
 
 
@@ -422,26 +303,3 @@ def removed_on_failure(created: List):
     except BaseException:
         remove_nodes(reversed(created))
         raise
-
-
-# -- files ----------------------------------------------------------------------------------
-def write_segmentation(segmentation_node, path) -> None:
-    """Write a segmentation node as ``.seg.nrrd`` with Slicer's own storage node."""
-    # Made here rather than by CreateDefaultStorageNode(), whose new reference Python would leak.
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.WriteData(segmentation_node):
-        raise OSError(errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path))
-
-
-def write_table_tsv(table_node, path) -> None:
-    """Write a table node as tab-separated text (header row, then one line per row)."""
-    import csv
-
-    table = table_node.GetTable()
-    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t")
-        writer.writerow(columns)
-        for row in range(table.GetNumberOfRows()):
-            writer.writerow([table.GetValue(row, c).ToString() for c in range(len(columns))])

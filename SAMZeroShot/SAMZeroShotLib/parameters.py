@@ -13,6 +13,7 @@ from .imaging import SLICE_AXIS_NAMES, WINDOW_NAMES
 from .modality import MODALITY_NAMES
 from .models import DEVICE_NAMES, MODEL_NAMES
 from .strategies import STRATEGIES
+from .errors import SettingError
 
 STRATEGY_NAMES = ("auto",) + tuple(STRATEGIES)
 # auto: bf16 where the CPU multiplies bf16 natively and it passes the accuracy guard, else fp32;
@@ -75,5 +76,5 @@ class Parameters:
             if name == "device" and str(value).startswith("cuda:"):
                 continue  # a numbered GPU
             if value not in allowed:
-                raise ValueError(f"Unknown {name.replace('_', ' ')} {value!r}: choose one of {', '.join(allowed)}.")
+                raise SettingError(f"Unknown {name.replace('_', ' ')} {value!r}: choose one of {', '.join(allowed)}.")
         return self

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import imaging, modality as modalities, strategies
 from .engine import SamEngine
-from .errors import Cancelled
+from .errors import Cancelled, SettingError
 from .prompts import bounding_box
 
 ProgressCallback = Callable[[float, str], None]
@@ -147,76 +147,107 @@ def segment_volume(
     volume_view = geometry.view(volume)
     modality, _ = modalities.decide(modality, volume_view, declared_modality)
     prompt_views = {key: geometry.view(mask) for key, mask in prompt_masks.items()}
-    outputs = {key: np.zeros(volume.shape, dtype=bool) for key in keys}
-    output_views = {key: geometry.view(mask) for key, mask in outputs.items()}
-
     annotated = [int(s) for s in np.flatnonzero(np.logical_or.reduce(
         [view.any(axis=(1, 2)) for view in prompt_views.values()]))]
     report = progress or (lambda fraction, message: None)
     report(0.0, f"{len(annotated)} slices with prompts")
-    total = len(volume_view) if rules else len(annotated)
-    outcomes: List[SliceOutcome] = []
+    written = _Written(volume.shape, geometry, keys, len(volume_view) if rules else len(annotated), report, bool(rules))
 
     def segment_slice(s: int, slice_masks, chooser) -> Tuple[Dict[Hashable, np.ndarray], np.ndarray]:
         image = imaging.to_rgb8(volume_view[s], window)
         return chooser.segment(image, slice_masks, engine, modality), image
 
-    def record(s: int, slice_masks, predicted) -> None:
-        for key, mask in predicted.items():
-            output_views[key][s] |= mask
-        outcomes.append(SliceOutcome(slice=s, segments=[k for k, m in slice_masks.items() if m.any()]))
-        report(len(outcomes) / total, f"Segmented {len(outcomes)} slices" + ("" if rules else f" of {total}"))
-
     def annotated_slice(s: int):
         slice_masks = {key: np.ascontiguousarray(prompt_views[key][s]) for key in keys}
         return (slice_masks,) + segment_slice(s, slice_masks, segmenter)
 
+    done = _in_order(annotated_slice, annotated, engine, cancel)
     if rules is None:
-        for s, (slice_masks, predicted, _) in _in_order(annotated_slice, annotated, engine, cancel):
-            record(s, slice_masks, predicted)
-        return PipelineResult(outputs, geometry, window, strategy_name, outcomes, modality)
-
+        for s, (slice_masks, predicted, _) in done:
+            written.record(s, slice_masks, predicted)
+        return PipelineResult(written.outputs, geometry, window, strategy_name, written.outcomes, modality)
     # Propagation: correction clicks need a true mask, which propagated slices do not have.
     carrier = strategies.without_refinement(segmenter)
-    references = {}  # per key: (annotated area, mean intensity) of its annotated slices
-    frontier = []  # (slice, direction, {key: mask}) still to be carried on
-    for s, (slice_masks, predicted, image) in _in_order(annotated_slice, annotated, engine, cancel):
-        record(s, slice_masks, predicted)
-        for key, mask in slice_masks.items():
-            if mask.any():
-                area, intensity = references.get(key, (0, []))
-                references[key] = (max(area, int(mask.sum())), intensity + [float(image[..., 0][mask].mean())])
-        live = {key: m for key, m in predicted.items() if m.any()}
-        frontier += [(s, -1, live), (s, +1, live)]
-    done = set(annotated)
-    while frontier:
-        s, direction, previous = frontier.pop(0)
-        t = s + direction
-        if not previous or t < 0 or t >= len(volume_view) or t in done:
-            continue
-        done.add(t)
-        if cancel is not None and cancel():
-            raise Cancelled()
-        prompts = {key: _grown(mask, rules.grow) for key, mask in previous.items()}
-        predicted, image = segment_slice(t, prompts, carrier)
-        record(t, prompts, predicted)
-        carried = {}
+    walk = PropagationWalk(rules, {}, lambda t, prompts: segment_slice(t, prompts, carrier), written.record, cancel)
+    frontier = walk.start(done)
+    walk.run(frontier, set(annotated), len(volume_view), written.views)
+    report(1.0, f"Segmented {len(written.outcomes)} slices")
+    return PipelineResult(written.outputs, geometry, window, strategy_name, written.outcomes, modality)
+
+
+class _Written:
+    """The output masks of :func:`segment_volume` as slices are recorded, and the progress."""
+
+    def __init__(self, shape, geometry, keys, total: int, report: ProgressCallback, open_ended: bool):
+        self.outputs = {key: np.zeros(shape, dtype=bool) for key in keys}
+        self.views = {key: geometry.view(mask) for key, mask in self.outputs.items()}
+        self.outcomes: List[SliceOutcome] = []
+        self.total, self.report, self.open_ended = total, report, open_ended
+
+    def record(self, s: int, slice_masks, predicted) -> None:
         for key, mask in predicted.items():
-            area, intensities = references[key]
-            if mask.sum() < rules.min_area * area:
+            self.views[key][s] |= mask
+        self.outcomes.append(SliceOutcome(slice=s, segments=[k for k, m in slice_masks.items() if m.any()]))
+        self.report(len(self.outcomes) / self.total, f"Segmented {len(self.outcomes)} slices"
+                    + ("" if self.open_ended else f" of {self.total}"))
+
+
+@dataclass
+class PropagationWalk:
+    """Carries segments from the annotated slices outward, one slice at a time.
+
+    Each step prompts slice ``t`` with the neighbour's result grown by ``rules.grow`` pixels; a
+    segment goes on only while its mask keeps ``rules.min_area`` of its largest annotated area,
+    overlaps the neighbour's by ``rules.min_overlap`` and stays within
+    ``rules.max_intensity_shift`` of its annotated mean intensity; where it stops, it keeps
+    nothing on that slice.
+    """
+
+    rules: Propagation
+    references: Dict[Hashable, Tuple[int, List[float]]]  # per key: largest annotated area, mean intensities
+    segment: Callable  # (slice, {key: prompt mask}) -> ({key: mask}, image)
+    record: Callable  # (slice, prompts, predicted) -> None
+    cancel: Optional[CancelCallback] = None
+
+    def start(self, annotated) -> list:
+        """Record the annotated slices (``(slice, (prompts, predicted, image))`` as they finish),
+        note each segment's annotated area and intensity; the frontier to walk from."""
+        frontier = []
+        for s, (slice_masks, predicted, image) in annotated:
+            self.record(s, slice_masks, predicted)
+            for key, mask in slice_masks.items():
+                if mask.any():
+                    area, intensity = self.references.get(key, (0, []))
+                    self.references[key] = (max(area, int(mask.sum())), intensity + [float(image[..., 0][mask].mean())])
+            live = {key: m for key, m in predicted.items() if m.any()}
+            frontier += [(s, -1, live), (s, +1, live)]
+        return frontier
+
+    def carries(self, key, mask: np.ndarray, previous: np.ndarray, image: np.ndarray) -> bool:
+        area, intensities = self.references[key]
+        if mask.sum() < self.rules.min_area * area:
+            return False
+        if (mask & previous).sum() / max(1, min(mask.sum(), previous.sum())) < self.rules.min_overlap:
+            return False
+        return abs(float(image[..., 0][mask].mean()) - float(np.mean(intensities))) <= self.rules.max_intensity_shift
+
+    def run(self, frontier, done: set, n_slices: int, output_views) -> None:
+        """Walk from ``frontier`` (``(slice, direction, {key: mask})``) over slices not ``done``."""
+        while frontier:
+            s, direction, previous = frontier.pop(0)
+            t = s + direction
+            if not previous or t < 0 or t >= n_slices or t in done:
                 continue
-            overlap = (mask & previous[key]).sum() / max(1, min(mask.sum(), previous[key].sum()))
-            if overlap < rules.min_overlap:
-                continue
-            if abs(float(image[..., 0][mask].mean()) - float(np.mean(intensities))) > rules.max_intensity_shift:
-                continue
-            carried[key] = mask
-        # A segment that stopped keeps nothing on this slice.
-        for key in set(predicted) - set(carried):
-            output_views[key][t] = False
-        frontier.append((t, direction, carried))
-    report(1.0, f"Segmented {len(outcomes)} slices")
-    return PipelineResult(outputs, geometry, window, strategy_name, outcomes, modality)
+            done.add(t)
+            if self.cancel is not None and self.cancel():
+                raise Cancelled()
+            prompts = {key: _grown(mask, self.rules.grow) for key, mask in previous.items()}
+            predicted, image = self.segment(t, prompts)
+            self.record(t, prompts, predicted)
+            carried = {key: mask for key, mask in predicted.items() if self.carries(key, mask, previous[key], image)}
+            for key in set(predicted) - set(carried):
+                output_views[key][t] = False
+            frontier.append((t, direction, carried))
 
 
 def annotated_slices(masks: Dict[Hashable, np.ndarray], geometry: imaging.SliceGeometry, which: str = "middle") -> List[int]:
@@ -225,7 +256,7 @@ def annotated_slices(masks: Dict[Hashable, np.ndarray], geometry: imaging.SliceG
     ``middle``: the one slice with the largest area of all segments together.
     """
     if which != "middle":
-        raise ValueError(f"Unknown annotated-slice choice {which!r}: use 'middle'.")
+        raise SettingError(f"Unknown annotated-slice choice {which!r}: use 'middle'.")
     union = geometry.view(np.logical_or.reduce(list(masks.values())))
     return [int(np.argmax(union.sum(axis=(1, 2))))]
 

@@ -28,7 +28,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .files import OutputError, append_synced, check_output_file, writable_folder, write_text_atomically
+from .errors import OutputError
+from .files import append_synced, check_output_file, writable_folder, write_text_atomically
 
 SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
                 "predicted_pixels", "prompted", "prompt_only_dice")

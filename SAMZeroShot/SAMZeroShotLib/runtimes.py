@@ -40,6 +40,7 @@ from segment_anything.utils.onnx import SamOnnxModel
 
 from . import cpu
 from .parameters import BACKEND_NAMES
+from .errors import SettingError
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _OPENVINO_TYPES = {"fp32": "f32", "bf16": "bf16"}
@@ -469,21 +470,21 @@ def choose(flags: Iterable[str], installed: Iterable[str], device: str = "cpu", 
     """
     flags, installed = frozenset(flags), frozenset(installed)
     if backend not in BACKEND_NAMES:
-        raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
+        raise SettingError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
     if precision not in ("auto",) + PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}.")
+        raise SettingError(f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}.")
     if backend == "auto":
         backend, because = _auto_backend(flags, installed, device, architecture)
     else:
         because = "as asked"
         if backend != "torch" and device != "cpu":
-            raise ValueError(f"The {backend} backend runs on the CPU only (device is {device}).")
+            raise SettingError(f"The {backend} backend runs on the CPU only (device is {device}).")
         if backend != "torch" and backend not in installed:
-            raise ValueError(f"The {backend} backend is not installed: pip install {backend} onnx.")
+            raise SettingError(f"The {backend} backend is not installed: pip install {backend} onnx.")
     native = cpu.has_native_bf16(flags)
     if precision != "auto":
         if precision not in SUPPORTED_PRECISIONS[backend]:
-            raise ValueError(f"The {backend} backend runs {', '.join(SUPPORTED_PRECISIONS[backend])} only, not {precision}.")
+            raise SettingError(f"The {backend} backend runs {', '.join(SUPPORTED_PRECISIONS[backend])} only, not {precision}.")
         return Choice(backend, precision, False, f"{because}; {precision} as asked")
     if device == "cpu" and native and architecture == "litemedsam" and "bf16" in SUPPORTED_PRECISIONS[backend]:
         found = " ".join(flag for flag in cpu.NATIVE_BF16_FLAGS if flag in flags)

@@ -45,6 +45,7 @@ from typing import Dict, Hashable, List, Optional, Tuple
 import numpy as np
 
 from .prompts import Masks, Prompt, bounding_box, box_prompt, paper_prompts, split_among_segments
+from .errors import SettingError
 
 Region = Tuple[int, int, int, int]  # row0, row1, col0, col1 (exclusive ends)
 
@@ -329,5 +330,5 @@ def resolve(strategy, model_name: str = ""):
     if strategy == "auto":
         strategy = AUTO.get(model_name, DEFAULT_AUTO)
     if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}: choose one of {', '.join(('auto',) + tuple(STRATEGIES))}.")
+        raise SettingError(f"Unknown strategy {strategy!r}: choose one of {', '.join(('auto',) + tuple(STRATEGIES))}.")
     return strategy, STRATEGIES[strategy]

@@ -12,14 +12,11 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .imaging import SliceGeometry
+from .errors import BadVoxels
 
 #: The option that fills non-finite voxels, on the command line and in the Slicer module (named in
 #: the error message).
 FILL_OPTION = "--fill-nonfinite (in Slicer: Replace NaN voxels)"
-
-
-class BadVoxels(ValueError):
-    """The voxels cannot be used as they are; the message says how many, where and what to do."""
 
 
 def slice_list(slices: Sequence[int], most: int = 10) -> str:

@@ -17,9 +17,9 @@ import numpy as np
 
 from . import imaging, metrics, mrml_io, voxels
 from . import modality as modalities
-from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE, InputError
+from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE
 from .parameters import Parameters
-from .errors import Cancelled
+from .errors import BadVoxels, Cancelled, InputError
 
 __all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "release_engine",
            "TABLE_COLUMNS"]
@@ -91,8 +91,8 @@ class Inputs:
     modality: str  # ct or xray: what the strategy is told
 
 
-def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
-                referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+def read_inputs(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] = None,
+                reference_node=None, parameters: Optional[Parameters] = None,
                 log: Optional[Callable[[str], None]] = None) -> Inputs:
     """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
 
@@ -101,46 +101,46 @@ def read_inputs(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequenc
     """
     parameters = parameters or Parameters()
     say = log or logging.getLogger(__name__).info
-    volume = mrml_io.volume_array(volumeNode)
+    volume = mrml_io.volume_array(volume_node)
     if volume.ndim != 3:
-        raise InputError(f"Volume {volumeNode.GetName()} is not a 3D image.")
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volumeNode), volume.shape, parameters.slice_axis)
+        raise InputError(f"Volume {volume_node.GetName()} is not a 3D image.")
+    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume_node), volume.shape, parameters.slice_axis)
     try:
         volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
-    except voxels.BadVoxels as error:
-        raise InputError(f"Volume {volumeNode.GetName()}: {error}") from None
+    except BadVoxels as error:
+        raise InputError(f"Volume {volume_node.GetName()}: {error}") from None
     for note in notes:
-        say(f"{volumeNode.GetName()}: {note}")
-    ids = mrml_io.resolve_segment_ids(promptSegmentationNode, segmentIds)
-    prompt_masks = mrml_io.segment_masks(promptSegmentationNode, ids, volumeNode)
-    empty = [promptSegmentationNode.GetSegmentation().GetSegment(i).GetName()
+        say(f"{volume_node.GetName()}: {note}")
+    ids = mrml_io.resolve_segment_ids(prompt_node, segment_ids)
+    prompt_masks = mrml_io.segment_masks(prompt_node, ids, volume_node)
+    empty = [prompt_node.GetSegmentation().GetSegment(i).GetName()
              for i, mask in prompt_masks.items() if not mask.any()]
     if len(empty) == len(ids):
-        raise InputError(f"The selected segments of {promptSegmentationNode.GetName()} do not overlap "
-                         f"{volumeNode.GetName()}: draw them on this volume or pick other segments.")
+        raise InputError(f"The selected segments of {prompt_node.GetName()} do not overlap "
+                         f"{volume_node.GetName()}: draw them on this volume or pick other segments.")
     if empty:
         say(f"Skipping empty segments: {', '.join(empty)}")
         ids = [i for i in ids if prompt_masks[i].any()]
         prompt_masks = {i: prompt_masks[i] for i in ids}
-    reference_masks = _reference_masks(referenceSegmentationNode, promptSegmentationNode, ids, volumeNode)
-    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volumeNode))
-    say(f"{volumeNode.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+    reference_masks = _reference_masks(reference_node, prompt_node, ids, volume_node)
+    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volume_node))
+    say(f"{volume_node.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
         f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
-        f"segments: {', '.join(promptSegmentationNode.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+        f"segments: {', '.join(prompt_node.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
     return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
 
 
-def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[str]] = None,
-            referenceSegmentationNode=None, parameters: Optional[Parameters] = None,
+def process(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] = None,
+            reference_node=None, parameters: Optional[Parameters] = None,
             progress: Optional[Callable[[float, str], None]] = None,
             cancel: Optional[Callable[[], bool]] = None,
             log: Optional[Callable[[str], None]] = None,
             compute: Optional[Callable[[Callable], object]] = None,
             inputs: Optional[Inputs] = None) -> Tuple[object, object]:
-    """Segment ``volumeNode`` with prompts from ``promptSegmentationNode``.
+    """Segment ``volume_node`` with prompts from ``prompt_node``.
 
-    :param segmentIds: IDs or names of the prompt segments (default: all).
-    :param referenceSegmentationNode: segments scored against, matched by name (default: the prompt
+    :param segment_ids: IDs or names of the prompt segments (default: all).
+    :param reference_node: segments scored against, matched by name (default: the prompt
         segmentation itself: the paper's evaluation with oracle prompts).
     :param parameters: model, strategy, window, modality, device, ... (:class:`Parameters`). With
         ``modality`` ``auto``, the DICOM Modality recorded for the volume decides, then the number
@@ -157,61 +157,61 @@ def process(volumeNode, promptSegmentationNode, segmentIds: Optional[Sequence[st
         :data:`SUMMARY_ATTRIBUTE`.
     :raises InputError: an input node cannot be used (the message says why and what to do).
     """
-    from . import pipeline
-
     parameters = (parameters or Parameters()).validate()
-    report = progress or (lambda fraction, message: None)
     say = log or logging.getLogger(__name__).info
-    run = compute or (lambda fn: fn())
     started = time.perf_counter()
-
     if inputs is None:
-        inputs = read_inputs(volumeNode, promptSegmentationNode, segmentIds, referenceSegmentationNode, parameters, say)
-    volume, geometry, ids, prompt_masks = inputs.volume, inputs.geometry, inputs.ids, inputs.prompt_masks
-    reference_masks = inputs.reference_masks
+        inputs = read_inputs(volume_node, prompt_node, segment_ids, reference_node, parameters, say)
     # Everything the results need from the input nodes is read now: the Slicer module keeps its
     # event loop running during the job, so a user may delete an input meanwhile.
-    scene = volumeNode.GetScene()
-    descriptions = mrml_io.segment_descriptions(promptSegmentationNode, ids)
-    input_nodes = [node for node in (volumeNode, promptSegmentationNode, referenceSegmentationNode) if node is not None]
-    base = volumeNode.GetName()
+    scene = volume_node.GetScene()
+    descriptions = mrml_io.segment_descriptions(prompt_node, inputs.ids)
+    input_nodes = [node for node in (volume_node, prompt_node, reference_node) if node is not None]
 
-    def work():
-        report(0.0, f"Loading model {parameters.model}")
-        engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
-        return pipeline.segment_volume(volume, geometry, prompt_masks, engine, strategy=parameters.strategy,
-                                       window=parameters.window, progress=report, cancel=cancel,
-                                       propagate=parameters.propagate, modality=inputs.modality)
-
-    result = run(work)
+    result = (compute or (lambda fn: fn()))(lambda: _segment(inputs, parameters, progress, cancel, say))
     if cancel is not None and cancel():
         raise Cancelled()
     removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
     if removed:
         raise InputError(f"{', '.join(removed)} left the scene during the run: nothing was created. "
                          "Keep the inputs until the run ends.")
-    seconds = time.perf_counter() - started
-
-    names = {i: descriptions[i].name for i in ids}
-    records = metrics.score_volume(result.masks, reference_masks or prompt_masks, geometry, names)
+    names = {i: descriptions[i].name for i in inputs.ids}
+    records = metrics.score_volume(result.masks, inputs.reference_masks or inputs.prompt_masks, inputs.geometry, names)
     for record in records:
         record["model"], record["strategy"] = parameters.model, result.strategy
-    summary = summarize(records, parameters.model, result.strategy, seconds, len(result.slices),
-                        oracle=reference_masks is None)
+    summary = summarize(records, parameters.model, result.strategy, time.perf_counter() - started,
+                        len(result.slices), oracle=inputs.reference_masks is None)
     say(summary)
+    return _write_nodes(volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model)
 
+
+def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
+    """The model's part of :func:`process` (no MRML): load the engine, run the slice pipeline."""
+    from . import pipeline
+
+    report = progress or (lambda fraction, message: None)
+    report(0.0, f"Loading model {parameters.model}")
+    engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
+    return pipeline.segment_volume(inputs.volume, inputs.geometry, inputs.prompt_masks, engine,
+                                   strategy=parameters.strategy, window=parameters.window, progress=report,
+                                   cancel=cancel, propagate=parameters.propagate, modality=inputs.modality)
+
+
+def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary: str, model: str):
+    """The output segmentation, metrics table and Dice plot; all removed again if one fails."""
+    base = volume_node.GetName()
     created = []
     with mrml_io.removed_on_failure(created):
-        segmentation = mrml_io.create_segmentation(volumeNode, result.masks, descriptions, f"{base} SAM segmentation")
+        segmentation = mrml_io.create_segmentation(volume_node, result.masks, descriptions, f"{base} SAM segmentation")
         created.append(segmentation)
         table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
         created.append(table)
-        slice_numbers, columns = dice_series(records, list(names.values()))
+        slice_numbers, columns = dice_series(records, [descriptions[i].name for i in ids])
         colors = {descriptions[i].name: descriptions[i].color for i in ids}
         chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created)
         table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
-        table.SetAttribute("SAMZeroShot.Model", parameters.model)
+        table.SetAttribute("SAMZeroShot.Model", model)
         table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
         table.SetAttribute("SAMZeroShot.Modality", result.modality)
     return segmentation, table
