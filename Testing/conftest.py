@@ -1,4 +1,5 @@
 """Shared fixtures: a real MRML scene (slicer-core) and real chest CT data from slicerio."""
+
 import os
 import sys
 from pathlib import Path
@@ -53,8 +54,10 @@ def ctchest(scene_app, slicerio_data):
     volume = headless.load_volume(app, slicerio_data / "CTChest4.nrrd")
     segmentation = headless.load_segmentation(app, slicerio_data / "Segmentation.seg.nrrd")
     segments = segmentation.GetSegmentation()
-    ids = {segments.GetNthSegment(i).GetName(): segments.GetNthSegmentID(i)
-           for i in range(segments.GetNumberOfSegments())}
+    ids = {
+        segments.GetNthSegment(i).GetName(): segments.GetNthSegmentID(i)
+        for i in range(segments.GetNumberOfSegments())
+    }
     return scene, volume, segmentation, ids
 
 
@@ -117,6 +120,7 @@ def _radiograph_from_ct(voxels, right, left, ijk_to_ras):
     from the patient's right to left, as on a PA film displayed the usual way.
     """
     import numpy as np
+
     from SAMZeroShotLib import imaging
 
     geometry = imaging.slice_geometry(ijk_to_ras, voxels.shape, "coronal")
@@ -126,8 +130,12 @@ def _radiograph_from_ct(voxels, right, left, ijk_to_ras):
     labels[geometry.view(right).any(axis=0)] = 1
     labels[geometry.view(left).any(axis=0)] = 2
     row_spacing, col_spacing = geometry.pixel_spacing
-    rows = np.minimum((np.arange(int(image.shape[0] * row_spacing / col_spacing)) * col_spacing / row_spacing).astype(int),
-                      image.shape[0] - 1)
+    rows = np.minimum(
+        (
+            np.arange(int(image.shape[0] * row_spacing / col_spacing)) * col_spacing / row_spacing
+        ).astype(int),
+        image.shape[0] - 1,
+    )
     return image[rows].astype(np.float32), labels[rows], col_spacing
 
 
@@ -145,6 +153,7 @@ def cohort(ctchest, tmp_path):
     """
     import numpy as np
     import SimpleITK as sitk
+
     from SAMZeroShotLib import mrml_io
 
     scene, volume, segmentation, ids = ctchest
@@ -173,7 +182,10 @@ def add_mirrored_radiograph(images: Path, labels: Path) -> None:
     import SimpleITK as sitk
 
     for folder in (images, labels):
-        sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(folder / "xray.png")), [True, False]), str(folder / "xray2.png"))
+        sitk.WriteImage(
+            sitk.Flip(sitk.ReadImage(str(folder / "xray.png")), [True, False]),
+            str(folder / "xray2.png"),
+        )
 
 
 @pytest.fixture

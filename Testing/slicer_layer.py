@@ -19,6 +19,7 @@ need Qt exist. :func:`activate` puts that layer on ``slicer.__path__`` and insta
 Everything else (the parameter node wrapper and its serializers, the module base classes,
 ``slicer.util``) is Slicer's real code. :func:`deactivate` restores the interpreter.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -82,7 +83,7 @@ def _call_slot(slot, args):
     if any(p.kind == p.VAR_POSITIONAL for p in parameters):
         return slot(*args)
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return slot(*args[:len(positional)])
+    return slot(*args[: len(positional)])
 
 
 class QObject:
@@ -501,7 +502,15 @@ class QProgressDialog(QDialog):
 class QMessageBox(QDialog):
     """A message box whose answer the test queues with :func:`answer` (raises if none is queued)."""
 
-    NoButton, Ok, Cancel, Yes, No, Retry, Close = 0, 0x400, 0x400000, 0x4000, 0x10000, 0x80000, 0x200000
+    NoButton, Ok, Cancel, Yes, No, Retry, Close = (
+        0,
+        0x400,
+        0x400000,
+        0x4000,
+        0x10000,
+        0x80000,
+        0x200000,
+    )
     NoIcon, Information, Warning, Critical, Question = 0, 1, 2, 3, 4
 
     def __init__(self, *args, **kwargs):
@@ -516,7 +525,9 @@ class QMessageBox(QDialog):
         state = _state()
         state.messages.append(self.text)
         if not state.answers:
-            raise AssertionError(f"a message box asked the user and the test gave no answer: {self.text!r}")
+            raise AssertionError(
+                f"a message box asked the user and the test gave no answer: {self.text!r}"
+            )
         return state.answers.popleft()
 
     exec = exec_
@@ -648,7 +659,9 @@ def _set_property(widget, prop):
     elif value_element.tag == "bool":
         value = value_element.text == "true"
     elif value_element.tag in ("number", "double"):
-        value = float(value_element.text) if value_element.tag == "double" else int(value_element.text)
+        value = (
+            float(value_element.text) if value_element.tag == "double" else int(value_element.text)
+        )
     elif value_element.tag == "stringlist":
         value = [item.text or "" for item in value_element.findall("string")]
     else:
@@ -817,19 +830,52 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
 
 #: Classes of the stand-in modules by name; anything else the layer names at import time (for
 #: type checks such as ``type(widget) == qt.QSlider``) becomes a plain stand-in widget class.
-_QT = {cls.__name__: cls for cls in (
-    QObject, QWidget, QLayout, QVBoxLayout, QHBoxLayout, QFormLayout, QGridLayout, QLabel,
-    QAbstractButton, QPushButton, QToolButton, QCheckBox, QComboBox, QLineEdit, QTextEdit,
-    QPlainTextEdit, QProgressBar, QDialog, QProgressDialog, QMessageBox, QSettings, QTimer, QApplication, QFile,
-    QIcon, QColor, QUiLoader)}
-_CTK = {cls.__name__: cls for cls in (ctkCollapsibleButton, ctkPathLineEdit, ctkComboBox, ctkCheckBox,
-                                      ctkMessageBox)}
-_SLICER_WIDGETS = {cls.__name__: cls for cls in (qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox,
-                                                 qMRMLSegmentSelectorWidget)}
+_QT = {
+    cls.__name__: cls
+    for cls in (
+        QObject,
+        QWidget,
+        QLayout,
+        QVBoxLayout,
+        QHBoxLayout,
+        QFormLayout,
+        QGridLayout,
+        QLabel,
+        QAbstractButton,
+        QPushButton,
+        QToolButton,
+        QCheckBox,
+        QComboBox,
+        QLineEdit,
+        QTextEdit,
+        QPlainTextEdit,
+        QProgressBar,
+        QDialog,
+        QProgressDialog,
+        QMessageBox,
+        QSettings,
+        QTimer,
+        QApplication,
+        QFile,
+        QIcon,
+        QColor,
+        QUiLoader,
+    )
+}
+_CTK = {
+    cls.__name__: cls
+    for cls in (ctkCollapsibleButton, ctkPathLineEdit, ctkComboBox, ctkCheckBox, ctkMessageBox)
+}
+_SLICER_WIDGETS = {
+    cls.__name__: cls
+    for cls in (qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox, qMRMLSegmentSelectorWidget)
+}
 
 
 def _stand_in_module(name, classes, extra=None):
-    module = types.ModuleType(name, f"Stand-in for {name} (Qt cannot run here): see Testing/slicer_layer.py")
+    module = types.ModuleType(
+        name, f"Stand-in for {name} (Qt cannot run here): see Testing/slicer_layer.py"
+    )
     for class_name, cls in classes.items():
         setattr(module, class_name, cls)
     for key, value in (extra or {}).items():
@@ -840,7 +886,9 @@ def _stand_in_module(name, classes, extra=None):
         if attribute.startswith("__"):
             raise AttributeError(attribute)
         if attribute not in made:
-            made[attribute] = type(attribute, (QWidget,), {"__doc__": f"Placeholder stand-in for {name}.{attribute}"})
+            made[attribute] = type(
+                attribute, (QWidget,), {"__doc__": f"Placeholder stand-in for {name}.{attribute}"}
+            )
         return made[attribute]
 
     module.__getattr__ = __getattr__
@@ -856,8 +904,9 @@ def _slicer_widget_placeholder(attribute):
     if not attribute.startswith(("qMRML", "qSlicer")):
         raise AttributeError(f"module 'slicer' has no attribute {attribute!r}")
     if attribute not in _SLICER_PLACEHOLDERS:
-        _SLICER_PLACEHOLDERS[attribute] = type(attribute, (qMRMLWidget,),
-                                               {"__doc__": f"Placeholder stand-in for slicer.{attribute}"})
+        _SLICER_PLACEHOLDERS[attribute] = type(
+            attribute, (qMRMLWidget,), {"__doc__": f"Placeholder stand-in for slicer.{attribute}"}
+        )
     return _SLICER_PLACEHOLDERS[attribute]
 
 
@@ -1011,11 +1060,29 @@ class _Namespace:
 # activation
 # ---------------------------------------------------------------------------------------------
 _REPLACED = ("qt", "ctk", "SAMZeroShot")
-_LAYER_MODULES = ("slicer.util", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
-                  "slicer.packaging")
-_SLICER_ATTRIBUTES = ("__getattr__", "app", "mrmlScene", "modules", "selfTests", "util", "ScriptedLoadableModule",
-                      "parameterNodeWrapper", "i18n", "packaging", "qMRMLWidget", "qSlicerWidget",
-                      "qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget")
+_LAYER_MODULES = (
+    "slicer.util",
+    "slicer.ScriptedLoadableModule",
+    "slicer.parameterNodeWrapper",
+    "slicer.i18n",
+    "slicer.packaging",
+)
+_SLICER_ATTRIBUTES = (
+    "__getattr__",
+    "app",
+    "mrmlScene",
+    "modules",
+    "selfTests",
+    "util",
+    "ScriptedLoadableModule",
+    "parameterNodeWrapper",
+    "i18n",
+    "packaging",
+    "qMRMLWidget",
+    "qSlicerWidget",
+    "qMRMLNodeComboBox",
+    "qMRMLSegmentSelectorWidget",
+)
 
 
 class Activation:
@@ -1050,10 +1117,17 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     from SAMZeroShotLib import headless
 
     _STATE[0] = _State()
-    saved = {"path": list(slicer.__path__),
-             "attributes": {name: slicer.__dict__[name] for name in _SLICER_ATTRIBUTES if name in slicer.__dict__},
-             "modules": {name: module for name, module in sys.modules.items()
-                         if any(name == n or name.startswith(n + ".") for n in _REPLACED + _LAYER_MODULES)}}
+    saved = {
+        "path": list(slicer.__path__),
+        "attributes": {
+            name: slicer.__dict__[name] for name in _SLICER_ATTRIBUTES if name in slicer.__dict__
+        },
+        "modules": {
+            name: module
+            for name, module in sys.modules.items()
+            if any(name == n or name.startswith(n + ".") for n in _REPLACED + _LAYER_MODULES)
+        },
+    }
     _forget(_REPLACED + _LAYER_MODULES)
     sys.modules["qt"] = _stand_in_module("qt", _QT, {"Qt": _Enum})
     sys.modules["ctk"] = _stand_in_module("ctk", _CTK)
@@ -1066,7 +1140,9 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     application_logic.samzeroshot_logics["Plots"] = plots
     # Slicer's subject hierarchy plugin logic (Qt) puts the hierarchy node back after every scene
     # close; without it the node would appear whenever a node is next added.
-    resolve = lambda caller, event: slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)  # noqa: E731
+    resolve = lambda caller, event: slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(
+        scene
+    )  # noqa: E731
     resolve_tag = scene.AddObserver(scene.EndCloseEvent, resolve)
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
     app = SlicerApplication(scene, application_logic, cache_path, testing)
@@ -1082,7 +1158,9 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
         setattr(slicer, name, importlib.import_module(f"slicer.{name}"))
     for name in ("util", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n"):
         module_file = Path(sys.modules[f"slicer.{name}"].__file__).resolve()
-        assert path.resolve() in module_file.parents, f"slicer.{name} came from {module_file}, not {path}"
+        assert path.resolve() in module_file.parents, (
+            f"slicer.{name} came from {module_file}, not {path}"
+        )
 
     spec = importlib.util.spec_from_file_location("SAMZeroShot", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)

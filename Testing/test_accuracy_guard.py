@@ -1,4 +1,5 @@
 """The accuracy guard: a reduced-precision runtime is kept only if it segments like float32."""
+
 import torch
 
 from SAMZeroShotLib import accuracy_guard, runtimes
@@ -19,15 +20,21 @@ class FakeBf16EncoderThatDamagesMasks:
         return features + 0.6 * features.std() * noise
 
 
-def test_the_accuracy_guard_rejects_a_fake_bf16_path_that_damages_masks_and_accepts_an_exact_one(engine, litemedsam):
+def test_the_accuracy_guard_rejects_a_fake_bf16_path_that_damages_masks_and_accepts_an_exact_one(
+    engine, litemedsam
+):
     reference = engine.runtime
-    damaged = runtimes.Runtime(FakeBf16EncoderThatDamagesMasks(reference.encoder), reference.decoder, "bf16")
+    damaged = runtimes.Runtime(
+        FakeBf16EncoderThatDamagesMasks(reference.encoder), reference.decoder, "bf16"
+    )
     verdict = accuracy_guard.check(litemedsam, reference, damaged, slices=3)
     assert not verdict.passed
     assert verdict.min_twin_dice < accuracy_guard.MIN_TWIN_DICE, verdict
     exact = accuracy_guard.check(litemedsam, reference, reference, slices=3)
     assert exact.passed and exact.min_twin_dice == 1.0 and exact.masks == 6
-    assert exact.mean_dice_reference > 0.5  # measured 0.567 over these 3 slices, both lungs (a coarse 128 x 128 CT)
+    assert (
+        exact.mean_dice_reference > 0.5
+    )  # measured 0.567 over these 3 slices, both lungs (a coarse 128 x 128 CT)
 
 
 def test_the_shipped_test_data_has_both_lungs():

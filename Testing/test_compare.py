@@ -1,4 +1,5 @@
 """`samzeroshot compare` on hand-made evaluate folders with a known difference and interval width."""
+
 import csv
 import json
 
@@ -16,7 +17,9 @@ def folder(path, rows, strategy):
         writer.writerow(["case", "slice", "dice", "jaccard"])
         for case, number, dice in rows:
             writer.writerow([case, number, f"{dice:.6f}", f"{dice / (2 - dice):.6f}"])
-    (path / "summary.json").write_text(json.dumps({"strategy": strategy, "mean_dice": float(np.mean([r[2] for r in rows]))}))
+    (path / "summary.json").write_text(
+        json.dumps({"strategy": strategy, "mean_dice": float(np.mean([r[2] for r in rows]))})
+    )
     return path
 
 
@@ -37,7 +40,9 @@ def forty_cases(tmp_path):
 def test_difference_interval_and_wins_of_forty_cases(forty_cases):
     result = compare.compare(*forty_cases)
     assert result["difference"] == pytest.approx(0.01, abs=1e-6)
-    assert result["a"]["mean_dice"] == pytest.approx(0.8) and result["b"]["mean_dice"] == pytest.approx(0.81)
+    assert result["a"]["mean_dice"] == pytest.approx(0.8) and result["b"][
+        "mean_dice"
+    ] == pytest.approx(0.81)
     # Paired differences with standard deviation 0.02 over 40 cases: the normal 95 % interval is
     # 0.01 +- 1.96 * 0.02 / sqrt(40), 0.0124 wide; the bootstrap's should be close to that.
     low, high = result["interval"]
@@ -68,7 +73,11 @@ def test_one_case_is_resampled_in_blocks_of_consecutive_slices(tmp_path):
     # Blocks: 20-24, 25-29, 30-31 (the gap ends it), 40-42.
     assert result["n_units"] == 4 and result["wins"] == {"a": 3, "b": 1, "ties": 0}
     low, high = result["interval"]
-    assert low < result["difference"] < high and low < 0 < high and result["verdict"] == "no difference shown"
+    assert (
+        low < result["difference"] < high
+        and low < 0 < high
+        and result["verdict"] == "no difference shown"
+    )
 
 
 def test_cli_writes_compare_json_inside_b_or_where_asked(capsys, forty_cases, tmp_path):

@@ -1,7 +1,9 @@
 """The CPU's model and flags, read as plain data."""
+
 import textwrap
 
 from cpu_flags import AMD_AVX2
+
 from SAMZeroShotLib import cpu
 
 
@@ -17,8 +19,16 @@ def test_cpuinfo_gives_the_model_the_flags_and_a_file_safe_key():
         """)
     info = cpu.parse_cpuinfo(text)
     assert info.model == "Intel(R) Xeon(R) Platinum 8480+"
-    assert info.native_bf16 and info.relevant_flags == ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-    assert info.key() == "intel-r-xeon-r-platinum-8480_avx2_avx512f_avx512_bf16_amx_bf16_avx512_vnni"
+    assert info.native_bf16 and info.relevant_flags == (
+        "avx2",
+        "avx512f",
+        "avx512_bf16",
+        "amx_bf16",
+        "avx512_vnni",
+    )
+    assert (
+        info.key() == "intel-r-xeon-r-platinum-8480_avx2_avx512f_avx512_bf16_amx_bf16_avx512_vnni"
+    )
     amd = cpu.CpuInfo("AMD EPYC 7763 64-Core Processor", AMD_AVX2)
     assert not amd.native_bf16 and amd.relevant_flags == ("avx2",)
 

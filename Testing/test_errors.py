@@ -1,13 +1,21 @@
 """One family of errors: what the user can fix is a UserError, and the command line maps it to
 exit code 2 in one place."""
+
 import pickle
 
 import pytest
 
 from SAMZeroShotLib import cli, errors
 
-USER_ERRORS = [errors.SettingError, errors.InputError, errors.BadVoxels, errors.CheckpointError,
-               errors.OutputError, errors.CompareError, errors.ClusterError]
+USER_ERRORS = [
+    errors.SettingError,
+    errors.InputError,
+    errors.BadVoxels,
+    errors.CheckpointError,
+    errors.OutputError,
+    errors.CompareError,
+    errors.ClusterError,
+]
 
 
 @pytest.mark.parametrize("kind", USER_ERRORS)

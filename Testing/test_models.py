@@ -3,6 +3,7 @@
 No internet here, so the official SAM download is exercised against a local HTTP server that
 serves a real checkpoint file (the LiteMedSAM one) under the same code path.
 """
+
 import functools
 import http.server
 import shutil
@@ -48,8 +49,16 @@ def test_download_verifies_and_loads(server, tmp_path, monkeypatch):
     shutil.copy(models.litemedsam_checkpoint(), folder / "weights.pth")
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
     builtin = models.MODELS["litemedsam"]
-    spec = models.ModelSpec("served", "litemedsam", 256, "test", url=url + "weights.pth",
-                            filename="weights.pth", sha256=builtin.sha256, size=builtin.size)
+    spec = models.ModelSpec(
+        "served",
+        "litemedsam",
+        256,
+        "test",
+        url=url + "weights.pth",
+        filename="weights.pth",
+        sha256=builtin.sha256,
+        size=builtin.size,
+    )
     seen = []
     path = models.checkpoint_path(spec, progress=lambda fraction, message: seen.append(fraction))
     assert path == tmp_path / "cache" / "weights.pth"
@@ -92,7 +101,9 @@ class Payload:
 def test_checkpoints_are_loaded_without_unpickling_code(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(errors.CheckpointError, match="not a SAM checkpoint, or the file is damaged"):
+    with pytest.raises(
+        errors.CheckpointError, match="not a SAM checkpoint, or the file is damaged"
+    ):
         models.load_state(path)
 
 

@@ -1,4 +1,5 @@
 """The headless MRML scene holds real Slicer nodes and the lung segments line up with the CT."""
+
 import numpy as np
 
 from SAMZeroShotLib import mrml_io
@@ -8,7 +9,9 @@ def test_scene_has_the_module_logics(scene_app):
     scene, app = scene_app
     for name in ("Colors", "Volumes", "Segmentations", "Tables", "Data"):
         assert app.GetModuleLogic(name) is not None, f"{name} logic is not registered"
-    assert scene.GetFirstNodeByClass("vtkMRMLColorTableNode") is not None, "default colour tables are missing"
+    assert scene.GetFirstNodeByClass("vtkMRMLColorTableNode") is not None, (
+        "default colour tables are missing"
+    )
 
 
 def test_ctchest4_loads_as_real_nodes(ctchest):

@@ -1,4 +1,5 @@
 """Engine and slice loop on real CT slices with the built-in model."""
+
 import numpy as np
 import pytest
 
@@ -25,10 +26,18 @@ def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypa
     voxels, geometry, masks = chest
     kept = pipeline.keep_slices(masks, geometry, [15, 20])
     before = engine.encoded_slices
-    monkeypatch.setattr(engine, "cache", EmbeddingCache())  # empty, and the shared one stays as it was
+    monkeypatch.setattr(
+        engine, "cache", EmbeddingCache()
+    )  # empty, and the shared one stays as it was
     events = []
-    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
-                                     progress=lambda fraction, message: events.append(fraction))
+    result = pipeline.segment_volume(
+        voxels,
+        geometry,
+        kept,
+        engine,
+        strategy="box",
+        progress=lambda fraction, message: events.append(fraction),
+    )
     assert engine.encoded_slices - before == 2
     assert [outcome.slice for outcome in result.slices] == [15, 20]
     for key, mask in result.masks.items():
@@ -72,11 +81,15 @@ def slice_threads():
     """Threads of the pipeline's slice workers still alive."""
     import threading
 
-    return [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
+    return [
+        thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(engine, chest, monkeypatch, workers):
+def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(
+    engine, chest, monkeypatch, workers
+):
     voxels, geometry, masks = chest
     monkeypatch.setattr(engine, "workers", workers)
     calls = []
@@ -120,14 +133,20 @@ def test_engine_masks_match_segment_anythings_predictor(engine, chest, litemedsa
     slice_masks = {key: geometry.view(mask)[20] for key, mask in masks.items()}
     [paper] = prompts.paper_prompts(slice_masks)
     box_only = prompts.Prompt(segments=("right",), box=paper.box)
-    points_only = prompts.Prompt(segments=("right",), points=paper.points, labels=paper.labels, multimask=True)
+    points_only = prompts.Prompt(
+        segments=("right",), points=paper.points, labels=paper.labels, multimask=True
+    )
     predictor = SamPredictor(litemedsam)
     predictor.set_image(image)
     [embedding] = engine.encode([image])
     got = engine.decode(embedding, [paper, box_only, points_only])
     for prompt, prediction in zip([paper, box_only, points_only], got):
-        expected, scores, _ = predictor.predict(point_coords=prompt.points, point_labels=prompt.labels,
-                                                box=prompt.box, multimask_output=prompt.multimask)
+        expected, scores, _ = predictor.predict(
+            point_coords=prompt.points,
+            point_labels=prompt.labels,
+            box=prompt.box,
+            multimask_output=prompt.multimask,
+        )
         best = int(np.argmax(scores)) if prompt.multimask else 0
         agreement = (expected[best] == prediction.mask).mean()
         assert agreement > 0.9999, f"{agreement:.6f} of pixels agree"
@@ -142,8 +161,14 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         monkeypatch.setattr(engine, "workers", workers)
         monkeypatch.setattr(engine, "cache", EmbeddingCache())  # encode again, in the lanes
         events = []
-        results[workers] = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
-                                                   progress=lambda fraction, message: events.append(fraction))
+        results[workers] = pipeline.segment_volume(
+            voxels,
+            geometry,
+            kept,
+            engine,
+            strategy="box",
+            progress=lambda fraction, message: events.append(fraction),
+        )
         assert [outcome.slice for outcome in results[workers].slices] == [14, 17, 21]
         assert events == sorted(events) and events[-1] == 1.0
     if engine.encoder.name != "torch":  # the lanes ran their own, smaller sessions
@@ -154,7 +179,9 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         assert dice > 0.999, f"{key}: Dice {dice:.5f} between one and two workers"
 
 
-def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(engine, chest, monkeypatch):
+def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(
+    engine, chest, monkeypatch
+):
     voxels, geometry, masks = chest
     monkeypatch.setattr(engine, "workers", 2)
 

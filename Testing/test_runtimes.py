@@ -1,4 +1,5 @@
 """The runtime choice (CPU flags given as data) and the on-disk cache of exports and compiled models."""
+
 import hashlib
 import os
 import shutil
@@ -7,8 +8,8 @@ import sys
 import textwrap
 
 import pytest
-
 from cpu_flags import AMD_AVX2, INTEL_AMX, INTEL_AVX512_NO_BF16
+
 from SAMZeroShotLib import cpu, models, runtimes
 from SAMZeroShotLib.engine import SamEngine
 
@@ -20,19 +21,26 @@ def chosen(*args, **kwargs):
     return choice.backend, choice.precision, choice.guarded
 
 
-@pytest.mark.parametrize("flags, installed, expected", [
-    # AMD EPYC, AVX2 only: today's default (ONNX Runtime, float32); OpenVINO was no faster there and
-    # its bf16 was emulated (40x slower).
-    (AMD_AVX2, BOTH, ("onnxruntime", "fp32", False)),
-    (AMD_AVX2, {"onnxruntime"}, ("onnxruntime", "fp32", False)),
-    # Intel Xeon with AMX: OpenVINO, bf16 if the accuracy guard lets it.
-    (INTEL_AMX, BOTH, ("openvino", "bf16", True)),
-    (INTEL_AMX, {"onnxruntime"}, ("onnxruntime", "fp32", False)),  # ONNX Runtime runs float32 only
-    (INTEL_AMX, set(), ("torch", "bf16", True)),
-    (INTEL_AVX512_NO_BF16, BOTH, ("openvino", "fp32", False)),
-    (AMD_AVX2, set(), ("torch", "fp32", False)),
-    (AMD_AVX2, {"openvino"}, ("openvino", "fp32", False)),
-])
+@pytest.mark.parametrize(
+    "flags, installed, expected",
+    [
+        # AMD EPYC, AVX2 only: today's default (ONNX Runtime, float32); OpenVINO was no faster there and
+        # its bf16 was emulated (40x slower).
+        (AMD_AVX2, BOTH, ("onnxruntime", "fp32", False)),
+        (AMD_AVX2, {"onnxruntime"}, ("onnxruntime", "fp32", False)),
+        # Intel Xeon with AMX: OpenVINO, bf16 if the accuracy guard lets it.
+        (INTEL_AMX, BOTH, ("openvino", "bf16", True)),
+        (
+            INTEL_AMX,
+            {"onnxruntime"},
+            ("onnxruntime", "fp32", False),
+        ),  # ONNX Runtime runs float32 only
+        (INTEL_AMX, set(), ("torch", "bf16", True)),
+        (INTEL_AVX512_NO_BF16, BOTH, ("openvino", "fp32", False)),
+        (AMD_AVX2, set(), ("torch", "fp32", False)),
+        (AMD_AVX2, {"openvino"}, ("openvino", "fp32", False)),
+    ],
+)
 def test_the_choice_follows_the_cpu_flags_and_what_is_installed(flags, installed, expected):
     assert chosen(flags, installed) == expected, runtimes.choose(flags, installed).because
 
@@ -45,16 +53,23 @@ def test_sam_vit_models_and_gpus_stay_with_pytorch_in_float32():
 def test_explicit_settings_override_the_choice():
     assert chosen(AMD_AVX2, BOTH, backend="openvino") == ("openvino", "fp32", False)
     # bf16 asked for is taken as asked, without the guard (even where it is emulated).
-    assert chosen(AMD_AVX2, BOTH, backend="openvino", precision="bf16") == ("openvino", "bf16", False)
+    assert chosen(AMD_AVX2, BOTH, backend="openvino", precision="bf16") == (
+        "openvino",
+        "bf16",
+        False,
+    )
     assert chosen(INTEL_AMX, BOTH, precision="fp32") == ("openvino", "fp32", False)
 
 
-@pytest.mark.parametrize("settings, message", [
-    (dict(backend="onnxruntime", precision="bf16"), "runs fp32 only, not bf16"),
-    (dict(backend="openvino", device="cuda"), "runs on the CPU only"),
-    (dict(backend="magic"), "Unknown backend 'magic'"),
-    (dict(precision="fp8"), "Unknown precision 'fp8'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(backend="onnxruntime", precision="bf16"), "runs fp32 only, not bf16"),
+        (dict(backend="openvino", device="cuda"), "runs on the CPU only"),
+        (dict(backend="magic"), "Unknown backend 'magic'"),
+        (dict(precision="fp8"), "Unknown precision 'fp8'"),
+    ],
+)
 def test_settings_that_cannot_run_are_refused_with_the_reason(settings, message):
     with pytest.raises(ValueError, match=message):
         runtimes.choose(INTEL_AMX, BOTH, **settings)
@@ -100,7 +115,9 @@ def _copy_exports(session_cache, folder):
         shutil.copy(path, target)
 
 
-def test_a_corrupt_compiled_model_is_rebuilt_never_used(engine, litemedsam, private_cache, tmp_path, monkeypatch):
+def test_a_corrupt_compiled_model_is_rebuilt_never_used(
+    engine, litemedsam, private_cache, tmp_path, monkeypatch
+):
     backend = "openvino" if "openvino" in runtimes.installed_runtimes() else "onnxruntime"
     if backend not in runtimes.installed_runtimes():
         pytest.skip("neither OpenVINO nor ONNX Runtime is installed")
@@ -141,8 +158,16 @@ def test_two_processes_exporting_at_once_leave_one_intact_file_and_no_warnings(t
     library = os.path.join(os.path.dirname(os.path.dirname(__file__)), "SAMZeroShot")
     environment = dict(os.environ, **{models.CACHE_ENV: str(tmp_path / "cache")})
     (tmp_path / "cache").mkdir()
-    processes = [subprocess.Popen([sys.executable, "-c", EXPORTER, library, str(tmp_path)], env=environment,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", EXPORTER, library, str(tmp_path)],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [process.communicate(timeout=300) for process in processes]
     for process, (out, err) in zip(processes, results):
         assert process.returncode == 0, err

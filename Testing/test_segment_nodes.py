@@ -1,10 +1,11 @@
 """The shared logic on real MRML nodes: CTChest4 and its lung segments made in Slicer."""
+
 import hashlib
 
+import builders
 import numpy as np
 import pytest
 
-import builders
 from SAMZeroShotLib import mrml_io, segment_nodes
 from SAMZeroShotLib.errors import Cancelled, InputError
 from SAMZeroShotLib.parameters import Parameters
@@ -31,11 +32,16 @@ def fingerprint(scene, volume, segmentation):
 def table_rows(table_node):
     table = table_node.GetTable()
     names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
-    return [{name: table.GetValue(r, c).ToString() for c, name in enumerate(names)} for r in range(table.GetNumberOfRows())]
+    return [
+        {name: table.GetValue(r, c).ToString() for c, name in enumerate(names)}
+        for r in range(table.GetNumberOfRows())
+    ]
 
 
 def volume_dice(table_node, segment):
-    [row] = [r for r in table_rows(table_node) if r["scope"] == "volume" and r["segment"] == segment]
+    [row] = [
+        r for r in table_rows(table_node) if r["scope"] == "volume" and r["segment"] == segment
+    ]
     return float(row["dice"])
 
 
@@ -58,24 +64,38 @@ def test_ctchest4_lungs_with_inputs_unchanged(default_whole_volume_run, lungs):
     for segment_id in lung_ids:
         assert result.GetSegment(segment_id).GetName() == source.GetSegment(segment_id).GetName()
         assert result.GetSegment(segment_id).GetColor() == source.GetSegment(segment_id).GetColor()
-        assert result.GetSegment(segment_id).GetTerminology() == source.GetSegment(segment_id).GetTerminology()
+        assert (
+            result.GetSegment(segment_id).GetTerminology()
+            == source.GetSegment(segment_id).GetTerminology()
+        )
     assert output.GetDisplayNode() is not None and output.GetDisplayNode().GetVisibility()
     for name in LUNGS:
         assert volume_dice(table, name) > MIN_VOLUME_DICE[name], name
 
     rows = table_rows(table)
-    assert {"dice", "jaccard", "hd95_mm", "mean_surface_distance_mm", "reference_ml", "predicted_ml"} <= set(rows[0])
+    assert {
+        "dice",
+        "jaccard",
+        "hd95_mm",
+        "mean_surface_distance_mm",
+        "reference_ml",
+        "predicted_ml",
+    } <= set(rows[0])
     assert any(r["scope"] == "slice" and r["segment"] == "all segments" for r in rows)
     union = next(r for r in rows if r["scope"] == "volume" and r["segment"] == "all segments")
     assert 0 < float(union["hd95_mm"]) < 50 and float(union["reference_ml"]) > 1000
-    assert {r["model"] for r in rows} == {"litemedsam"} and {r["strategy"] for r in rows} == {"flip4+crop"}
+    assert {r["model"] for r in rows} == {"litemedsam"} and {r["strategy"] for r in rows} == {
+        "flip4+crop"
+    }
     chart = table.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
     assert chart is not None and chart.GetNumberOfPlotSeriesNodes() == 3
     assert table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE).startswith("Mean Dice")
 
 
 def masks_of(segmentation_node, volume_node):
-    masks = mrml_io.segment_masks(segmentation_node, mrml_io.segment_ids(segmentation_node), volume_node)
+    masks = mrml_io.segment_masks(
+        segmentation_node, mrml_io.segment_ids(segmentation_node), volume_node
+    )
     return [masks[i] for i in mrml_io.segment_ids(segmentation_node)]
 
 
@@ -98,7 +118,9 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
     resliced[:3, 0], resliced[:3, 1], resliced[:3, 2] = matrix[:3, 1], -matrix[:3, 2], matrix[:3, 0]
     resliced[:3, 3] = matrix[:3, 3] + matrix[:3, 2] * (n_k - 1)
     sagittal = builders.add_volume(scene, permuted, resliced, "sagittal copy")
-    output2, _ = segment_nodes.process(sagittal, segmentation, lung_ids, parameters=PLUMBING)  # prompts resampled by Slicer
+    output2, _ = segment_nodes.process(
+        sagittal, segmentation, lung_ids, parameters=PLUMBING
+    )  # prompts resampled by Slicer
     for mask, reference in zip(masks_of(output2, sagittal), expected):
         back = np.transpose(np.flip(mask, axis=1), (1, 2, 0))
         np.testing.assert_array_equal(back, reference)
@@ -110,8 +132,12 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
     oblique_matrix = tilt @ matrix
     oblique = builders.add_volume(scene, voxels, oblique_matrix, "oblique copy")
     prompts = mrml_io.segment_masks(segmentation, lung_ids, volume)
-    tilted = builders.add_segmentation(scene, {name: prompts[i] for name, i in zip(LUNGS, lung_ids)},
-                                      oblique_matrix, "oblique prompts")
+    tilted = builders.add_segmentation(
+        scene,
+        {name: prompts[i] for name, i in zip(LUNGS, lung_ids)},
+        oblique_matrix,
+        "oblique prompts",
+    )
     output3, _ = segment_nodes.process(oblique, tilted, parameters=PLUMBING)
     for mask, reference in zip(masks_of(output3, oblique), expected):
         np.testing.assert_array_equal(mask, reference)
@@ -127,9 +153,17 @@ def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
     fine[:3, 0:2] /= 2.0
     fine[:3, 3] -= (matrix[:3, 0] + matrix[:3, 1]) / 4.0
     reference = builders.add_segmentation(
-        scene, {name: prompts[i].repeat(2, axis=1).repeat(2, axis=2) for name, i in zip(reversed(LUNGS), reversed(lung_ids))},
-        fine, "fine reference")
-    _, table = segment_nodes.process(volume, segmentation, lung_ids, reference_node=reference, parameters=PLUMBING)
+        scene,
+        {
+            name: prompts[i].repeat(2, axis=1).repeat(2, axis=2)
+            for name, i in zip(reversed(LUNGS), reversed(lung_ids))
+        },
+        fine,
+        "fine reference",
+    )
+    _, table = segment_nodes.process(
+        volume, segmentation, lung_ids, reference_node=reference, parameters=PLUMBING
+    )
     for name in LUNGS:
         assert volume_dice(table, name) == pytest.approx(volume_dice(oracle, name), abs=0.02)
 
@@ -137,13 +171,21 @@ def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
 def test_a_single_slice_chest_radiograph(scene_app, lungs, radiograph_from_ct):
     scene, volume, segmentation, lung_ids = lungs
     masks = mrml_io.segment_masks(segmentation, lung_ids, volume)
-    image, labels, spacing = radiograph_from_ct(mrml_io.volume_array(volume), masks[lung_ids[0]],
-                                                masks[lung_ids[1]], mrml_io.ijk_to_ras(volume))
+    image, labels, spacing = radiograph_from_ct(
+        mrml_io.volume_array(volume),
+        masks[lung_ids[0]],
+        masks[lung_ids[1]],
+        mrml_io.ijk_to_ras(volume),
+    )
     # A coronal single-slice volume: rows superior to inferior, columns patient right to left.
     matrix = np.array([[-spacing, 0, 0, 0], [0, 0, 1.0, 0], [0, -spacing, 0, 0], [0, 0, 0, 1.0]])
     xray = builders.add_volume(scene, image[None], matrix, "radiograph")
-    prompts = builders.add_segmentation(scene, {"right lung": labels[None] == 1, "left lung": labels[None] == 2},
-                                       matrix, "radiograph lungs")
+    prompts = builders.add_segmentation(
+        scene,
+        {"right lung": labels[None] == 1, "left lung": labels[None] == 2},
+        matrix,
+        "radiograph lungs",
+    )
     output, table = segment_nodes.process(xray, prompts)
     rows = table_rows(table)
     assert {r["slice"] for r in rows if r["scope"] == "slice"} == {"0"}
@@ -167,9 +209,14 @@ def test_cancel_halfway_leaves_the_scene_as_it_was(lungs):
     count = scene.GetNumberOfNodes()
     progress = []
     with pytest.raises(Cancelled):
-        segment_nodes.process(volume, segmentation, lung_ids, parameters=Parameters(embedding_cache=False),
-                      progress=lambda fraction, message: progress.append(fraction),
-                      cancel=lambda: any(0 < f < 1 for f in progress))
+        segment_nodes.process(
+            volume,
+            segmentation,
+            lung_ids,
+            parameters=Parameters(embedding_cache=False),
+            progress=lambda fraction, message: progress.append(fraction),
+            cancel=lambda: any(0 < f < 1 for f in progress),
+        )
     assert any(0 < f < 1 for f in progress), "cancelled before any work was done"
     assert scene.GetNumberOfNodes() == count
 
@@ -199,12 +246,18 @@ def test_bad_inputs_give_clear_errors(lungs):
     four_d = builders.add_volume(scene, np.zeros((3, 4, 5, 6), np.float32), np.eye(4), "4D")
     with pytest.raises(InputError, match="6 values per voxel"):
         segment_nodes.process(four_d, segmentation, lung_ids)
-    far = builders.add_segmentation(scene, {"elsewhere": np.ones((2, 2, 2), bool)},
-                                   np.diag([1, 1, 1, 1.0]) + np.array([[0, 0, 0, 5000]] * 3 + [[0, 0, 0, 0]]), "far")
+    far = builders.add_segmentation(
+        scene,
+        {"elsewhere": np.ones((2, 2, 2), bool)},
+        np.diag([1, 1, 1, 1.0]) + np.array([[0, 0, 0, 5000]] * 3 + [[0, 0, 0, 0]]),
+        "far",
+    )
     with pytest.raises(InputError, match="do not overlap"):
         segment_nodes.process(volume, far)
     with pytest.raises(ValueError, match="Unknown strategy"):
-        segment_nodes.process(volume, segmentation, lung_ids, parameters=Parameters(strategy="magic"))
+        segment_nodes.process(
+            volume, segmentation, lung_ids, parameters=Parameters(strategy="magic")
+        )
 
 
 def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
@@ -219,19 +272,27 @@ def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
 
     with pytest.raises(InputError, match="left the scene during the run"):
         segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING, compute=compute)
-    assert scene.GetNumberOfNodes() < count  # the segmentation and its display/storage nodes are gone
+    assert (
+        scene.GetNumberOfNodes() < count
+    )  # the segmentation and its display/storage nodes are gone
     assert scene.GetFirstNodeByName("CTChest4 SAM segmentation") is None
     assert scene.GetFirstNodeByName("CTChest4 SAM metrics") is None
 
 
 def test_a_constant_volume_is_accepted_with_a_warning(scene_app, ctchest):
     scene, volume, segmentation, ids = ctchest
-    flat = builders.add_volume(scene, np.full(mrml_io.volume_array(volume).shape, -1000, np.int16),
-                              mrml_io.ijk_to_ras(volume), "flat")
+    flat = builders.add_volume(
+        scene,
+        np.full(mrml_io.volume_array(volume).shape, -1000, np.int16),
+        mrml_io.ijk_to_ras(volume),
+        "flat",
+    )
     lines = []
     segment_nodes.read_inputs(flat, segmentation, [ids["right lung"]], log=lines.append)
-    assert any("every voxel has the value -1000" in line and "the prompt alone decides the mask" in line
-               for line in lines), lines
+    assert any(
+        "every voxel has the value -1000" in line and "the prompt alone decides the mask" in line
+        for line in lines
+    ), lines
 
 
 def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(lungs):
@@ -242,12 +303,19 @@ def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(
     broken = builders.add_volume(scene, array, mrml_io.ijk_to_ras(volume), "broken")
     before = fingerprint(scene, broken, segmentation)
     count = scene.GetNumberOfNodes()
-    with pytest.raises(InputError, match=r"Volume broken: 3 voxels are NaN or infinite \(slices 4, 9\)"):
+    with pytest.raises(
+        InputError, match=r"Volume broken: 3 voxels are NaN or infinite \(slices 4, 9\)"
+    ):
         segment_nodes.process(broken, segmentation, lung_ids)
     assert scene.GetNumberOfNodes() == count
     lines = []
-    inputs = segment_nodes.read_inputs(broken, segmentation, lung_ids, parameters=Parameters(fill_nonfinite=True),
-                               log=lines.append)
+    inputs = segment_nodes.read_inputs(
+        broken, segmentation, lung_ids, parameters=Parameters(fill_nonfinite=True), log=lines.append
+    )
     assert np.isfinite(inputs.volume).all() and scene.GetNumberOfNodes() == count
-    assert any("3 NaN or infinite voxels (slices 4, 9) were replaced" in line for line in lines), lines
-    assert fingerprint(scene, broken, segmentation) == before, "the volume node's voxels were modified"
+    assert any("3 NaN or infinite voxels (slices 4, 9) were replaced" in line for line in lines), (
+        lines
+    )
+    assert fingerprint(scene, broken, segmentation) == before, (
+        "the volume node's voxels were modified"
+    )

@@ -20,6 +20,7 @@ does so ``allowed-failures`` times (Dask's default 3) before this client sees th
 
 Nothing here is imported when ``--workers 1``: that path needs no Dask.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,7 @@ import os
 import time
 import uuid
 from collections import Counter, deque
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from .errors import Cancelled, CaseError, ClusterError
 from .evaluation import Case, Recorder, engine_about, evaluate_case
@@ -44,7 +45,7 @@ KEY_PREFIX = "case-"
 
 # -- connecting ---------------------------------------------------------------------------------
 @contextlib.contextmanager
-def local_client(workers: int) -> Iterator["distributed.Client"]:  # noqa: F821
+def local_client(workers: int) -> Iterator[distributed.Client]:  # noqa: F821
     """A cluster of ``workers`` processes on this machine (loopback only), closed on leaving."""
     import dask
     from distributed import Client, LocalCluster
@@ -52,8 +53,14 @@ def local_client(workers: int) -> Iterator["distributed.Client"]:  # noqa: F821
     # The scheduler does not send a case out again itself: this client does (see evaluate()).
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         # Failed cases are reported by the caller, not by Dask's own log.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
     try:
         with Client(cluster) as client:
             yield client
@@ -82,7 +89,7 @@ def _ask_identity(address: str, timeout: float) -> dict:
 
 
 @contextlib.contextmanager
-def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator["distributed.Client"]:  # noqa: F821
+def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[distributed.Client]:  # noqa: F821
     """A client of the scheduler at ``address`` that has at least one worker; :class:`ClusterError` otherwise."""
     from distributed import Client
 
@@ -90,29 +97,37 @@ def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[
         _ask_identity(address, timeout)
         client = Client(address, timeout=timeout)
     except (OSError, TimeoutError) as error:
-        raise ClusterError(f"{address}: no Dask scheduler answered within {timeout:g} s: start one "
-                           "(dask scheduler) or check the address") from error
+        raise ClusterError(
+            f"{address}: no Dask scheduler answered within {timeout:g} s: start one "
+            "(dask scheduler) or check the address"
+        ) from error
     except ValueError as error:  # not an address Dask can parse
-        raise ClusterError(f"{address}: not a scheduler address ({error}): give one such as tcp://HOST:8786") from None
+        raise ClusterError(
+            f"{address}: not a scheduler address ({error}): give one such as tcp://HOST:8786"
+        ) from None
     try:
         try:
             client.wait_for_workers(1, timeout=timeout)
         except (TimeoutError, OSError):
-            raise ClusterError(f"{address}: the scheduler has no workers (none joined within {timeout:g} s): "
-                               f"start some (dask worker {address})") from None
+            raise ClusterError(
+                f"{address}: the scheduler has no workers (none joined within {timeout:g} s): "
+                f"start some (dask worker {address})"
+            ) from None
         yield client
     finally:
         client.close()
 
 
-def connect(workers: int = 1, scheduler: Optional[str] = None):
+def connect(workers: int = 1, scheduler: str | None = None):
     """A context manager for a client: of ``scheduler`` when given, else of a local cluster of ``workers``."""
     return remote_client(scheduler) if scheduler else local_client(workers)
 
 
 # -- on a worker ----------------------------------------------------------------------------------
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def worker_threads(cases_per_host: Mapping[str, int]) -> int:
@@ -137,8 +152,9 @@ def _engine(parameters, threads: int):
     return segment_nodes.get_engine(parameters)
 
 
-def run_case(case: Case, parameters, propagate_from: Optional[str],
-             cases_per_host: Mapping[str, int]) -> Tuple[CaseResult, Dict[str, str]]:
+def run_case(
+    case: Case, parameters, propagate_from: str | None, cases_per_host: Mapping[str, int]
+) -> tuple[CaseResult, dict[str, str]]:
     """Run on a worker: one case's result, and where it ran (device, precision, backend)."""
     engine = _engine(parameters, worker_threads(cases_per_host))
     return evaluate_case(case, engine, parameters, propagate_from), engine_about(engine)
@@ -147,14 +163,18 @@ def run_case(case: Case, parameters, propagate_from: Optional[str],
 # -- on the client ----------------------------------------------------------------------------------
 def prepare_weights(parameters, progress=None):
     """Check the model's weights file (downloading it once, into the cache the workers share) before
-    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published file."""
+    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published file.
+    """
     from . import models
 
-    return models.checkpoint_path(models.spec_for(parameters.model, parameters.checkpoint), parameters.checkpoint,
-                                  progress=progress)
+    return models.checkpoint_path(
+        models.spec_for(parameters.model, parameters.checkpoint),
+        parameters.checkpoint,
+        progress=progress,
+    )
 
 
-def cases_per_host(client) -> Dict[str, int]:
+def cases_per_host(client) -> dict[str, int]:
     """How many cases the cluster's workers run at once, by machine."""
     counts: Counter = Counter()
     for worker in client.scheduler_info(n_workers=-1)["workers"].values():
@@ -170,7 +190,10 @@ def free_slots(client, running: Mapping) -> int:
     nthreads, processing = client.nthreads(), client.processing()
     placed = {key for keys in processing.values() for key in keys}
     unplaced = sum(1 for future in running if future.key not in placed)
-    return sum(max(0, n - len(processing.get(worker, ()))) for worker, n in nthreads.items()) - unplaced
+    return (
+        sum(max(0, n - len(processing.get(worker, ()))) for worker, n in nthreads.items())
+        - unplaced
+    )
 
 
 def _finished(running: Mapping, timeout: float = 1.0) -> list:
@@ -189,12 +212,22 @@ def _finished(running: Mapping, timeout: float = 1.0) -> list:
 
 def _failure(error, tries: int) -> str:
     deaths = tries * (getattr(error, "allowed_failures", 0) + 1)
-    return (f"the worker computing it stopped {deaths} times (killed, or out of memory); "
-            "run the same command again to retry it")
+    return (
+        f"the worker computing it stopped {deaths} times (killed, or out of memory); "
+        "run the same command again to retry it"
+    )
 
 
-def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, propagate_from: Optional[str] = None,
-             skipped: Sequence[CaseError] = (), progress=None, cancel: Optional[Callable[[], bool]] = None) -> dict:
+def evaluate(
+    cases: Sequence[Case],
+    folder: ResultsFolder,
+    client,
+    parameters,
+    propagate_from: str | None = None,
+    skipped: Sequence[CaseError] = (),
+    progress=None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
     """Evaluate the cases not yet in ``folder`` on the cluster of ``client``; the summary.
 
     A case goes out only when a worker can start it at once, so that no worker holds a case
@@ -205,10 +238,9 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, p
     """
     from distributed.scheduler import KilledWorker
 
-
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     by_name, waiting = {case.name: case for case in cases}, deque(recorder.todo)
-    running: Dict[object, str] = {}
+    running: dict[object, str] = {}
     tries: Counter = Counter()
     run, share, stopping = uuid.uuid4().hex[:8], cases_per_host(client), False
     try:
@@ -216,8 +248,17 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, p
             for _ in range(min(len(waiting), free_slots(client, running))):
                 name = waiting.popleft()
                 tries[name] += 1
-                running[client.submit(run_case, by_name[name], parameters, propagate_from, share, pure=False,
-                                      key=f"{KEY_PREFIX}{name}-{run}-{tries[name]}")] = name
+                running[
+                    client.submit(
+                        run_case,
+                        by_name[name],
+                        parameters,
+                        propagate_from,
+                        share,
+                        pure=False,
+                        key=f"{KEY_PREFIX}{name}-{run}-{tries[name]}",
+                    )
+                ] = name
             for future in _finished(running):
                 name = running.pop(future)
                 try:

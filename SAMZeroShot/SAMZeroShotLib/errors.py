@@ -8,15 +8,14 @@ the Slicer module shows it in an error box. Anything else raised is a fault of t
 
 :class:`Cancelled` is not an error: the user asked to stop.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 
 class UserError(Exception):
     """A problem with what the user gave: ``file`` (or node, or setting) and ``problem``."""
 
-    def __init__(self, problem: str, file: Optional[object] = None):
+    def __init__(self, problem: str, file: object | None = None):
         super().__init__(f"{file}: {problem}" if file is not None else problem)
         self.file = None if file is None else str(file)
         self.problem = problem

@@ -9,14 +9,17 @@
   the new complete file, never a mixture, whatever stops the run.
 * :func:`append_synced` appends and forces the lines to disk, or leaves the file as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping, Union
+from typing import Union
+
 from .errors import OutputError
 
 PathLike = Union[str, os.PathLike]
@@ -46,14 +49,18 @@ def check_apart(outputs: Mapping[str, PathLike], inputs: Mapping[str, PathLike])
     for out_name, out_path in outputs.items():
         for in_name, in_path in inputs.items():
             if same_file(out_path, in_path):
-                raise OutputError(f"{out_path}: the {out_name} would overwrite the {in_name} {in_path}: "
-                                  "choose another output name.")
+                raise OutputError(
+                    f"{out_path}: the {out_name} would overwrite the {in_name} {in_path}: "
+                    "choose another output name."
+                )
     named = list(outputs.items())
     for index, (name, path) in enumerate(named):
-        for other_name, other_path in named[index + 1:]:
+        for other_name, other_path in named[index + 1 :]:
             if same_file(path, other_path):
-                raise OutputError(f"{path}: the {name} and the {other_name} {other_path} are the same file: "
-                                  "give them different names.")
+                raise OutputError(
+                    f"{path}: the {name} and the {other_name} {other_path} are the same file: "
+                    "give them different names."
+                )
 
 
 def writable_folder(folder: PathLike) -> Path:
@@ -70,8 +77,10 @@ def writable_folder(folder: PathLike) -> Path:
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"{folder}: cannot write in this folder ({error.strerror or error}): "
-                          "choose another output folder.") from None
+        raise OutputError(
+            f"{folder}: cannot write in this folder ({error.strerror or error}): "
+            "choose another output folder."
+        ) from None
     return folder
 
 
@@ -81,8 +90,10 @@ def check_output_file(path: PathLike) -> Path:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder: give a file name for this output.")
     if path.exists() and not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        raise OutputError(f"{path}: the existing file is read-only: make it writable to replace it, "
-                          "or choose another output name.")
+        raise OutputError(
+            f"{path}: the existing file is read-only: make it writable to replace it, "
+            "or choose another output name."
+        )
     writable_folder(real_path(path).parent)
     return path
 
@@ -154,4 +165,3 @@ def append_synced(path: PathLike, text: str) -> None:
             raise
     finally:
         os.close(descriptor)
-

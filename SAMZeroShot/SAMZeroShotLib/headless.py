@@ -4,11 +4,11 @@ Outside Slicer, :func:`new_scene` gives a scene with the module logics that Slic
 need; inside Slicer the application's own scene and logics are used instead. Loading and writing
 go through Slicer's own readers and storage nodes, so files open in Slicer as they are.
 """
+
 from __future__ import annotations
 
 import contextlib
 import errno
-from typing import Optional
 
 import numpy as np
 import slicer
@@ -31,10 +31,12 @@ def new_scene():
     colors.AddDefaultColorNodes()
     app.SetModuleLogic("Colors", colors)
     logics = {}
-    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic),
-                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                      ("Tables", slicer.vtkSlicerTablesLogic),
-                      ("Data", slicer.vtkSlicerDataModuleLogic)):
+    for name, cls in (
+        ("Volumes", slicer.vtkSlicerVolumesLogic),
+        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+        ("Tables", slicer.vtkSlicerTablesLogic),
+        ("Data", slicer.vtkSlicerDataModuleLogic),
+    ):
         logic = cls()
         logic.SetMRMLApplicationLogic(app)
         logic.SetMRMLScene(scene)
@@ -55,7 +57,7 @@ def vtk_errors_silenced():
         vtk.vtkObject.SetGlobalWarningDisplay(previous)
 
 
-def load_volume(app, path, name: Optional[str] = None):
+def load_volume(app, path, name: str | None = None):
     """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
     import os
 
@@ -75,7 +77,7 @@ MAX_SEGMENTS_IN_FILE = 255
 _IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def _label_file_problem(path) -> Optional[str]:
+def _label_file_problem(path) -> str | None:
     """Why the image file ``path`` cannot be read as labels, or None when it can."""
     import SimpleITK as sitk
 
@@ -86,10 +88,11 @@ def _label_file_problem(path) -> Optional[str]:
     if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
         count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
         if count > MAX_SEGMENTS_IN_FILE:
-            return (f"holds {count} different labels, more than a segmentation has (at most "
-                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
+            return (
+                f"holds {count} different labels, more than a segmentation has (at most "
+                f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?"
+            )
     return None
-
 
 
 def load_segmentation(app, path):
@@ -114,7 +117,9 @@ def write_segmentation(segmentation_node, path) -> None:
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.WriteData(segmentation_node):
-        raise OSError(errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path))
+        raise OSError(
+            errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path)
+        )
 
 
 def write_table_tsv(table_node, path) -> None:

@@ -15,18 +15,17 @@
 A layout's cases carry their settings (``Case.settings``, e.g. ``{"window": "ct-lung"}``); each
 applies where the user left that setting on ``auto`` (:func:`~.evaluation.case_settings`).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
-from .errors import CaseError
+from .errors import CaseError, SettingError
 from .evaluation import IMAGE_EXTENSIONS, MASK_EXTENSIONS, Case, MaskFile, file_stem
-from .errors import SettingError
 
 LAYOUT_NAMES = ("paired", "montgomery", "covid19-ct-seg")
-Found = Tuple[List[Case], List[CaseError]]
+Found = tuple[list[Case], list[CaseError]]
 
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 MONTGOMERY_IMAGES, MONTGOMERY_MASKS = Path("CXR_png"), Path("ManualMask")
@@ -38,7 +37,7 @@ COVID_RELABEL = ((1, LEFT_LUNG), (2, RIGHT_LUNG))
 COVID_WINDOWS = (("coronacases", "ct-lung"), ("radiopaedia", "xray"))
 
 
-def _listing(folder: Path, extensions) -> Dict[str, Path]:
+def _listing(folder: Path, extensions) -> dict[str, Path]:
     """Files of ``folder`` by stem (files with none of ``extensions`` are left out)."""
     found = {file_stem(p, extensions): p for p in sorted(folder.iterdir()) if p.is_file()}
     found.pop(None, None)
@@ -54,15 +53,28 @@ def paired(images_dir, masks_dir) -> Found:
     images, masks = _listing(images_dir, IMAGE_EXTENSIONS), _listing(masks_dir, MASK_EXTENSIONS)
     if not images:
         raise CaseError(images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)})")
-    cases = [Case(stem, images[stem], (MaskFile(masks[stem]),)) for stem in sorted(images) if stem in masks]
+    cases = [
+        Case(stem, images[stem], (MaskFile(masks[stem]),))
+        for stem in sorted(images)
+        if stem in masks
+    ]
     for case in cases:
         if case.image_path.resolve() == case.masks[0].path.resolve():
-            raise CaseError(case.image_path, "is its own mask (--images and --masks name one folder): "
-                                             "keep the masks in a folder of their own, or give them another extension")
-    problems = [CaseError(images[stem], f"no mask with the same name in {masks_dir}")
-                for stem in sorted(images) if stem not in masks]
-    problems += [CaseError(masks[stem], f"no image with the same name in {images_dir}")
-                 for stem in sorted(masks) if stem not in images]
+            raise CaseError(
+                case.image_path,
+                "is its own mask (--images and --masks name one folder): "
+                "keep the masks in a folder of their own, or give them another extension",
+            )
+    problems = [
+        CaseError(images[stem], f"no mask with the same name in {masks_dir}")
+        for stem in sorted(images)
+        if stem not in masks
+    ]
+    problems += [
+        CaseError(masks[stem], f"no image with the same name in {images_dir}")
+        for stem in sorted(masks)
+        if stem not in images
+    ]
     return cases, problems
 
 
@@ -82,17 +94,26 @@ def _root(data, inside: Path, what: str, expected: str) -> Path:
 
 def montgomery(data) -> Found:
     """The Montgomery County set: one case per ``CXR_png/*.png``, its two lung masks as labels 1 and 2."""
-    root = _root(data, MONTGOMERY_IMAGES, "Montgomery County set",
-                 "CXR_png/*.png, ManualMask/leftMask/*.png and ManualMask/rightMask/*.png")
+    root = _root(
+        data,
+        MONTGOMERY_IMAGES,
+        "Montgomery County set",
+        "CXR_png/*.png, ManualMask/leftMask/*.png and ManualMask/rightMask/*.png",
+    )
     images = {p.stem: p for p in sorted((root / MONTGOMERY_IMAGES).glob("*.png")) if p.is_file()}
     if not images:
         raise CaseError(root / MONTGOMERY_IMAGES, "no images (*.png)")
     cases, problems = [], []
     for name, image in images.items():
-        masks = [MaskFile(root / MONTGOMERY_MASKS / folder / image.name, label=label)
-                 for folder, label, _ in MONTGOMERY_SIDES]
-        missing = [f"{side} mask {MONTGOMERY_MASKS / folder / image.name}"
-                   for (folder, _, side), mask in zip(MONTGOMERY_SIDES, masks) if not mask.path.is_file()]
+        masks = [
+            MaskFile(root / MONTGOMERY_MASKS / folder / image.name, label=label)
+            for folder, label, _ in MONTGOMERY_SIDES
+        ]
+        missing = [
+            f"{side} mask {MONTGOMERY_MASKS / folder / image.name}"
+            for (folder, _, side), mask in zip(MONTGOMERY_SIDES, masks)
+            if not mask.path.is_file()
+        ]
         if missing:
             problems.append(CaseError(image, f"no {' and no '.join(missing)}"))
         else:
@@ -102,16 +123,25 @@ def montgomery(data) -> Found:
 
 def covid19_ct_seg(data) -> Found:
     """COVID-19-CT-Seg: volumes paired with their lung masks by name, each with its source's window."""
-    root = _root(data, COVID_IMAGES, "COVID-19-CT-Seg set",
-                 f"{COVID_IMAGES}/<name>.nii.gz and {COVID_MASKS}/<name>.nii.gz")
+    root = _root(
+        data,
+        COVID_IMAGES,
+        "COVID-19-CT-Seg set",
+        f"{COVID_IMAGES}/<name>.nii.gz and {COVID_MASKS}/<name>.nii.gz",
+    )
     cases, problems = paired(root / COVID_IMAGES, root / COVID_MASKS)
     return [_covid_case(case) for case in cases], problems
 
 
 def _covid_case(case: Case) -> Case:
-    window = next((window for prefix, window in COVID_WINDOWS if case.name.startswith(prefix)), None)
-    return replace(case, masks=(MaskFile(case.masks[0].path, relabel=COVID_RELABEL),),
-                   settings={"window": window} if window else {})
+    window = next(
+        (window for prefix, window in COVID_WINDOWS if case.name.startswith(prefix)), None
+    )
+    return replace(
+        case,
+        masks=(MaskFile(case.masks[0].path, relabel=COVID_RELABEL),),
+        settings={"window": window} if window else {},
+    )
 
 
 def find(layout: str, data=None, images=None, masks=None) -> Found:
@@ -125,7 +155,7 @@ def find(layout: str, data=None, images=None, masks=None) -> Found:
     raise SettingError(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
 
 
-def source(layout: str, data=None, images=None, masks=None) -> Dict[str, Optional[str]]:
+def source(layout: str, data=None, images=None, masks=None) -> dict[str, str | None]:
     """What names the data in a results folder's settings (the paired layout keeps its earlier keys)."""
     if layout == "paired":
         return {"images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}

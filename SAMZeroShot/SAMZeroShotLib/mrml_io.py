@@ -5,19 +5,20 @@ Works in the Slicer application and headless with slicer-core alike: the scene a
 methods. Every function that creates helper nodes removes them before it returns. (Setting up a
 headless scene and reading or writing files: :mod:`headless`.)
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .imaging import luminance
 from .errors import InputError
+from .imaging import luminance
 
 #: Node reference role from the metrics table to its Dice-per-slice plot chart.
 DICE_PLOT_REFERENCE = "SAMZeroShotDicePlot"
@@ -28,14 +29,18 @@ MODALITY_ATTRIBUTE = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModal
 
 
 # -- node attributes ----------------------------------------------------------------------
-def declared_modality(volume_node) -> Optional[str]:
+def declared_modality(volume_node) -> str | None:
     """The DICOM Modality recorded for a volume, or None.
 
     Slicer's DICOM loader stores it as the attribute ``DICOM.Modality`` of the volume's own
     subject hierarchy item (the series item); volumes from other formats have none.
     """
     scene = volume_node.GetScene() if volume_node is not None else None
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    hierarchy = (
+        slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        if scene is not None
+        else None
+    )
     item = hierarchy.GetItemByDataNode(volume_node) if hierarchy is not None else 0
     if not item:
         return None
@@ -45,7 +50,9 @@ def declared_modality(volume_node) -> Optional[str]:
 def record_modality(volume_node, value: str) -> None:
     """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see :func:`declared_modality`)."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
-    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume_node)
+    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(
+        hierarchy.GetSceneItemID(), volume_node
+    )
     hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
 
 
@@ -64,7 +71,9 @@ def volume_array(volume_node) -> np.ndarray:
     if volume_node is None:
         raise InputError("No input volume: select a volume.")
     if not volume_node.IsA("vtkMRMLVolumeNode"):
-        raise InputError(f"{volume_node.GetName()} is a {volume_node.GetClassName()}, not a volume.")
+        raise InputError(
+            f"{volume_node.GetName()} is a {volume_node.GetClassName()}, not a volume."
+        )
     if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputError(f"{volume_node.GetName()} is a labelmap: select the image volume instead.")
     image = volume_node.GetImageData()
@@ -77,25 +86,35 @@ def volume_array(volume_node) -> np.ndarray:
         return scalars.reshape(dims[::-1]).copy()
     if components in (3, 4):
         return luminance(scalars.reshape(dims[::-1] + (components,))[..., :3])
-    raise InputError(f"Volume {volume_node.GetName()} has {components} values per voxel (a 4D or multi-volume): "
-                     "extract one 3D frame first.")
+    raise InputError(
+        f"Volume {volume_node.GetName()} has {components} values per voxel (a 4D or multi-volume): "
+        "extract one 3D frame first."
+    )
 
 
 # -- segmentations --------------------------------------------------------------------------
-def segment_ids(segmentation_node) -> List[str]:
+def segment_ids(segmentation_node) -> list[str]:
     segmentation = segmentation_node.GetSegmentation()
     return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
 
 
-def resolve_segment_ids(segmentation_node, requested: Optional[Iterable[str]] = None) -> List[str]:
+def resolve_segment_ids(segmentation_node, requested: Iterable[str] | None = None) -> list[str]:
     """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is unknown."""
     if segmentation_node is None:
-        raise InputError("No prompt segmentation: select a segmentation with the structures to segment.")
+        raise InputError(
+            "No prompt segmentation: select a segmentation with the structures to segment."
+        )
     if not segmentation_node.IsA("vtkMRMLSegmentationNode"):
-        raise InputError(f"{segmentation_node.GetName()} is a {segmentation_node.GetClassName()}, not a segmentation.")
+        raise InputError(
+            f"{segmentation_node.GetName()} is a {segmentation_node.GetClassName()}, not a"
+            " segmentation."
+        )
     existing = segment_ids(segmentation_node)
     if not existing:
-        raise InputError(f"Segmentation {segmentation_node.GetName()} has no segments: draw the structures first.")
+        raise InputError(
+            f"Segmentation {segmentation_node.GetName()} has no segments: draw the structures"
+            " first."
+        )
     if requested is None:
         return existing
     segmentation = segmentation_node.GetSegmentation()
@@ -107,8 +126,10 @@ def resolve_segment_ids(segmentation_node, requested: Optional[Iterable[str]] = 
         by_name = segmentation.GetSegmentIdBySegmentName(item)
         if not by_name:
             names = ", ".join(segmentation.GetSegment(i).GetName() for i in existing)
-            raise InputError(f"Segmentation {segmentation_node.GetName()} has no segment {item!r} "
-                             f"(it has: {names}).")
+            raise InputError(
+                f"Segmentation {segmentation_node.GetName()} has no segment {item!r} "
+                f"(it has: {names})."
+            )
         resolved.append(by_name)
     if not resolved:
         raise InputError("No segments were selected.")
@@ -119,7 +140,7 @@ def _color_table_ids(scene) -> set:
     return {node.GetID() for node in scene.GetNodesByClass("vtkMRMLColorTableNode")}
 
 
-def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[str, np.ndarray]:
+def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> dict[str, np.ndarray]:
     """Each segment as a bool ``[K, J, I]`` array in the geometry of ``volume_node``.
 
     Segments are exported one at a time so that overlapping segments keep their overlap; Slicer
@@ -131,19 +152,28 @@ def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[st
     for segment_id in ids:
         # Export also makes a colour table for the labelmap: note the existing ones to remove it.
         color_tables = _color_table_ids(scene)
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"SAMZeroShotTemp_{segment_id}")
+        labelmap = scene.AddNewNodeByClass(
+            "vtkMRMLLabelMapVolumeNode", f"SAMZeroShotTemp_{segment_id}"
+        )
         try:
             id_array = vtk.vtkStringArray()
             id_array.InsertNextValue(segment_id)
             ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, id_array, labelmap, volume_node)
+                segmentation_node, id_array, labelmap, volume_node
+            )
             image = labelmap.GetImageData()
             if not ok or image is None:
-                raise InputError(f"Segment {segment_id!r} of {segmentation_node.GetName()} could not be "
-                                 f"resampled onto {volume_node.GetName()}.")
-            array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
+                raise InputError(
+                    f"Segment {segment_id!r} of {segmentation_node.GetName()} could not be "
+                    f"resampled onto {volume_node.GetName()}."
+                )
+            array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+                image.GetDimensions()[::-1]
+            )
             if array.shape != tuple(shape):
-                raise InputError(f"Segment {segment_id!r} came out {array.shape}, the volume is {tuple(shape)}.")
+                raise InputError(
+                    f"Segment {segment_id!r} came out {array.shape}, the volume is {tuple(shape)}."
+                )
             masks[segment_id] = array > 0
         finally:
             remove_nodes([labelmap])
@@ -160,15 +190,23 @@ def vtk_matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array) -> None:
+def set_segment_mask(
+    segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array
+) -> None:
     """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by ``ijk_to_ras``."""
     labelmap = slicer.vtkOrientedImageData()
     labelmap.SetDimensions(mask.shape[::-1])
     labelmap.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras_array))
     labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(mask, np.uint8).ravel()
+    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(
+        mask, np.uint8
+    ).ravel()
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        labelmap,
+        segmentation_node,
+        segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+    )
 
 
 @dataclass(frozen=True)
@@ -176,23 +214,28 @@ class SegmentDescription:
     """What a new segment copies from a prompt segment: its name, colour and terminology."""
 
     name: str
-    color: Tuple[float, float, float]
+    color: tuple[float, float, float]
     terminology: str
 
 
-def segment_descriptions(segmentation_node, ids: Sequence[str]) -> Dict[str, SegmentDescription]:
+def segment_descriptions(segmentation_node, ids: Sequence[str]) -> dict[str, SegmentDescription]:
     """Name, colour and terminology of each segment, read once so that later steps need not touch the node."""
     segmentation = segmentation_node.GetSegmentation()
     descriptions = {}
     for segment_id in ids:
         segment = segmentation.GetSegment(segment_id)
-        descriptions[segment_id] = SegmentDescription(segment.GetName(), tuple(segment.GetColor()),
-                                                      segment.GetTerminology())
+        descriptions[segment_id] = SegmentDescription(
+            segment.GetName(), tuple(segment.GetColor()), segment.GetTerminology()
+        )
     return descriptions
 
 
-def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions: Dict[str, SegmentDescription],
-                        name: str):
+def create_segmentation(
+    volume_node,
+    masks: dict[str, np.ndarray],
+    descriptions: dict[str, SegmentDescription],
+    name: str,
+):
     """A new segmentation node on ``volume_node`` with one segment per mask.
 
     Segment IDs key ``masks``; names, colours and terminology come from ``descriptions``.
@@ -224,7 +267,10 @@ def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[st
     arrays = []
     for column in columns:
         values = [record.get(column) for record in records]
-        numeric = all(value is None or isinstance(value, (int, float, np.integer, np.floating)) for value in values)
+        numeric = all(
+            value is None or isinstance(value, (int, float, np.integer, np.floating))
+            for value in values
+        )
         array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
         array.SetName(column)
         array.SetNumberOfValues(len(records))
@@ -242,8 +288,14 @@ def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[st
     return node
 
 
-def create_dice_plot(scene, series_columns: Dict[str, np.ndarray], slices: np.ndarray, name: str,
-                     colors: Dict[str, Tuple[float, float, float]], created: List):
+def create_dice_plot(
+    scene,
+    series_columns: dict[str, np.ndarray],
+    slices: np.ndarray,
+    name: str,
+    colors: dict[str, tuple[float, float, float]],
+    created: list,
+):
     """A plot chart of Dice per slice (one line per column) over its own small table.
 
     Every node made is appended to ``created`` as soon as it exists, so the caller can remove
@@ -296,7 +348,7 @@ def remove_nodes(nodes: Iterable) -> None:
 
 
 @contextlib.contextmanager
-def removed_on_failure(created: List):
+def removed_on_failure(created: list):
     """Collect nodes in ``created``; if the block raises (or is cancelled), remove them all."""
     try:
         yield created

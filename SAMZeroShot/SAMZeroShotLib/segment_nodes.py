@@ -5,34 +5,63 @@ scores the result against a reference, and writes a *new* segmentation node, a m
 a Dice-per-slice plot into the volume's scene. Input nodes are never modified; on cancel or
 error every node it created is removed again.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import imaging, metrics, mrml_io, voxels
 from . import modality as modalities
+from .errors import BadVoxels, Cancelled, InputError
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE
 from .parameters import Parameters
-from .errors import BadVoxels, Cancelled, InputError
 
-__all__ = ["process", "read_inputs", "Inputs", "Parameters", "Cancelled", "InputError", "get_engine", "release_engine",
-           "TABLE_COLUMNS"]
+__all__ = [
+    "process",
+    "read_inputs",
+    "Inputs",
+    "Parameters",
+    "Cancelled",
+    "InputError",
+    "get_engine",
+    "release_engine",
+    "TABLE_COLUMNS",
+]
 
-TABLE_COLUMNS = ("scope", "slice", "segment", "scored", "dice", "jaccard", "sensitivity", "precision",
-                 "reference_pixels", "predicted_pixels", "hd95_mm", "mean_surface_distance_mm",
-                 "reference_ml", "predicted_ml", "model", "strategy")
+TABLE_COLUMNS = (
+    "scope",
+    "slice",
+    "segment",
+    "scored",
+    "dice",
+    "jaccard",
+    "sensitivity",
+    "precision",
+    "reference_pixels",
+    "predicted_pixels",
+    "hd95_mm",
+    "mean_surface_distance_mm",
+    "reference_ml",
+    "predicted_ml",
+    "model",
+    "strategy",
+)
 
-_engine: Dict[str, object] = {}  # "key" and "engine": the one loaded model, reused while its settings hold
+_engine: dict[
+    str, object
+] = {}  # "key" and "engine": the one loaded model, reused while its settings hold
 _engine_lock = threading.Lock()
 
 
-def get_engine(parameters: Parameters, progress=None, cancel=None, log: Optional[Callable[[str], None]] = None):
+def get_engine(
+    parameters: Parameters, progress=None, cancel=None, log: Callable[[str], None] | None = None
+):
     """The engine for these model settings, reused (with its embedding cache) while they stay the same.
 
     Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
@@ -44,13 +73,22 @@ def get_engine(parameters: Parameters, progress=None, cancel=None, log: Optional
     from .engine import EmbeddingCache, SamEngine
 
     device = models.resolve_device(parameters.device)
-    key = (parameters.model, parameters.checkpoint, device, parameters.precision, parameters.backend)
+    key = (
+        parameters.model,
+        parameters.checkpoint,
+        device,
+        parameters.precision,
+        parameters.backend,
+    )
     with _engine_lock:
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
-            model = models.load_model(parameters.model, parameters.checkpoint, device, progress=progress,
-                                      cancel=cancel)
-            engine = SamEngine(model, precision=parameters.precision, backend=parameters.backend, log=log)
+            model = models.load_model(
+                parameters.model, parameters.checkpoint, device, progress=progress, cancel=cancel
+            )
+            engine = SamEngine(
+                model, precision=parameters.precision, backend=parameters.backend, log=log
+            )
             _engine.update(key=key, engine=engine, cache=EmbeddingCache())
         engine = _engine["engine"]
         # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
@@ -69,12 +107,20 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     if reference_node is None or reference_node is prompt_node:
         return None
     names = [prompt_node.GetSegmentation().GetSegment(segment_id).GetName() for segment_id in ids]
-    reference_ids = [reference_node.GetSegmentation().GetSegmentIdBySegmentName(name) for name in names]
+    reference_ids = [
+        reference_node.GetSegmentation().GetSegmentIdBySegmentName(name) for name in names
+    ]
     missing = [name for name, reference_id in zip(names, reference_ids) if not reference_id]
     if missing:
-        have = ", ".join(reference_node.GetSegmentation().GetSegment(i).GetName() for i in mrml_io.segment_ids(reference_node))
-        raise InputError(f"Reference {reference_node.GetName()} has no segment named {', '.join(map(repr, missing))} "
-                         f"(it has: {have or 'no segments'}); name its segments like the prompt segments.")
+        have = ", ".join(
+            reference_node.GetSegmentation().GetSegment(i).GetName()
+            for i in mrml_io.segment_ids(reference_node)
+        )
+        raise InputError(
+            f"Reference {reference_node.GetName()} has no segment named"
+            f" {', '.join(map(repr, missing))} (it has: {have or 'no segments'}); name its segments"
+            " like the prompt segments."
+        )
     masks = mrml_io.segment_masks(reference_node, reference_ids, volume_node)
     return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
 
@@ -85,15 +131,20 @@ class Inputs:
 
     volume: np.ndarray
     geometry: imaging.SliceGeometry
-    ids: List[str]
-    prompt_masks: Dict[str, np.ndarray]
-    reference_masks: Optional[Dict[str, np.ndarray]]
+    ids: list[str]
+    prompt_masks: dict[str, np.ndarray]
+    reference_masks: dict[str, np.ndarray] | None
     modality: str  # ct or xray: what the strategy is told
 
 
-def read_inputs(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] = None,
-                reference_node=None, parameters: Optional[Parameters] = None,
-                log: Optional[Callable[[str], None]] = None) -> Inputs:
+def read_inputs(
+    volume_node,
+    prompt_node,
+    segment_ids: Sequence[str] | None = None,
+    reference_node=None,
+    parameters: Parameters | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Inputs:
     """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
 
     Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
@@ -104,7 +155,9 @@ def read_inputs(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] =
     volume = mrml_io.volume_array(volume_node)
     if volume.ndim != 3:
         raise InputError(f"Volume {volume_node.GetName()} is not a 3D image.")
-    geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume_node), volume.shape, parameters.slice_axis)
+    geometry = imaging.slice_geometry(
+        mrml_io.ijk_to_ras(volume_node), volume.shape, parameters.slice_axis
+    )
     try:
         volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
     except BadVoxels as error:
@@ -113,30 +166,44 @@ def read_inputs(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] =
         say(f"{volume_node.GetName()}: {note}")
     ids = mrml_io.resolve_segment_ids(prompt_node, segment_ids)
     prompt_masks = mrml_io.segment_masks(prompt_node, ids, volume_node)
-    empty = [prompt_node.GetSegmentation().GetSegment(i).GetName()
-             for i, mask in prompt_masks.items() if not mask.any()]
+    empty = [
+        prompt_node.GetSegmentation().GetSegment(i).GetName()
+        for i, mask in prompt_masks.items()
+        if not mask.any()
+    ]
     if len(empty) == len(ids):
-        raise InputError(f"The selected segments of {prompt_node.GetName()} do not overlap "
-                         f"{volume_node.GetName()}: draw them on this volume or pick other segments.")
+        raise InputError(
+            f"The selected segments of {prompt_node.GetName()} do not overlap "
+            f"{volume_node.GetName()}: draw them on this volume or pick other segments."
+        )
     if empty:
         say(f"Skipping empty segments: {', '.join(empty)}")
         ids = [i for i in ids if prompt_masks[i].any()]
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(reference_node, prompt_node, ids, volume_node)
-    modality, why = modalities.decide(parameters.modality, geometry.view(volume), mrml_io.declared_modality(volume_node))
-    say(f"{volume_node.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+    modality, why = modalities.decide(
+        parameters.modality, geometry.view(volume), mrml_io.declared_modality(volume_node)
+    )
+    say(
+        f"{volume_node.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
         f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
-        f"segments: {', '.join(prompt_node.GetSegmentation().GetSegment(i).GetName() for i in ids)}")
+        f"segments: {', '.join(prompt_node.GetSegmentation().GetSegment(i).GetName() for i in ids)}"
+    )
     return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
 
 
-def process(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] = None,
-            reference_node=None, parameters: Optional[Parameters] = None,
-            progress: Optional[Callable[[float, str], None]] = None,
-            cancel: Optional[Callable[[], bool]] = None,
-            log: Optional[Callable[[str], None]] = None,
-            compute: Optional[Callable[[Callable], object]] = None,
-            inputs: Optional[Inputs] = None) -> Tuple[object, object]:
+def process(
+    volume_node,
+    prompt_node,
+    segment_ids: Sequence[str] | None = None,
+    reference_node=None,
+    parameters: Parameters | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
+    compute: Callable[[Callable], object] | None = None,
+    inputs: Inputs | None = None,
+) -> tuple[object, object]:
     """Segment ``volume_node`` with prompts from ``prompt_node``.
 
     :param segment_ids: IDs or names of the prompt segments (default: all).
@@ -168,21 +235,35 @@ def process(volume_node, prompt_node, segment_ids: Optional[Sequence[str]] = Non
     descriptions = mrml_io.segment_descriptions(prompt_node, inputs.ids)
     input_nodes = [node for node in (volume_node, prompt_node, reference_node) if node is not None]
 
-    result = (compute or (lambda fn: fn()))(lambda: _segment(inputs, parameters, progress, cancel, say))
+    result = (compute or (lambda fn: fn()))(
+        lambda: _segment(inputs, parameters, progress, cancel, say)
+    )
     if cancel is not None and cancel():
         raise Cancelled()
     removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
     if removed:
-        raise InputError(f"{', '.join(removed)} left the scene during the run: nothing was created. "
-                         "Keep the inputs until the run ends.")
+        raise InputError(
+            f"{', '.join(removed)} left the scene during the run: nothing was created. "
+            "Keep the inputs until the run ends."
+        )
     names = {i: descriptions[i].name for i in inputs.ids}
-    records = metrics.score_volume(result.masks, inputs.reference_masks or inputs.prompt_masks, inputs.geometry, names)
+    records = metrics.score_volume(
+        result.masks, inputs.reference_masks or inputs.prompt_masks, inputs.geometry, names
+    )
     for record in records:
         record["model"], record["strategy"] = parameters.model, result.strategy
-    summary = summarize(records, parameters.model, result.strategy, time.perf_counter() - started,
-                        len(result.slices), oracle=inputs.reference_masks is None)
+    summary = summarize(
+        records,
+        parameters.model,
+        result.strategy,
+        time.perf_counter() - started,
+        len(result.slices),
+        oracle=inputs.reference_masks is None,
+    )
     say(summary)
-    return _write_nodes(volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model)
+    return _write_nodes(
+        volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model
+    )
 
 
 def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
@@ -192,9 +273,18 @@ def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
     report = progress or (lambda fraction, message: None)
     report(0.0, f"Loading model {parameters.model}")
     engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
-    return pipeline.segment_volume(inputs.volume, inputs.geometry, inputs.prompt_masks, engine,
-                                   strategy=parameters.strategy, window=parameters.window, progress=report,
-                                   cancel=cancel, propagate=parameters.propagate, modality=inputs.modality)
+    return pipeline.segment_volume(
+        inputs.volume,
+        inputs.geometry,
+        inputs.prompt_masks,
+        engine,
+        strategy=parameters.strategy,
+        window=parameters.window,
+        progress=report,
+        cancel=cancel,
+        propagate=parameters.propagate,
+        modality=inputs.modality,
+    )
 
 
 def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary: str, model: str):
@@ -202,13 +292,17 @@ def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary
     base = volume_node.GetName()
     created = []
     with mrml_io.removed_on_failure(created):
-        segmentation = mrml_io.create_segmentation(volume_node, result.masks, descriptions, f"{base} SAM segmentation")
+        segmentation = mrml_io.create_segmentation(
+            volume_node, result.masks, descriptions, f"{base} SAM segmentation"
+        )
         created.append(segmentation)
         table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
         created.append(table)
         slice_numbers, columns = dice_series(records, [descriptions[i].name for i in ids])
         colors = {descriptions[i].name: descriptions[i].color for i in ids}
-        chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created)
+        chart = mrml_io.create_dice_plot(
+            scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created
+        )
         table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
         table.SetAttribute("SAMZeroShot.Model", model)
@@ -232,11 +326,16 @@ def dice_series(records, segment_names):
     return np.array(slices), columns
 
 
-def summarize(records, model: str, strategy: str, seconds: float, n_slices: int, oracle: bool) -> str:
+def summarize(
+    records, model: str, strategy: str, seconds: float, n_slices: int, oracle: bool
+) -> str:
     """One line: mean Dice over scored slices, volume Dice per segment, model, strategy, time."""
     mean = next(r for r in records if r["scope"] == "slice mean" and r["segment"] == metrics.UNION)
     volumes = [r for r in records if r["scope"] == "volume" and r["segment"] != metrics.UNION]
     per_segment = ", ".join(f"{r['segment']} {r['dice']:.3f}" for r in volumes)
     note = " (oracle prompts from the reference)" if oracle else ""
-    return (f"Mean Dice {mean['dice']:.3f} / Jaccard {mean['jaccard']:.3f} over {mean['scored']} scored slices{note}; "
-            f"volume Dice: {per_segment}; {model}, {strategy}; {n_slices} slices in {seconds:.1f} s")
+    return (
+        f"Mean Dice {mean['dice']:.3f} / Jaccard {mean['jaccard']:.3f} over {mean['scored']} scored"
+        f" slices{note}; volume Dice: {per_segment}; {model}, {strategy}; {n_slices} slices in"
+        f" {seconds:.1f} s"
+    )
