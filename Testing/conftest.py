@@ -70,7 +70,7 @@ def chest(ctchest):
     masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
     voxels = mrml_io.volume_array(volume)
     geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
-    return voxels, geometry, dict(zip(("right", "left"), masks.values()))
+    return voxels, geometry, dict(zip(("right", "left"), masks.values(), strict=True))
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +147,8 @@ def radiograph_from_ct():
 
 @pytest.fixture
 def cohort(ctchest, tmp_path):
-    """A small real cohort: a radiograph (PNG, with an ignore band) and a 3-slice CT (NRRD + NIfTI mask).
+    """A small real cohort: a radiograph (PNG, with an ignore band) and a 3-slice CT (NRRD + NIfTI
+    mask).
 
     Returns ``(images folder, masks folder)``; cases ``xray`` and ``ct``.
     """

@@ -1,5 +1,5 @@
-"""CPU flag sets of the kinds of machine seen here, as ``/proc/cpuinfo`` lists them (abridged to what
-matters), for tests of choices made from the flags."""
+"""CPU flag sets of the kinds of machine seen here, as ``/proc/cpuinfo`` lists them (abridged to
+what matters), for tests of choices made from the flags."""
 
 AMD_AVX2 = frozenset(
     [

@@ -899,8 +899,8 @@ _SLICER_PLACEHOLDERS = {}
 
 
 def _slicer_widget_placeholder(attribute):
-    """``slicer.qMRML*``/``slicer.qSlicer*`` Qt widgets the layer names in type checks (the package's
-    ``__getattr__`` while active); any other missing name stays an AttributeError."""
+    """``slicer.qMRML*``/``slicer.qSlicer*`` Qt widgets the layer names in type checks (the
+    package's ``__getattr__`` while active); any other missing name stays an AttributeError."""
     if not attribute.startswith(("qMRML", "qSlicer")):
         raise AttributeError(f"module 'slicer' has no attribute {attribute!r}")
     if attribute not in _SLICER_PLACEHOLDERS:
@@ -955,7 +955,8 @@ class _CommandOptions:
 
 
 class _IOManager:
-    """Loads files as ``qSlicerCoreIOManager`` does, with the real Volumes and Segmentations logics."""
+    """Loads files as ``qSlicerCoreIOManager`` does, with the real Volumes and Segmentations
+    logics."""
 
     def __init__(self, application_logic):
         self._logics = application_logic.samzeroshot_logics
@@ -1086,7 +1087,8 @@ _SLICER_ATTRIBUTES = (
 
 
 class Activation:
-    """What :func:`activate` returns: the scene, the stand-in application and the loaded module file."""
+    """What :func:`activate` returns: the scene, the stand-in application and the loaded module
+    file."""
 
     def __init__(self, version, scene, application_logic, app, module):
         self.widgets = []  # module widgets to clean up, as Slicer does when it unloads the module
@@ -1108,7 +1110,8 @@ def _forget(names):
 
 
 def activate(version: str, cache_path, testing: bool = True) -> Activation:
-    """Slicer ``version``'s Python layer with Qt stood in for, a real scene, and SAMZeroShot.py loaded."""
+    """Slicer ``version``'s Python layer with Qt stood in for, a real scene, and SAMZeroShot.py
+    loaded."""
     import slicer
 
     path = layer_path(version)
@@ -1138,11 +1141,12 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     plots.SetMRMLApplicationLogic(application_logic)
     plots.SetMRMLScene(scene)
     application_logic.samzeroshot_logics["Plots"] = plots
+
     # Slicer's subject hierarchy plugin logic (Qt) puts the hierarchy node back after every scene
     # close; without it the node would appear whenever a node is next added.
-    resolve = lambda caller, event: slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(
-        scene
-    )  # noqa: E731
+    def resolve(caller, event):
+        slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+
     resolve_tag = scene.AddObserver(scene.EndCloseEvent, resolve)
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
     app = SlicerApplication(scene, application_logic, cache_path, testing)

@@ -52,7 +52,8 @@ def user_app(request, tmp_path):
 
 
 def open_module(activation):
-    """The module and its widget as Slicer makes them: module, widget on a panel, setup(), enter()."""
+    """The module and its widget as Slicer makes them: module, widget on a panel, setup(),
+    enter()."""
     import slicer
 
     module = activation.module

@@ -150,7 +150,7 @@ def test_evaluate_bad_input_stops_unless_keep_going(capsys, cohort, tmp_path, ho
 def test_evaluate_unknown_options_exit_2(capsys, cohort, tmp_path, option, message):
     images, labels = cohort
     arguments = {"--images": images, "--masks": labels, "--out": tmp_path / "out"}
-    arguments.update(dict(zip(option[::2], option[1::2])))
+    arguments.update(dict(zip(option[::2], option[1::2], strict=True)))
     code, stdout, stderr = run(
         capsys, "evaluate", *[item for pair in arguments.items() for item in pair]
     )

@@ -72,7 +72,7 @@ def test_two_local_workers_give_the_rows_of_one(capsys, cohort3, tmp_path):
     assert sorted(one) == sorted(two) == ["ct", "xray", "xray2"]
     for case in one:
         assert [r["slice"] for r in one[case]] == [r["slice"] for r in two[case]]
-        for a, b in zip(one[case], two[case]):
+        for a, b in zip(one[case], two[case], strict=True):
             assert (
                 abs(a["dice"] - b["dice"]) <= 1e-9 and abs(a["jaccard"] - b["jaccard"]) <= 1e-9
             ), (case, a, b)
@@ -84,7 +84,7 @@ def test_two_local_workers_give_the_rows_of_one(capsys, cohort3, tmp_path):
     assert summary["backend"] == "onnxruntime" and summary["device"] == "cpu"
 
 
-# -- a worker that dies -------------------------------------------------------------------------------
+# -- a worker that dies ----------------------------------------------------------------------------
 def kill_workers_running(client, kills: dict, stop: threading.Event, killed: list) -> None:
     """Kill (SIGKILL) the worker process running case ``name``, ``kills[name]`` times."""
     dead = set()
@@ -143,7 +143,7 @@ def test_a_worker_killed_mid_case_loses_only_that_case(capsys, cohort3, tmp_path
     assert summary["complete"] is True and summary["failed"] == [] and summary["n_cases"] == 3
 
 
-# -- a scheduler that does not answer ---------------------------------------------------------------------
+# -- a scheduler that does not answer --------------------------------------------------------------
 @pytest.fixture(params=["nothing listens", "a listener that never answers"])
 def dead_address(request):
     with socket.socket() as listener:
@@ -221,7 +221,7 @@ def test_worker_options_are_checked_in_one_line(
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
 
 
-# -- one worker, and what a terminal shows ------------------------------------------------------------------
+# -- one worker, and what a terminal shows ---------------------------------------------------------
 def test_one_worker_imports_no_dask_and_a_terminal_gets_a_progress_bar(cohort, tmp_path):
     images, labels = cohort
     (images / "ct.nrrd").unlink()  # the radiograph alone: one case

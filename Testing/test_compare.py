@@ -1,4 +1,5 @@
-"""`samzeroshot compare` on hand-made evaluate folders with a known difference and interval width."""
+"""`samzeroshot compare` on hand-made evaluate folders with a known difference and interval
+width."""
 
 import csv
 import json

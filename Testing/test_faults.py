@@ -181,7 +181,8 @@ def small_ct(ctchest, tmp_path):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """``mount(size, read_only=False)``: a tmpfs of its own (needs root; skipped where it cannot be made)."""
+    """``mount(size, read_only=False)``: a tmpfs of its own (needs root; skipped where it cannot be
+    made)."""
     mounted = []
 
     def mount(size: str, read_only: bool = False) -> Path:
@@ -287,7 +288,8 @@ def test_evaluate_outputs_that_are_inputs_are_refused(capsys, cohort, tmp_path, 
 # -- the table: an output folder that cannot be written -------------------------------------
 @pytest.fixture
 def read_only_folder(tmp_path, tmpfs):
-    """A folder nobody can write in: a read-only mount for root, else a folder without write permission."""
+    """A folder nobody can write in: a read-only mount for root, else a folder without write
+    permission."""
     if os.geteuid() == 0:
         return tmpfs("64k", read_only=True)
     folder = tmp_path / "read-only"

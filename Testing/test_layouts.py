@@ -1,4 +1,5 @@
-"""The paper's data sets read as published (Montgomery County, COVID-19-CT-Seg) and `samzeroshot reproduce`.
+"""The paper's data sets read as published (Montgomery County, COVID-19-CT-Seg) and
+`samzeroshot reproduce`.
 
 The fixtures lay out small real images the way each archive unpacks: radiographs made from
 slicerio's chest CT, and slices of that CT in Hounsfield units and as exported grey levels, with
@@ -48,7 +49,7 @@ def montgomery_set(chest_ct, radiograph_from_ct, tmp_path):
     image, labels, _ = radiograph_from_ct(voxels, right, left, matrix)
     gray = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
     root = tmp_path / "NLM-MontgomeryCXRSet" / "MontgomerySet"
-    for name, mirrored in zip(MONTGOMERY_CASES, (False, True)):
+    for name, mirrored in zip(MONTGOMERY_CASES, (False, True), strict=True):
         view = (lambda a: a[:, ::-1]) if mirrored else (lambda a: a)
         write_png(view(gray), root / "CXR_png" / f"{name}.png")
         write_png(
@@ -65,7 +66,8 @@ def montgomery_set(chest_ct, radiograph_from_ct, tmp_path):
 
 @pytest.fixture
 def covid_set(chest_ct, tmp_path):
-    """COVID-19-CT-Seg laid out as on Zenodo: a CT in HU and one exported as grey levels, 3 slices each.
+    """COVID-19-CT-Seg laid out as on Zenodo: a CT in HU and one exported as grey levels, 3 slices
+    each.
 
     Lung masks use the data set's numbering: 1 left lung, 2 right lung.
     """
@@ -90,7 +92,7 @@ def covid_set(chest_ct, tmp_path):
     return root
 
 
-# -- the layouts ------------------------------------------------------------------------------------
+# -- the layouts -----------------------------------------------------------------------------------
 def test_montgomery_is_read_as_the_archive_unpacks(montgomery_set, chest_ct, radiograph_from_ct):
     cases, problems = layouts.find("montgomery", montgomery_set)
     assert [case.name for case in cases] == list(
@@ -168,7 +170,7 @@ def test_layout_options_are_checked_in_one_line_before_the_model(
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
 
 
-# -- reproduce ------------------------------------------------------------------------------------------
+# -- reproduce -------------------------------------------------------------------------------------
 def test_reproduce_writes_the_papers_table_beside_ours(capsys, montgomery_set, covid_set, tmp_path):
     out = tmp_path / "reproduction"
     code, stdout, stderr = run(

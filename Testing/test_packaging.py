@@ -77,7 +77,8 @@ def expand(value, variables):
 
 
 def module_listing():
-    """(scripts, resources) listed in SAMZeroShot/CMakeLists.txt, as paths relative to SAMZeroShot/."""
+    """(scripts, resources) listed in SAMZeroShot/CMakeLists.txt, as paths relative to
+    SAMZeroShot/."""
     values = cmake_set_values(MODULE_DIR / "CMakeLists.txt")
     assert values.get("MODULE_NAME") == ["SAMZeroShot"], (
         "SAMZeroShot/CMakeLists.txt must set(MODULE_NAME SAMZeroShot)"

@@ -40,7 +40,7 @@ def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypa
     )
     assert engine.encoded_slices - before == 2
     assert [outcome.slice for outcome in result.slices] == [15, 20]
-    for key, mask in result.masks.items():
+    for mask in result.masks.values():
         filled = np.flatnonzero(geometry.view(mask).any(axis=(1, 2)))
         assert set(filled) <= {15, 20}
         assert mask.shape == voxels.shape
@@ -140,7 +140,7 @@ def test_engine_masks_match_segment_anythings_predictor(engine, chest, litemedsa
     predictor.set_image(image)
     [embedding] = engine.encode([image])
     got = engine.decode(embedding, [paper, box_only, points_only])
-    for prompt, prediction in zip([paper, box_only, points_only], got):
+    for prompt, prediction in zip([paper, box_only, points_only], got, strict=True):
         expected, scores, _ = predictor.predict(
             point_coords=prompt.points,
             point_labels=prompt.labels,
@@ -167,7 +167,7 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
             kept,
             engine,
             strategy="box",
-            progress=lambda fraction, message: events.append(fraction),
+            progress=lambda fraction, message, events=events: events.append(fraction),
         )
         assert [outcome.slice for outcome in results[workers].slices] == [14, 17, 21]
         assert events == sorted(events) and events[-1] == 1.0

@@ -31,7 +31,8 @@ def test_c_shaped_mask_gets_its_point_moved_inside():
 def test_point_is_centred_along_the_longer_run():
     mask = np.zeros((10, 30), bool)
     mask[4:7, 3:25] = True  # a horizontal bar: 3 rows, 22 columns
-    # Start at (5, 5): 2 pixels left, 19 right, 1 above, 1 below -> horizontal, 5 + (19 - 2 + 1) // 2.
+    # Start at (5, 5): 2 pixels left, 19 right, 1 above, 1 below -> horizontal,
+    # 5 + (19 - 2 + 1) // 2.
     assert prompts.center_in_mask(mask, 5, 5) == (5, 14)
     assert prompts.positive_point(mask) == (5, 14)
 

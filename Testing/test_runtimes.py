@@ -1,4 +1,5 @@
-"""The runtime choice (CPU flags given as data) and the on-disk cache of exports and compiled models."""
+"""The runtime choice (CPU flags given as data) and the on-disk cache of exports and compiled
+models."""
 
 import hashlib
 import os
@@ -24,8 +25,8 @@ def chosen(*args, **kwargs):
 @pytest.mark.parametrize(
     "flags, installed, expected",
     [
-        # AMD EPYC, AVX2 only: today's default (ONNX Runtime, float32); OpenVINO was no faster there and
-        # its bf16 was emulated (40x slower).
+        # AMD EPYC, AVX2 only: today's default (ONNX Runtime, float32); OpenVINO was no faster there
+        # and its bf16 was emulated (40x slower).
         (AMD_AVX2, BOTH, ("onnxruntime", "fp32", False)),
         (AMD_AVX2, {"onnxruntime"}, ("onnxruntime", "fp32", False)),
         # Intel Xeon with AMX: OpenVINO, bf16 if the accuracy guard lets it.
@@ -169,7 +170,7 @@ def test_two_processes_exporting_at_once_leave_one_intact_file_and_no_warnings(t
         for _ in range(2)
     ]
     results = [process.communicate(timeout=300) for process in processes]
-    for process, (out, err) in zip(processes, results):
+    for process, (_out, err) in zip(processes, results, strict=True):
         assert process.returncode == 0, err
         assert "Warning" not in err, f"the export printed warnings:\n{err}"
     reports = [out.split() for out, _ in results]

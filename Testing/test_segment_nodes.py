@@ -121,7 +121,7 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
     output2, _ = segment_nodes.process(
         sagittal, segmentation, lung_ids, parameters=PLUMBING
     )  # prompts resampled by Slicer
-    for mask, reference in zip(masks_of(output2, sagittal), expected):
+    for mask, reference in zip(masks_of(output2, sagittal), expected, strict=True):
         back = np.transpose(np.flip(mask, axis=1), (1, 2, 0))
         np.testing.assert_array_equal(back, reference)
 
@@ -134,12 +134,12 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
     prompts = mrml_io.segment_masks(segmentation, lung_ids, volume)
     tilted = builders.add_segmentation(
         scene,
-        {name: prompts[i] for name, i in zip(LUNGS, lung_ids)},
+        {name: prompts[i] for name, i in zip(LUNGS, lung_ids, strict=True)},
         oblique_matrix,
         "oblique prompts",
     )
     output3, _ = segment_nodes.process(oblique, tilted, parameters=PLUMBING)
-    for mask, reference in zip(masks_of(output3, oblique), expected):
+    for mask, reference in zip(masks_of(output3, oblique), expected, strict=True):
         np.testing.assert_array_equal(mask, reference)
 
 
@@ -156,7 +156,7 @@ def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
         scene,
         {
             name: prompts[i].repeat(2, axis=1).repeat(2, axis=2)
-            for name, i in zip(reversed(LUNGS), reversed(lung_ids))
+            for name, i in zip(reversed(LUNGS), reversed(lung_ids), strict=True)
         },
         fine,
         "fine reference",

@@ -67,7 +67,7 @@ def naive(model, images, slice_masks):
 
     predictor = SamPredictor(model)
     results = []
-    for image, masks in zip(images, slice_masks):
+    for image, masks in zip(images, slice_masks, strict=True):
         predictor.set_image(image)
         union = np.zeros(image.shape[:2], bool)
         for mask in (mask for mask in masks.values() if mask.any()):
@@ -136,7 +136,7 @@ def main(argv=None):
     timings = {"naive": [], "default": [], "cached": []}
     stages = {"default": [], "cached": []}  # per run: (encode, decode) seconds summed over workers
     dice = {}
-    for repetition in range(args.repetitions):
+    for _repetition in range(args.repetitions):
         started = time.perf_counter()
         naive_masks = naive(model, images, slice_masks)
         timings["naive"].append(time.perf_counter() - started)
@@ -157,10 +157,10 @@ def main(argv=None):
             p for p in geometry.view(np.logical_or.reduce(list(result.masks.values())))[chosen]
         ]
         dice["naive"] = np.array(
-            [metrics.overlap(p, r)["dice"] for p, r in zip(naive_masks, reference)]
+            [metrics.overlap(p, r)["dice"] for p, r in zip(naive_masks, reference, strict=True)]
         )
         dice["default"] = np.array(
-            [metrics.overlap(p, r)["dice"] for p, r in zip(default_masks, reference)]
+            [metrics.overlap(p, r)["dice"] for p, r in zip(default_masks, reference, strict=True)]
         )
 
     n = len(chosen)

@@ -140,7 +140,8 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
 
 
 def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str) -> dict:
-    """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on ``engine``."""
+    """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on
+    ``engine``."""
     parameters = Parameters(strategy=strategy)
     cases, skipped = evaluation.prepare(layouts.paired(images, masks), images)
     settings = evaluation.run_settings(
@@ -214,7 +215,8 @@ def _versus(entry) -> str:
 
 
 def table(results: dict, names) -> str:
-    """The README's table: mean Dice per half and, on the held-out halves, the difference from box."""
+    """The README's table: mean Dice per half and, on the held-out halves, the difference from
+    box."""
     lines = [
         (
             "| strategy | ct_dev selection | ct_dev held-out | held-out vs box | cxr_dev selection"

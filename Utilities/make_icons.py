@@ -77,7 +77,8 @@ def background(draw):
     for row in range(s(SIZE)):
         f = row / (s(SIZE) - 1)
         color = tuple(
-            int(round(a + (b - a) * f)) for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM)
+            int(round(a + (b - a) * f))
+            for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM, strict=True)
         )
         draw.line([(0, row), (s(SIZE), row)], fill=color)
 

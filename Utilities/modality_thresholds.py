@@ -1,4 +1,5 @@
-"""The two thresholds of the modality content test, chosen on the selection halves, checked on the held-out ones.
+"""The two thresholds of the modality content test, chosen on the selection halves, checked on the
+held-out ones.
 
     .venv/bin/python Utilities/modality_thresholds.py [--data ../shared/data]
 
@@ -76,7 +77,7 @@ def errors(items, touch, extent, want_ct: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     split = json.loads((ROOT / "Utilities" / "dev_split.json").read_text())

@@ -28,7 +28,8 @@ from .parameters import Parameters
 from .reproduction import SETS
 
 EXIT_BAD_INPUT = 2
-#: The run finished, but some cases could not be computed (listed as ``failed``; run again to retry them).
+#: The run finished, but some cases could not be computed (listed as ``failed``; run again to retry
+#: them).
 EXIT_CASES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
@@ -196,7 +197,8 @@ def _add_run_options(parser):
 
 
 def _parameters(args, propagate=False, **fixed) -> Parameters:
-    """The settings given on the command line (options a command does not offer keep their defaults)."""
+    """The settings given on the command line (options a command does not offer keep their
+    defaults)."""
     given = {name: getattr(args, name) for name in MODEL_OPTIONS if hasattr(args, name)}
     return Parameters(
         **given,
@@ -286,7 +288,8 @@ def _segment_files(args, parameters: Parameters) -> tuple[dict[str, Path], dict[
 
 
 def _replace(path: Path, write) -> None:
-    """Write ``path`` through ``write(temporary path)``, replacing an earlier file only when complete."""
+    """Write ``path`` through ``write(temporary path)``, replacing an earlier file only when
+    complete."""
     try:
         with files.replaced_atomically(path) as partial:
             write(partial)
@@ -298,13 +301,15 @@ def _replace(path: Path, write) -> None:
 
 
 class _SliceProgress:
-    """The slice loop's ``progress(fraction, message)`` shown as slices done (a bar, or a line per slice)."""
+    """The slice loop's ``progress(fraction, message)`` shown as slices done (a bar, or a line per
+    slice)."""
 
     def __init__(self, inputs, propagate: bool):
         from . import progress
 
         views = [inputs.geometry.view(mask) for mask in inputs.prompt_masks.values()]
-        # The loop reports its fraction of the slices with prompts, or of every slice when it propagates.
+        # The loop reports its fraction of the slices with prompts, or of every slice when it
+        # propagates.
         self.total = (
             len(views[0])
             if propagate
@@ -438,7 +443,8 @@ def _check_results_folder(outs: tuple[Path, ...], input_folders: dict[str, objec
 
 
 def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, settings: dict):
-    """The results folder, checked against the inputs and its stored settings before any model work."""
+    """The results folder, checked against the inputs and its stored settings before any model
+    work."""
     from . import results
 
     inputs = {f"image {case.image_path.name}": case.image_path for case in cases}
@@ -462,7 +468,8 @@ def _open_cohort(
     propagate_from: str | None = None,
     data_option: str = "--data",
 ) -> Cohort:
-    """Find and read a data set's cases, and open its results folder: every check before the model."""
+    """Find and read a data set's cases, and open its results folder: every check before the
+    model."""
     from . import evaluation
 
     found, source, input_folders = _data_set(layout, data, images, masks, data_option)
@@ -547,7 +554,8 @@ def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, 
 def _run_guarded(
     command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel
 ) -> dict | None:
-    """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said so)."""
+    """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said
+    so)."""
     try:
         return _run_cohort(cohort, parameters, client, propagate_from, cancel)
     except Cancelled:

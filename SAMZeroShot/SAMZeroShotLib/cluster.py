@@ -1,10 +1,11 @@
-"""A cohort's cases on a Dask cluster: ``samzeroshot evaluate --workers N`` or ``--scheduler ADDRESS``.
+"""A cohort's cases on a Dask cluster: ``samzeroshot evaluate --workers N`` or
+``--scheduler ADDRESS``.
 
 Cases go out as file paths (the workers read the images from a file system they share with this
 process) and are computed whole by :func:`~.evaluation.evaluate_case`, the function the
 single-process loop calls, so that both give the same rows. Each worker process loads the model
-on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process, keyed
-by the model settings). Finished cases come back to this process, which alone writes the
+on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process,
+keyed by the model settings). Finished cases come back to this process, which alone writes the
 results folder (:class:`~.evaluation.Recorder`, :class:`~.results.ResultsFolder`).
 
 Threads: the model of a worker uses ``cores // cases run at once on its machine`` threads, in
@@ -90,7 +91,8 @@ def _ask_identity(address: str, timeout: float) -> dict:
 
 @contextlib.contextmanager
 def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[distributed.Client]:  # noqa: F821
-    """A client of the scheduler at ``address`` that has at least one worker; :class:`ClusterError` otherwise."""
+    """A client of the scheduler at ``address`` that has at least one worker; :class:`ClusterError`
+    otherwise."""
     from distributed import Client
 
     try:
@@ -119,7 +121,8 @@ def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[
 
 
 def connect(workers: int = 1, scheduler: str | None = None):
-    """A context manager for a client: of ``scheduler`` when given, else of a local cluster of ``workers``."""
+    """A context manager for a client: of ``scheduler`` when given, else of a local cluster of
+    ``workers``."""
     return remote_client(scheduler) if scheduler else local_client(workers)
 
 
@@ -141,7 +144,8 @@ def worker_threads(cases_per_host: Mapping[str, int]) -> int:
 
 
 def _engine(parameters, threads: int):
-    """This process's engine for ``parameters``, made with ``threads`` threads (kept between cases)."""
+    """This process's engine for ``parameters``, made with ``threads`` threads (kept between
+    cases)."""
     import torch
 
     from . import segment_nodes
@@ -160,10 +164,11 @@ def run_case(
     return evaluate_case(case, engine, parameters, propagate_from), engine_about(engine)
 
 
-# -- on the client ----------------------------------------------------------------------------------
+# -- on the client ---------------------------------------------------------------------------------
 def prepare_weights(parameters, progress=None):
     """Check the model's weights file (downloading it once, into the cache the workers share) before
-    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published file.
+    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published
+    file.
     """
     from . import models
 
@@ -183,7 +188,8 @@ def cases_per_host(client) -> dict[str, int]:
 
 
 def free_slots(client, running: Mapping) -> int:
-    """Cases the workers can start now: their threads less the tasks they hold, less ours not yet placed.
+    """Cases the workers can start now: their threads less the tasks they hold, less ours not yet
+    placed.
 
     Asked of the scheduler each time (a worker that died or joined changes it).
     """
@@ -203,10 +209,8 @@ def _finished(running: Mapping, timeout: float = 1.0) -> list:
     if not running:
         time.sleep(timeout)
         return []
-    try:
+    with contextlib.suppress(TimeoutError):
         wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
-    except TimeoutError:
-        pass
     return [future for future in running if future.done()]
 
 
@@ -232,9 +236,10 @@ def evaluate(
 
     A case goes out only when a worker can start it at once, so that no worker holds a case
     waiting behind another: a worker that dies takes only its running case down, which is sent
-    out again (:data:`RETRIES` times) before it is listed as failed. As :func:`~.evaluation.evaluate`,
-    each case is recorded as it comes back; when ``cancel()`` turns True no case is sent out any
-    more, those running are waited for and kept, and :class:`~.errors.Cancelled` is raised.
+    out again (:data:`RETRIES` times) before it is listed as failed. As
+    :func:`~.evaluation.evaluate`, each case is recorded as it comes back; when ``cancel()`` turns
+    True no case is sent out any more, those running are waited for and kept, and
+    :class:`~.errors.Cancelled` is raised.
     """
     from distributed.scheduler import KilledWorker
 

@@ -62,7 +62,8 @@ def _listed(names) -> str:
 
 
 def check_paired(a: Result, b: Result) -> list[tuple[str, int]]:
-    """The shared ``(case, slice)`` keys; raises :class:`CompareError` unless both scored the same."""
+    """The shared ``(case, slice)`` keys; raises :class:`CompareError` unless both scored the
+    same."""
     cases_a, cases_b = {key[0] for key in a.dice}, {key[0] for key in b.dice}
     if cases_a != cases_b:
         parts = [

@@ -204,7 +204,7 @@ class SamEngine:
             self.encoded_slices += len(images)
         return [
             Embedding(features[i : i + 1].clone(), tuple(image.shape[:2]), input_size)
-            for i, (image, (_, input_size)) in enumerate(zip(images, prepared))
+            for i, (image, (_, input_size)) in enumerate(zip(images, prepared, strict=True))
         ]
 
     def encode(self, images: Sequence[np.ndarray]) -> list[Embedding]:
@@ -220,7 +220,9 @@ class SamEngine:
                 todo.append(index)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            for index, embedding in zip(chunk, self._encode_batch([images[i] for i in chunk])):
+            for index, embedding in zip(
+                chunk, self._encode_batch([images[i] for i in chunk]), strict=True
+            ):
                 results[index] = embedding
                 if self.cache is not None:
                     self.cache.put(keys[index], embedding)
@@ -252,7 +254,7 @@ class SamEngine:
             )
             groups.setdefault(shape, []).append(index)
         results: list[Prediction | None] = [None] * len(prompts)
-        for (n_points, has_box, has_mask, multimask), indices in groups.items():
+        for (_n_points, _has_box, has_mask, multimask), indices in groups.items():
             for index, prediction in zip(
                 indices,
                 self._decode_group(
@@ -262,6 +264,7 @@ class SamEngine:
                     multimask,
                     logits,
                 ),
+                strict=True,
             ):
                 results[index] = prediction
         return results

@@ -5,7 +5,8 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all
+  segments;
 * ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
   the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
@@ -56,7 +57,8 @@ class MaskFile:
 
 @dataclass
 class Case:
-    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see :func:`case_settings`)."""
+    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see
+    :func:`case_settings`)."""
 
     name: str
     image_path: Path
@@ -74,7 +76,8 @@ CASE_SETTINGS = ("window",)
 
 
 def case_settings(case: Case, parameters) -> dict[str, str]:
-    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is ``auto``."""
+    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is
+    ``auto``."""
     chosen = {name: getattr(parameters, name) for name in CASE_SETTINGS}
     for name, value in case.settings.items():
         if name not in CASE_SETTINGS:
@@ -85,7 +88,8 @@ def case_settings(case: Case, parameters) -> dict[str, str]:
 
 
 def file_stem(path: Path, extensions: Sequence[str]) -> str | None:
-    """The name without its (possibly double) extension, or None if it has none of ``extensions``."""
+    """The name without its (possibly double) extension, or None if it has none of
+    ``extensions``."""
     lower = path.name.lower()
     for extension in extensions:
         if lower.endswith(extension):
@@ -166,7 +170,8 @@ def declared_modality(path) -> str | None:
 
 
 def _mask_values(path: Path, shape) -> np.ndarray:
-    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one label map."""
+    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one
+    label map."""
     import SimpleITK as sitk
 
     try:
@@ -192,9 +197,8 @@ def _mask_values(path: Path, shape) -> np.ndarray:
         raise CaseError(
             path, f"mask size {_size(array.shape)} differs from its image's {_size(shape)}"
         )
-    if array.dtype.kind == "f":
-        if not np.all(array == np.round(array)):
-            raise CaseError(path, "not a label mask: it holds non-integer values")
+    if array.dtype.kind == "f" and not np.all(array == np.round(array)):
+        raise CaseError(path, "not a label mask: it holds non-integer values")
     return array.astype(np.int64)
 
 
@@ -271,7 +275,8 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
 def prompt_only_dice(
     prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry
 ) -> np.ndarray:
-    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the
+    reference."""
     from .strategies import fill_boxes
 
     filled = np.zeros(reference_union.shape, bool)
@@ -371,7 +376,8 @@ def prepare(
     keep_going: bool = False,
     fill_nonfinite: bool = False,
 ) -> tuple[list[Case], list[CaseError]]:
-    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to the model.
+    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to
+    the model.
 
     ``found`` is a layout's ``(cases, problems)``; ``where`` names the data in the error raised
     when nothing is usable. Raises the first :class:`CaseError` unless ``keep_going``.
@@ -393,7 +399,8 @@ def prepare(
 
 
 def run_settings(parameters, source: dict[str, str], propagate_from: str | None = None) -> dict:
-    """What an evaluation's results depend on: a results folder made with other settings is not resumed.
+    """What an evaluation's results depend on: a results folder made with other settings is not
+    resumed.
 
     ``source`` names the data (a layout's :func:`~.layouts.source`). A setting added to
     :class:`~.parameters.Parameters` that changes results goes in here too.
@@ -416,7 +423,8 @@ def run_settings(parameters, source: dict[str, str], propagate_from: str | None 
 
 
 def engine_about(engine) -> dict[str, str]:
-    """Where and how an engine runs, for the summary (``threads``: of each process that ran cases)."""
+    """Where and how an engine runs, for the summary (``threads``: of each process that ran
+    cases)."""
     return {
         "device": engine.device,
         "precision": engine.precision,
@@ -441,8 +449,8 @@ class Recorder:
         skipped: Sequence[CaseError] = (),
         progress: Callable[[int, int], object] | None = None,
     ):
-        """``progress(total, done)`` makes the view of the run's progress (a :class:`~.progress.Counter`;
-        default: silent)."""
+        """``progress(total, done)`` makes the view of the run's progress (a
+        :class:`~.progress.Counter`; default: silent)."""
         from .progress import Counter
         from .strategies import resolve
 
@@ -508,7 +516,8 @@ def evaluate(
     progress=None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
-    """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the summary.
+    """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the
+    summary.
 
     ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
     cases: when it returns True, :class:`~.errors.Cancelled` is raised and the folder keeps

@@ -18,11 +18,10 @@ import secrets
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Union
 
 from .errors import OutputError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def real_path(path: PathLike) -> Path:
@@ -99,7 +98,8 @@ def check_output_file(path: PathLike) -> Path:
 
 
 def _temporary_beside(path: Path):
-    """A new empty file next to ``path`` whose name ends like it (writers pick the format by name)."""
+    """A new empty file next to ``path`` whose name ends like it (writers pick the format by
+    name)."""
     name = f".{secrets.token_hex(4)}.partial-{path.name}"
     target = path.parent / name
     return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), target
@@ -149,7 +149,8 @@ def write_text_atomically(path: PathLike, text: str) -> None:
 
 
 def append_synced(path: PathLike, text: str) -> None:
-    """Append ``text`` to ``path`` and force it to disk; on failure the file is cut back as it was."""
+    """Append ``text`` to ``path`` and force it to disk; on failure the file is cut back as it
+    was."""
     data = text.encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

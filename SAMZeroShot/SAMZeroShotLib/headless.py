@@ -48,7 +48,8 @@ def new_scene():
 
 @contextlib.contextmanager
 def vtk_errors_silenced():
-    """VTK's own error text off: a reader that fails prints pages of it, and we report the failure."""
+    """VTK's own error text off: a reader that fails prints pages of it, and we report the
+    failure."""
     previous = vtk.vtkObject.GetGlobalWarningDisplay()
     vtk.vtkObject.GlobalWarningDisplayOff()
     try:

@@ -121,7 +121,8 @@ class SliceGeometry:
     slice_spacing: float = 1.0  # mm
 
     def view(self, volume: np.ndarray) -> np.ndarray:
-        """A view of ``volume`` indexed ``[slice, row, column]``; writing to it writes the volume."""
+        """A view of ``volume`` indexed ``[slice, row, column]``; writing to it writes the
+        volume."""
         if volume.ndim != 3:
             raise ValueError(f"Expected a 3D array, got shape {volume.shape}.")
         ordered = np.moveaxis(volume, (self.axis, self.row_axis, self.col_axis), (0, 1, 2))

@@ -5,12 +5,13 @@
 * ``montgomery``: the NLM Montgomery County chest X-ray set, ``CXR_png/<name>.png`` with
   ``ManualMask/leftMask/<name>.png`` and ``ManualMask/rightMask/<name>.png`` (0/255 masks). The
   right lung becomes label 1 and the left lung label 2, as in the other data; window ``xray``.
-* ``covid19-ct-seg``: COVID-19-CT-Seg (Zenodo record 3757476), ``COVID-19-CT-Seg_20cases/<name>.nii.gz``
-  with ``Lung_Mask/<name>.nii.gz``, whose labels 1 (left lung) and 2 (right lung) are swapped to
-  ours. The intensities are handled as in the paper's code (``i3uex/sam``): the ``coronacases_*``
-  volumes are in Hounsfield units and get the lung window (level -650, width 1500) before the
-  min-max stretch, i.e. window ``ct-lung``; the ``radiopaedia_*`` volumes hold the grey levels of
-  an image export, which are only stretched min-max, i.e. window ``xray``.
+* ``covid19-ct-seg``: COVID-19-CT-Seg (Zenodo record 3757476),
+  ``COVID-19-CT-Seg_20cases/<name>.nii.gz`` with ``Lung_Mask/<name>.nii.gz``, whose labels 1 (left
+  lung) and 2 (right lung) are swapped to ours. The intensities are handled as in the paper's code
+  (``i3uex/sam``): the ``coronacases_*`` volumes are in Hounsfield units and get the lung window
+  (level -650, width 1500) before the min-max stretch, i.e. window ``ct-lung``; the
+  ``radiopaedia_*`` volumes hold the grey levels of an image export, which are only stretched
+  min-max, i.e. window ``xray``.
 
 A layout's cases carry their settings (``Case.settings``, e.g. ``{"window": "ct-lung"}``); each
 applies where the user left that setting on ``auto`` (:func:`~.evaluation.case_settings`).
@@ -93,7 +94,8 @@ def _root(data, inside: Path, what: str, expected: str) -> Path:
 
 
 def montgomery(data) -> Found:
-    """The Montgomery County set: one case per ``CXR_png/*.png``, its two lung masks as labels 1 and 2."""
+    """The Montgomery County set: one case per ``CXR_png/*.png``, its two lung masks as labels 1 and
+    2."""
     root = _root(
         data,
         MONTGOMERY_IMAGES,
@@ -111,7 +113,7 @@ def montgomery(data) -> Found:
         ]
         missing = [
             f"{side} mask {MONTGOMERY_MASKS / folder / image.name}"
-            for (folder, _, side), mask in zip(MONTGOMERY_SIDES, masks)
+            for (folder, _, side), mask in zip(MONTGOMERY_SIDES, masks, strict=True)
             if not mask.path.is_file()
         ]
         if missing:
@@ -122,7 +124,8 @@ def montgomery(data) -> Found:
 
 
 def covid19_ct_seg(data) -> Found:
-    """COVID-19-CT-Seg: volumes paired with their lung masks by name, each with its source's window."""
+    """COVID-19-CT-Seg: volumes paired with their lung masks by name, each with its source's
+    window."""
     root = _root(
         data,
         COVID_IMAGES,
@@ -145,7 +148,8 @@ def _covid_case(case: Case) -> Case:
 
 
 def find(layout: str, data=None, images=None, masks=None) -> Found:
-    """The cases of a data set: ``data`` (the set's folder) for a published layout, else ``images`` and ``masks``."""
+    """The cases of a data set: ``data`` (the set's folder) for a published layout, else ``images``
+    and ``masks``."""
     if layout == "paired":
         return paired(images, masks)
     if layout == "montgomery":
@@ -156,7 +160,8 @@ def find(layout: str, data=None, images=None, masks=None) -> Found:
 
 
 def source(layout: str, data=None, images=None, masks=None) -> dict[str, str | None]:
-    """What names the data in a results folder's settings (the paired layout keeps its earlier keys)."""
+    """What names the data in a results folder's settings (the paired layout keeps its earlier
+    keys)."""
     if layout == "paired":
         return {"images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
     return {"layout": layout, "data": str(Path(data).resolve())}

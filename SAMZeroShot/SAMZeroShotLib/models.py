@@ -263,7 +263,8 @@ def resolve_device(device: str | None = "auto") -> str:
 
 
 def build_litemedsam():
-    """LiteMedSAM as a ``segment_anything`` ``Sam``: TinyViT encoder, SAM's prompt encoder and decoder.
+    """LiteMedSAM as a ``segment_anything`` ``Sam``: TinyViT encoder, SAM's prompt encoder and
+    decoder.
 
     LiteMedSAM expects min-max [0, 1] input; the slices we feed are already stretched to 0-255,
     hence mean 0 and std 255.
@@ -348,7 +349,8 @@ def load_state(path) -> dict:
 
 
 def spec_for(name: str, checkpoint=None) -> ModelSpec:
-    """The registry entry for ``name``; any SAM-compatible file may be given with an architecture name."""
+    """The registry entry for ``name``; any SAM-compatible file may be given with an architecture
+    name."""
     if name in MODELS:
         return MODELS[name]
     if name in ("vit_b", "vit_l", "vit_h") and checkpoint is not None:

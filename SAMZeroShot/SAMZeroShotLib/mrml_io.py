@@ -48,7 +48,8 @@ def declared_modality(volume_node) -> str | None:
 
 
 def record_modality(volume_node, value: str) -> None:
-    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see :func:`declared_modality`)."""
+    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see
+    :func:`declared_modality`)."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
     item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(
         hierarchy.GetSceneItemID(), volume_node
@@ -99,7 +100,8 @@ def segment_ids(segmentation_node) -> list[str]:
 
 
 def resolve_segment_ids(segmentation_node, requested: Iterable[str] | None = None) -> list[str]:
-    """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is unknown."""
+    """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is
+    unknown."""
     if segmentation_node is None:
         raise InputError(
             "No prompt segmentation: select a segmentation with the structures to segment."
@@ -193,7 +195,8 @@ def vtk_matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
 def set_segment_mask(
     segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array
 ) -> None:
-    """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by ``ijk_to_ras``."""
+    """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by
+    ``ijk_to_ras``."""
     labelmap = slicer.vtkOrientedImageData()
     labelmap.SetDimensions(mask.shape[::-1])
     labelmap.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras_array))
@@ -219,7 +222,8 @@ class SegmentDescription:
 
 
 def segment_descriptions(segmentation_node, ids: Sequence[str]) -> dict[str, SegmentDescription]:
-    """Name, colour and terminology of each segment, read once so that later steps need not touch the node."""
+    """Name, colour and terminology of each segment, read once so that later steps need not touch
+    the node."""
     segmentation = segmentation_node.GetSegmentation()
     descriptions = {}
     for segment_id in ids:
@@ -329,7 +333,8 @@ def create_dice_plot(
 
 
 def remove_nodes(nodes: Iterable) -> None:
-    """Remove nodes (and their display/storage nodes) from their scene, ignoring ones already gone."""
+    """Remove nodes (and their display/storage nodes) from their scene, ignoring ones already
+    gone."""
     for node in nodes:
         scene = node.GetScene() if node is not None else None
         if scene is None:

@@ -1,4 +1,5 @@
-"""Progress of a long run on the command line: items (cases or slices) done, slices per second, time left.
+"""Progress of a long run on the command line: items (cases or slices) done, slices per second, time
+left.
 
 On a terminal a bar (tqdm) that updates in place; in a log (stderr redirected to a file or a
 pipe) one line per item, so that the log reads the same whoever watches it. :class:`Counter`
@@ -24,7 +25,8 @@ def _duration(seconds: float) -> str:
 
 
 class Counter:
-    """Counts finished items of a run: ``total`` in all, ``done`` of them finished before it started."""
+    """Counts finished items of a run: ``total`` in all, ``done`` of them finished before it
+    started."""
 
     def __init__(self, total: int, done: int = 0, unit: str = "case"):
         self.total, self.done, self.unit = total, done, unit
@@ -33,8 +35,8 @@ class Counter:
         self.started = self.first_finished = time.perf_counter()
 
     def advance(self, line: str = "", slices: int = 1, items: int = 1) -> None:
-        """``items`` more finished (one line for them); ``line`` says what they gave, ``slices`` how many
-        slices they segmented."""
+        """``items`` more finished (one line for them); ``line`` says what they gave, ``slices`` how
+        many slices they segmented."""
         if self.done == self.started_with:
             self.first_finished = time.perf_counter()
         self.done += items
@@ -53,7 +55,8 @@ class Counter:
         return self.slices / elapsed if elapsed > 0 else 0.0
 
     def seconds_left(self) -> float | None:
-        """From the pace since the first item finished (the first also paid for loading the model)."""
+        """From the pace since the first item finished (the first also paid for loading the
+        model)."""
         finished = self.done - self.started_with
         if finished <= 0:
             return None

@@ -50,7 +50,8 @@ class Prompt:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """``(min_row, min_col, max_row + 1, max_col + 1)`` of a non-empty mask (scikit-image's bbox)."""
+    """``(min_row, min_col, max_row + 1, max_col + 1)`` of a non-empty mask (scikit-image's
+    bbox)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:

@@ -49,7 +49,8 @@ def _percent(value) -> float:
 
 
 def table(summaries: Mapping[str, dict]) -> dict:
-    """The table as data: per data set evaluated, the paper's numbers and ours (with what produced them)."""
+    """The table as data: per data set evaluated, the paper's numbers and ours (with what produced
+    them)."""
     rows = []
     for layout, summary in summaries.items():
         about = SETS[layout]
@@ -76,7 +77,8 @@ def table(summaries: Mapping[str, dict]) -> dict:
 
 
 def markdown(data: dict) -> str:
-    """The table for people: one line for the paper and one for us per data set, and what the numbers are."""
+    """The table for people: one line for the paper and one for us per data set, and what the
+    numbers are."""
     lines = [
         "| data set | by | model | prompts | cases | slices with lung | Dice % | Jaccard % |",
         "|---|---|---|---|---|---|---|---|",

@@ -153,7 +153,8 @@ class ResultsFolder:
                 leftover.unlink(missing_ok=True)
 
     def _check_settings(self) -> None:
-        """Refuse to mix these results with recorded results of other settings; else store the settings."""
+        """Refuse to mix these results with recorded results of other settings; else store the
+        settings."""
         path = self._path(SETTINGS_FILE)
         if not path.exists():
             found = [name for name in FILES if self._path(name).exists()]
@@ -182,7 +183,8 @@ class ResultsFolder:
             write_text_atomically(path, text)
 
     def _read_journal(self) -> tuple[dict[str, CaseResult], int]:
-        """Recorded cases, and where the journal's last whole line ends (a stop may cut the last one short)."""
+        """Recorded cases, and where the journal's last whole line ends (a stop may cut the last one
+        short)."""
         path = self._path(JOURNAL_FILE)
         data = path.read_bytes() if path.exists() else b""
         results, offset = {}, 0
@@ -228,7 +230,8 @@ class ResultsFolder:
         return [name for name in cases if name not in self.results]
 
     def record(self, result: CaseResult) -> dict:
-        """Keep one finished case on disk (journal first, then tables, then summary); the summary."""
+        """Keep one finished case on disk (journal first, then tables, then summary); the
+        summary."""
         if result.name in self.results:
             raise ValueError(f"case {result.name!r} is already recorded")
         append_synced(self._path(JOURNAL_FILE), result.to_json() + "\n")
@@ -247,7 +250,8 @@ class ResultsFolder:
         return self._write_summary(complete=False)
 
     def finish(self) -> dict:
-        """Tables sorted by case and slice, and the summary marked complete (when every planned case is in)."""
+        """Tables sorted by case and slice, and the summary marked complete (when every planned case
+        is in)."""
         self._write_tables()
         return self._write_summary(complete=all(name in self.results for name in self.planned))
 
@@ -255,7 +259,8 @@ class ResultsFolder:
         return [self.results[name] for name in sorted(self.results)]
 
     def _write_tables(self) -> None:
-        """Both tables as the journal has them, sorted by case and slice; a table already so is left alone."""
+        """Both tables as the journal has them, sorted by case and slice; a table already so is left
+        alone."""
         ordered = self._ordered()
         slice_rows = sorted(
             (row for r in ordered for row in r.slice_rows),

@@ -167,7 +167,7 @@ BF16_RELATIVE_TOLERANCE = 0.1
 
 def check_outputs(spec: PartSpec, got: Sequence[torch.Tensor], precision: str, what: str) -> None:
     """Raise RuntimeError unless ``got`` reproduces PyTorch's output on the part's test input."""
-    for want, have in zip(spec.expected(), got):
+    for want, have in zip(spec.expected(), got, strict=True):
         if tuple(have.shape) != tuple(want.shape):
             raise RuntimeError(
                 f"{what} gives shape {tuple(have.shape)}, PyTorch {tuple(want.shape)}"
@@ -369,7 +369,7 @@ class OnnxRuntimePart(_LanedPart):
         )
 
     def run(self, *inputs):
-        feed = {name: value.numpy() for name, value in zip(self.inputs, inputs)}
+        feed = {name: value.numpy() for name, value in zip(self.inputs, inputs, strict=True)}
         return tuple(torch.from_numpy(output) for output in self.opened().run(None, feed))
 
 
@@ -627,7 +627,7 @@ def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
     """The ONNX Runtime or OpenVINO parts (ONNX files exported, compiled models made as needed)."""
     parts = []
     for spec, runtime in zip(
-        (encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision)
+        (encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision), strict=True
     ):
         onnx_payload, _ = onnx_file(model, spec)
         if runtime == "onnxruntime":
@@ -659,7 +659,9 @@ def _missing_seconds(model, choice: Choice) -> float:
     if choice.backend == "torch":
         return seconds
     for precision in precisions:
-        for kind, runtime in zip(("encoder", "decoder"), part_runtimes(choice.backend, precision)):
+        for kind, runtime in zip(
+            ("encoder", "decoder"), part_runtimes(choice.backend, precision), strict=True
+        ):
             if (
                 runtime == "openvino"
                 and read_cache_file(*openvino_path(model, kind, precision)) is None

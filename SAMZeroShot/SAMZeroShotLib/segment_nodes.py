@@ -62,7 +62,8 @@ _engine_lock = threading.Lock()
 def get_engine(
     parameters: Parameters, progress=None, cancel=None, log: Callable[[str], None] | None = None
 ):
-    """The engine for these model settings, reused (with its embedding cache) while they stay the same.
+    """The engine for these model settings, reused (with its embedding cache) while they stay the
+    same.
 
     Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
     2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
@@ -110,7 +111,9 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
     reference_ids = [
         reference_node.GetSegmentation().GetSegmentIdBySegmentName(name) for name in names
     ]
-    missing = [name for name, reference_id in zip(names, reference_ids) if not reference_id]
+    missing = [
+        name for name, reference_id in zip(names, reference_ids, strict=True) if not reference_id
+    ]
     if missing:
         have = ", ".join(
             reference_node.GetSegmentation().GetSegment(i).GetName()
@@ -122,7 +125,10 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
             " like the prompt segments."
         )
     masks = mrml_io.segment_masks(reference_node, reference_ids, volume_node)
-    return {segment_id: masks[reference_id] for segment_id, reference_id in zip(ids, reference_ids)}
+    return {
+        segment_id: masks[reference_id]
+        for segment_id, reference_id in zip(ids, reference_ids, strict=True)
+    }
 
 
 @dataclass
@@ -145,7 +151,8 @@ def read_inputs(
     parameters: Parameters | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Inputs:
-    """Every check :func:`process` makes of its inputs, without the model; raises :class:`InputError`.
+    """Every check :func:`process` makes of its inputs, without the model; raises
+    :class:`InputError`.
 
     Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
     ``parameters.fill_nonfinite``. Nothing is added to the scene.
@@ -312,7 +319,8 @@ def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary
 
 
 def dice_series(records, segment_names):
-    """Slice numbers and, per segment and for the union, Dice on each scored slice (NaN elsewhere)."""
+    """Slice numbers and, per segment and for the union, Dice on each scored slice (NaN
+    elsewhere)."""
     slice_rows = [r for r in records if r["scope"] == "slice" and r["scored"]]
     slices = sorted({r["slice"] for r in slice_rows})
     position = {s: n for n, s in enumerate(slices)}

@@ -65,7 +65,7 @@ class PromptStrategy:
         if not prompts:
             return outputs
         [embedding] = engine.encode([image])
-        for prompt, prediction in zip(prompts, engine.decode(embedding, prompts)):
+        for prompt, prediction in zip(prompts, engine.decode(embedding, prompts), strict=True):
             for key, part in split_among_segments(prediction.mask, masks, prompt.segments).items():
                 outputs[key] |= part
         return outputs
@@ -92,8 +92,8 @@ class PromptOnlyStrategy:
 
 
 def crop_region(mask: np.ndarray, margin: float, min_size: int) -> Region:
-    """The mask's box grown by ``margin`` x its size on each side, at least ``min_size`` pixels a side,
-    clipped to the image."""
+    """The mask's box grown by ``margin`` x its size on each side, at least ``min_size`` pixels a
+    side, clipped to the image."""
     min_row, min_col, max_row, max_col = bounding_box(mask)
     region = []
     for low, high, limit in ((min_row, max_row, mask.shape[0]), (min_col, max_col, mask.shape[1])):
@@ -146,7 +146,8 @@ def correction_click(
 
 @dataclass(frozen=True)
 class ViewStrategy:
-    """Box prompts per segment, on the whole slice or a zoomed crop, with optional refinement and flips.
+    """Box prompts per segment, on the whole slice or a zoomed crop, with optional refinement and
+    flips.
 
     ``margin``: None segments on the whole slice; a number crops each segment's box grown by that
     fraction of its size on each side. ``min_size``: smallest crop side in pixels.
@@ -178,7 +179,8 @@ class ViewStrategy:
         return outputs
 
     def region_logits(self, image: np.ndarray, masks: Masks, engine, threshold: float = 0.0):
-        """``{key: (region, mean logits of its views over that region)}`` for each non-empty segment.
+        """``{key: (region, mean logits of its views over that region)}`` for each non-empty
+        segment.
 
         ``threshold`` decides, between correction passes, what counts as predicted.
         """
@@ -193,6 +195,7 @@ class ViewStrategy:
             zip(
                 views,
                 engine.encode([self._view(image, region, flipped) for region, flipped in views]),
+                strict=True,
             )
         )
 
@@ -217,7 +220,9 @@ class ViewStrategy:
                 ]
                 inputs = [low_res.get((key, view)) for key in users] if step else None
                 for key, prediction in zip(
-                    users, engine.decode(embeddings[view], prompts, inputs, logits=True)
+                    users,
+                    engine.decode(embeddings[view], prompts, inputs, logits=True),
+                    strict=True,
                 ):
                     low_res[(key, view)] = prediction.low_res_logits
                     logits[key] = logits[key] + self._unflip(prediction.logits, flipped)
@@ -325,7 +330,8 @@ CHOSEN_FROM_DATA = {
     # the heart, which this cut-off adds: masks that leave it out lose with it. Not used by auto.
     "xray_threshold": -6.0,
     # zoom: the structure spans this fraction of its view. First chosen on the whole of ct_dev
-    # (0.25, 0.35, 0.5); on the selection half alone 0.35 is still the best (0.9459, 0.9518, 0.9496).
+    # (0.25, 0.35, 0.5); on the selection half alone 0.35 is still the best (0.9459, 0.9518,
+    # 0.9496).
     "zoom": 0.35,
 }
 
