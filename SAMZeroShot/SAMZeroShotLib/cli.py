@@ -74,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"samzeroshot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,compare,reproduce}")
+    _add_segment_command(commands)
+    _add_evaluate_command(commands)
+    _add_compare_command(commands)
+    _add_reproduce_command(commands)
+    return parser
 
+
+def _add_segment_command(commands) -> None:
     segment = commands.add_parser(
         "segment", help="segment one volume from prompt segments; write .seg.nrrd and metrics"
     )
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(segment)
 
+
+def _add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate on a data set: a folder of images and one of masks, or a published layout",
@@ -136,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(evaluate)
     _add_model_options(evaluate)
 
+
+def _add_compare_command(commands) -> None:
     compare = commands.add_parser(
         "compare", help="compare two evaluate output folders slice by slice (B minus A)"
     )
@@ -144,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--out", help="where compare.json goes: a .json file or a folder (default: inside folder B)"
     )
+
+
+def _add_reproduce_command(commands) -> None:
     reproduce = commands.add_parser(
         "reproduce",
         help=(
@@ -164,7 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(reproduce)
     _add_model_options(reproduce, REPRODUCE_OPTIONS)
-    return parser
 
 
 def _add_run_options(parser):

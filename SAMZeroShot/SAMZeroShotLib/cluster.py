@@ -222,6 +222,11 @@ def _failure(error, tries: int) -> str:
     )
 
 
+def _send(client, case: Case, parameters, propagate_from, share, key: str):
+    """Submit one case (its own key per try: a resent case is a new task, not Dask's retry)."""
+    return client.submit(run_case, case, parameters, propagate_from, share, pure=False, key=key)
+
+
 def evaluate(
     cases: Sequence[Case],
     folder: ResultsFolder,
@@ -253,17 +258,8 @@ def evaluate(
             for _ in range(min(len(waiting), free_slots(client, running))):
                 name = waiting.popleft()
                 tries[name] += 1
-                running[
-                    client.submit(
-                        run_case,
-                        by_name[name],
-                        parameters,
-                        propagate_from,
-                        share,
-                        pure=False,
-                        key=f"{KEY_PREFIX}{name}-{run}-{tries[name]}",
-                    )
-                ] = name
+                key = f"{KEY_PREFIX}{name}-{run}-{tries[name]}"
+                running[_send(client, by_name[name], parameters, propagate_from, share, key)] = name
             for future in _finished(running):
                 name = running.pop(future)
                 try:

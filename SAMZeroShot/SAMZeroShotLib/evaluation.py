@@ -303,14 +303,7 @@ def evaluate_case(
     from .strategies import resolve
 
     started = time.perf_counter()
-    strategy = resolve(parameters.strategy, engine.model.spec.name)[0]
-    window = case_settings(case, parameters)["window"]
-    volume, ijk_to_ras = read_image(case.image_path)
-    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, parameters.fill_nonfinite)
-    labels = read_case_labels(case, volume.shape)
-    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
-    reference = {value: labels == value for value in segment_labels}
-    ignore = labels == IGNORE_LABEL
+    volume, geometry, notes, reference, ignore = _read_case(case, parameters.fill_nonfinite)
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(
@@ -324,12 +317,35 @@ def evaluate_case(
         geometry,
         prompts,
         engine,
-        strategy=strategy,
-        window=window,
+        strategy=resolve(parameters.strategy, engine.model.spec.name)[0],
+        window=case_settings(case, parameters)["window"],
         cancel=cancel,
         propagate=propagate_from is not None,
         modality=modality,
     )
+    slice_rows, case_row = _case_scores(case.name, result, reference, prompts, ignore, geometry)
+    case_row.update(
+        n_segments=len(reference),
+        seconds=time.perf_counter() - started,
+        modality=modality,
+        modality_reason=reason,
+    )
+    return CaseResult(case.name, slice_rows, case_row, notes)
+
+
+def _read_case(case: Case, fill_nonfinite: bool):
+    """``(voxels, geometry, notes, {label: reference mask}, ignore mask)`` of a case."""
+    volume, ijk_to_ras = read_image(case.image_path)
+    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
+    labels = read_case_labels(case, volume.shape)
+    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
+    reference = {value: labels == value for value in segment_labels}
+    return volume, geometry, notes, reference, labels == IGNORE_LABEL
+
+
+def _case_scores(name: str, result, reference, prompts, ignore, geometry):
+    """A case's slice rows (scored slices) and the scores of its case row, from
+    :func:`~.metrics.score_volume` on the union of its segments."""
     records = metrics.score_volume(
         result.masks, reference, geometry, ignore=ignore, union_only=True
     )
@@ -339,9 +355,9 @@ def evaluate_case(
     row_fields = metrics.SLICE_COLUMNS + ("reference_pixels", "predicted_pixels")
     slice_rows = [
         {
-            "case": case.name,
+            "case": name,
             "slice": r["slice"],
-            **{name: r[name] for name in row_fields},
+            **{field: r[field] for field in row_fields},
             "prompted": int(r["slice"] in prompted),
             "prompt_only_dice": float(baseline[r["slice"]]),
         }
@@ -350,24 +366,22 @@ def evaluate_case(
     ]
     whole = next(r for r in records if r["scope"] == "volume")
     scored = [r["slice"] for r in slice_rows]
+
+    def mean(column: str) -> float:
+        return float(np.mean([r[column] for r in slice_rows])) if slice_rows else math.nan
+
     case_row = {
-        "case": case.name,
+        "case": name,
         "n_scored_slices": len(scored),
         "n_segmented_slices": len(result.slices),
-        "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
-        "mean_jaccard": (
-            float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan
-        ),
+        "mean_dice": mean("dice"),
+        "mean_jaccard": mean("jaccard"),
         "volume_dice": whole["dice"],
         "volume_jaccard": whole["jaccard"],
-        **{name: whole[name] for name in metrics.DISTANCE_COLUMNS},
-        "n_segments": len(segment_labels),
-        "seconds": time.perf_counter() - started,
+        **{column: whole[column] for column in metrics.DISTANCE_COLUMNS},
         "prompt_only_dice": float(np.mean(baseline[scored])) if scored else math.nan,
-        "modality": modality,
-        "modality_reason": reason,
     }
-    return CaseResult(case.name, slice_rows, case_row, notes)
+    return slice_rows, case_row
 
 
 def prepare(

@@ -177,20 +177,7 @@ def score_volume(
     for key in ([] if union_only else keys) + [UNION]:
         pred, ref = views_pred[key], views_ref[key]
         scores = per_slice_overlap(pred, ref, ignore_view)
-        present = np.flatnonzero(
-            (scores["reference_pixels"] > 0) | (scores["predicted_pixels"] > 0)
-        )
-        for s in present:
-            record = {
-                "scope": "slice",
-                "slice": int(s),
-                "segment": names[key],
-                "scored": int(scores["reference_pixels"][s] > 0),
-            }
-            record.update({column: float(scores[column][s]) for column in SLICE_COLUMNS})
-            record["reference_pixels"] = int(scores["reference_pixels"][s])
-            record["predicted_pixels"] = int(scores["predicted_pixels"][s])
-            slice_records.append(record)
+        slice_records += _slice_records(scores, names[key])
         scored = scores["reference_pixels"] > 0
         mean = {"scope": "slice mean", "segment": names[key], "scored": int(scored.sum())}
         for column in SLICE_COLUMNS:
@@ -211,3 +198,21 @@ def score_volume(
         volume["predicted_ml"] = volume_ml(keep_pred, voxel_mm3)
         summary_records.append(volume)
     return slice_records + summary_records
+
+
+def _slice_records(scores: dict[str, np.ndarray], segment: str) -> list[dict]:
+    """One record per slice where the reference or the prediction has any pixel."""
+    records = []
+    present = np.flatnonzero((scores["reference_pixels"] > 0) | (scores["predicted_pixels"] > 0))
+    for s in present:
+        record = {
+            "scope": "slice",
+            "slice": int(s),
+            "segment": segment,
+            "scored": int(scores["reference_pixels"][s] > 0),
+        }
+        record.update({column: float(scores[column][s]) for column in SLICE_COLUMNS})
+        record["reference_pixels"] = int(scores["reference_pixels"][s])
+        record["predicted_pixels"] = int(scores["predicted_pixels"][s])
+        records.append(record)
+    return records

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -148,62 +149,58 @@ def segment_volume(
     slices and the content. Inputs are never modified.
     """
     _check_inputs(volume, prompt_masks)
-    strategy_name, segmenter = strategies.resolve(
-        strategy, getattr(getattr(engine.model, "spec", None), "name", "")
-    )
-    rules = (
-        (propagate if isinstance(propagate, Propagation) else Propagation()) if propagate else None
-    )
+    model_name = getattr(getattr(engine.model, "spec", None), "name", "")
+    strategy_name, segmenter = strategies.resolve(strategy, model_name)
+    rules = propagate if isinstance(propagate, Propagation) or not propagate else Propagation()
     window = imaging.resolve_window(window, volume)
     keys = list(prompt_masks)
     volume_view = geometry.view(volume)
     modality, _ = modalities.decide(modality, volume_view, declared_modality)
     prompt_views = {key: geometry.view(mask) for key, mask in prompt_masks.items()}
-    annotated = [
-        int(s)
-        for s in np.flatnonzero(
-            np.logical_or.reduce([view.any(axis=(1, 2)) for view in prompt_views.values()])
-        )
-    ]
+    has_prompt = np.logical_or.reduce([view.any(axis=(1, 2)) for view in prompt_views.values()])
+    annotated = [int(s) for s in np.flatnonzero(has_prompt)]
     report = progress or (lambda fraction, message: None)
     report(0.0, f"{len(annotated)} slices with prompts")
-    written = _Written(
-        volume.shape,
-        geometry,
-        keys,
-        len(volume_view) if rules else len(annotated),
-        report,
-        bool(rules),
-    )
-
-    def segment_slice(
-        s: int, slice_masks, chooser
-    ) -> tuple[dict[Hashable, np.ndarray], np.ndarray]:
-        image = imaging.to_rgb8(volume_view[s], window)
-        return chooser.segment(image, slice_masks, engine, modality), image
+    total = len(volume_view) if rules else len(annotated)
+    written = _Written(volume.shape, geometry, keys, total, report, bool(rules))
+    slices = _SliceSegmenter(volume_view, window, engine, modality)
 
     def annotated_slice(s: int):
         slice_masks = {key: np.ascontiguousarray(prompt_views[key][s]) for key in keys}
-        return (slice_masks,) + segment_slice(s, slice_masks, segmenter)
+        return (slice_masks,) + slices.segment(s, slice_masks, segmenter)
 
     done = _in_order(annotated_slice, annotated, engine, cancel)
-    if rules is None:
+    if not rules:
         for s, (slice_masks, predicted, _) in done:
             written.record(s, slice_masks, predicted)
-        return PipelineResult(
-            written.outputs, geometry, window, strategy_name, written.outcomes, modality
+    else:  # Propagation: correction clicks need a true mask, which propagated slices lack.
+        carrier = strategies.without_refinement(segmenter)
+        walk = PropagationWalk(
+            rules, {}, partial(slices.segment, chooser=carrier), written.record, cancel
         )
-    # Propagation: correction clicks need a true mask, which propagated slices do not have.
-    carrier = strategies.without_refinement(segmenter)
-    walk = PropagationWalk(
-        rules, {}, lambda t, prompts: segment_slice(t, prompts, carrier), written.record, cancel
-    )
-    frontier = walk.start(done)
-    walk.run(frontier, set(annotated), len(volume_view), written.views)
-    report(1.0, f"Segmented {len(written.outcomes)} slices")
+        walk.run(walk.start(done), set(annotated), len(volume_view), written.views)
+        report(1.0, f"Segmented {len(written.outcomes)} slices")
     return PipelineResult(
         written.outputs, geometry, window, strategy_name, written.outcomes, modality
     )
+
+
+class _SliceSegmenter:
+    """One slice of the volume as an RGB image in the window, segmented by a strategy."""
+
+    def __init__(self, volume_view: np.ndarray, window, engine, modality: str):
+        self.volume_view, self.window, self.engine, self.modality = (
+            volume_view,
+            window,
+            engine,
+            modality,
+        )
+
+    def segment(
+        self, s: int, slice_masks, chooser
+    ) -> tuple[dict[Hashable, np.ndarray], np.ndarray]:
+        image = imaging.to_rgb8(self.volume_view[s], self.window)
+        return chooser.segment(image, slice_masks, self.engine, self.modality), image
 
 
 class _Written:

@@ -247,30 +247,35 @@ def process(
     )
     if cancel is not None and cancel():
         raise Cancelled()
+    _check_still_in_scene(input_nodes, scene)
+    records, summary = _score(result, inputs, descriptions, parameters.model, started)
+    say(summary)
+    return _write_nodes(
+        volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model
+    )
+
+
+def _check_still_in_scene(input_nodes, scene) -> None:
     removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
     if removed:
         raise InputError(
             f"{', '.join(removed)} left the scene during the run: nothing was created. "
             "Keep the inputs until the run ends."
         )
+
+
+def _score(result, inputs: Inputs, descriptions, model: str, started: float):
+    """The metrics table's records and the one-line summary of a run."""
     names = {i: descriptions[i].name for i in inputs.ids}
     records = metrics.score_volume(
         result.masks, inputs.reference_masks or inputs.prompt_masks, inputs.geometry, names
     )
     for record in records:
-        record["model"], record["strategy"] = parameters.model, result.strategy
-    summary = summarize(
-        records,
-        parameters.model,
-        result.strategy,
-        time.perf_counter() - started,
-        len(result.slices),
-        oracle=inputs.reference_masks is None,
-    )
-    say(summary)
-    return _write_nodes(
-        volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model
-    )
+        record["model"], record["strategy"] = model, result.strategy
+    seconds = time.perf_counter() - started
+    oracle = inputs.reference_masks is None
+    summary = summarize(records, model, result.strategy, seconds, len(result.slices), oracle=oracle)
+    return records, summary
 
 
 def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
