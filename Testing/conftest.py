@@ -25,6 +25,32 @@ def private_cache(tmp_path_factory):
         os.environ[models.CACHE_ENV] = previous
 
 
+class CommandLine:
+    """``samzeroshot`` run in this process: each call gives ``(exit code, stdout, stderr)``."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *argv):
+        from SAMZeroShotLib import cli
+
+        code = cli.main([str(a) for a in argv])
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def segment(self, volume, prompts, out, *options):
+        return self("segment", "--volume", volume, "--prompts", prompts, "--out", out, *options)
+
+    def evaluate(self, images, masks, out, *options):
+        return self("evaluate", "--images", images, "--masks", masks, "--out", out, *options)
+
+
+@pytest.fixture
+def samzeroshot(capsys) -> CommandLine:
+    """The command line, as a user types it, in this process (see :class:`CommandLine`)."""
+    return CommandLine(capsys)
+
+
 @pytest.fixture(scope="session")
 def slicerio_data() -> Path:
     import slicerio

@@ -8,34 +8,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(
-    default_whole_volume_run, capsys, slicerio_data, tmp_path
+    samzeroshot, default_whole_volume_run, capsys, slicerio_data, tmp_path
 ):
     import slicerio
 
     out, metrics = tmp_path / "o.seg.nrrd", tmp_path / "o.tsv"
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        slicerio_data / "CTChest4.nrrd",
-        "--prompts",
-        slicerio_data / "Segmentation.seg.nrrd",
-        "--segments",
-        "right lung,left lung",
-        "--out",
-        out,
-        "--metrics",
-        metrics,
+    volume, prompts = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
+    code, stdout, stderr = samzeroshot.segment(
+        volume, prompts, out, "--segments", "right lung,left lung", "--metrics", metrics
     )
     assert code == 0, stderr
     segmentation = slicerio.read_segmentation(str(out))
@@ -52,12 +34,10 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(
     assert re.search(r"^slice 1/\d+; [\d.]+ slices/s, about [\w ]+ left$", stderr, re.M), stderr
 
 
-def test_evaluate_writes_slices_cases_and_summary(capsys, cohort, tmp_path):
+def test_evaluate_writes_slices_cases_and_summary(samzeroshot, capsys, cohort, tmp_path):
     images, labels = cohort
     out = tmp_path / "out"
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--strategy", "box"
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out, "--strategy", "box")
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["n_scored_slices"] == 4
@@ -85,17 +65,8 @@ def test_evaluate_writes_slices_cases_and_summary(capsys, cohort, tmp_path):
     assert np.mean([float(r["prompt_only_dice"]) for r in slices]) == pytest.approx(
         summary["prompt_only_dice"], abs=1e-5
     )
-    code, _, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        labels,
-        "--out",
-        tmp_path / "boxes",
-        "--strategy",
-        "prompt-only",
+    code, _, stderr = samzeroshot.evaluate(
+        images, labels, tmp_path / "boxes", "--strategy", "prompt-only"
     )
     assert code == 0, stderr
     boxes = json.loads((tmp_path / "boxes" / "summary.json").read_text())
@@ -121,19 +92,15 @@ def break_cohort(images, labels, how):
 
 
 @pytest.mark.parametrize("how", ["missing mask", "size mismatch", "no labels", "unreadable"])
-def test_evaluate_bad_input_stops_unless_keep_going(capsys, cohort, tmp_path, how):
+def test_evaluate_bad_input_stops_unless_keep_going(samzeroshot, capsys, cohort, tmp_path, how):
     images, labels = cohort
     message = break_cohort(images, labels, how)
     out = tmp_path / "out"
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", out
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], stderr
     assert not (out / "summary.json").exists()
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--keep-going"
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out, "--keep-going")
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 1 and len(summary["skipped"]) == 1
@@ -147,18 +114,18 @@ def test_evaluate_bad_input_stops_unless_keep_going(capsys, cohort, tmp_path, ho
         (["--images", "nowhere"], "nowhere: folder not found"),
     ],
 )
-def test_evaluate_unknown_options_exit_2(capsys, cohort, tmp_path, option, message):
+def test_evaluate_unknown_options_exit_2(samzeroshot, capsys, cohort, tmp_path, option, message):
     images, labels = cohort
     arguments = {"--images": images, "--masks": labels, "--out": tmp_path / "out"}
     arguments.update(dict(zip(option[::2], option[1::2], strict=True)))
-    code, stdout, stderr = run(
-        capsys, "evaluate", *[item for pair in arguments.items() for item in pair]
+    code, stdout, stderr = samzeroshot(
+        "evaluate", *[item for pair in arguments.items() for item in pair]
     )
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(
-    capsys, slicerio_data, tmp_path, monkeypatch
+    samzeroshot, capsys, slicerio_data, tmp_path, monkeypatch
 ):
     from SAMZeroShotLib import __version__, segment_nodes
 
@@ -166,17 +133,9 @@ def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(
         raise RuntimeError("a fault of ours")
 
     monkeypatch.setattr(segment_nodes, "get_engine", broken)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        slicerio_data / "CTChest4.nrrd",
-        "--prompts",
-        slicerio_data / "Segmentation.seg.nrrd",
-        "--segments",
-        "right lung",
-        "--out",
-        tmp_path / "o.seg.nrrd",
+    volume, prompts = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
+    code, stdout, stderr = samzeroshot.segment(
+        volume, prompts, tmp_path / "o.seg.nrrd", "--segments", "right lung"
     )
     lines = stderr.strip().splitlines()
     assert code == 1 and "Traceback" in stderr and "RuntimeError: a fault of ours" in stderr

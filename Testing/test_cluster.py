@@ -31,12 +31,6 @@ BOX = ("--strategy", "box")  # one call per lung: the cheapest strategy, same co
 REFUSED_WITHIN_S = cluster.CONNECT_TIMEOUT_S + 15
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def journal_rows(folder: Path) -> dict:
     """Each case's slice rows at full precision, from the results folder's journal."""
     cases = [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines()]
@@ -49,23 +43,13 @@ def case_of(key: str) -> str:
 
 
 # -- the same rows -------------------------------------------------------------------------------
-def test_two_local_workers_give_the_rows_of_one(capsys, cohort3, tmp_path):
+def test_two_local_workers_give_the_rows_of_one(samzeroshot, capsys, cohort3, tmp_path):
     images, labels = cohort3
     folders = {}
     for workers in ("1", "2"):
         folders[workers] = tmp_path / f"workers{workers}"
-        code, stdout, stderr = run(
-            capsys,
-            "evaluate",
-            "--images",
-            images,
-            "--masks",
-            labels,
-            "--out",
-            folders[workers],
-            "--workers",
-            workers,
-            *BOX,
+        code, stdout, stderr = samzeroshot.evaluate(
+            images, labels, folders[workers], "--workers", workers, *BOX
         )
         assert code == 0, stderr
     one, two = (journal_rows(folders[w]) for w in ("1", "2"))
@@ -105,7 +89,7 @@ def kill_workers_running(client, kills: dict, stop: threading.Event, killed: lis
         stop.wait(0.2)
 
 
-def test_a_worker_killed_mid_case_loses_only_that_case(capsys, cohort3, tmp_path):
+def test_a_worker_killed_mid_case_loses_only_that_case(samzeroshot, capsys, cohort3, tmp_path):
     images, labels = cohort3
     out = tmp_path / "out"
     command = ("evaluate", "--images", images, "--masks", labels, "--out", out, *BOX)
@@ -118,7 +102,7 @@ def test_a_worker_killed_mid_case_loses_only_that_case(capsys, cohort3, tmp_path
         )
         killer.start()
         try:
-            code, stdout, stderr = run(capsys, *command, "--scheduler", address)
+            code, stdout, stderr = samzeroshot(*command, "--scheduler", address)
         finally:
             stop.set()
             killer.join()
@@ -136,7 +120,7 @@ def test_a_worker_killed_mid_case_loses_only_that_case(capsys, cohort3, tmp_path
         assert min(r["dice"] for r in rows["ct"] + rows["xray"]) > 0.5  # measured 0.66-0.93
 
         # The same command again computes the failed case only, on workers that kept their model.
-        code, stdout, stderr = run(capsys, *command, "--scheduler", address)
+        code, stdout, stderr = samzeroshot(*command, "--scheduler", address)
     assert code == 0, stderr
     assert "resuming: 2 of 3 cases" in stderr and re.search(r"^case 3/3 xray2: ", stderr, re.M), (
         stderr
@@ -159,25 +143,15 @@ def dead_address(request):
 
 
 def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(
-    capsys, cohort, tmp_path, dead_address, monkeypatch
+    samzeroshot, capsys, cohort, tmp_path, dead_address, monkeypatch
 ):
     monkeypatch.setattr(
         segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
     )
     images, labels = cohort
     started = time.monotonic()
-    code, stdout, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        labels,
-        "--out",
-        tmp_path / "out",
-        "--scheduler",
-        dead_address,
-        *BOX,
+    code, stdout, stderr = samzeroshot.evaluate(
+        images, labels, tmp_path / "out", "--scheduler", dead_address, *BOX
     )
     elapsed = time.monotonic() - started
     lines = stderr.strip().splitlines()
@@ -203,23 +177,13 @@ def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(
     ],
 )
 def test_worker_options_are_checked_in_one_line(
-    capsys, cohort, tmp_path, monkeypatch, options, message
+    samzeroshot, capsys, cohort, tmp_path, monkeypatch, options, message
 ):
     monkeypatch.setattr(
         segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
     )
     images, labels = cohort
-    code, stdout, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        labels,
-        "--out",
-        tmp_path / "out",
-        *options,
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, tmp_path / "out", *options)
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import cli, compare, errors
+from SAMZeroShotLib import compare, errors
 
 
 def folder(path, rows, strategy):
@@ -22,12 +22,6 @@ def folder(path, rows, strategy):
         json.dumps({"strategy": strategy, "mean_dice": float(np.mean([r[2] for r in rows]))})
     )
     return path
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -81,28 +75,32 @@ def test_one_case_is_resampled_in_blocks_of_consecutive_slices(tmp_path):
     )
 
 
-def test_cli_writes_compare_json_inside_b_or_where_asked(capsys, forty_cases, tmp_path):
+def test_cli_writes_compare_json_inside_b_or_where_asked(
+    samzeroshot, capsys, forty_cases, tmp_path
+):
     a, b = forty_cases
-    code, stdout, stderr = run(capsys, "compare", a, b)
+    code, stdout, stderr = samzeroshot("compare", a, b)
     assert code == 0, stderr
     written = json.loads((b / "compare.json").read_text())
     assert written["difference"] == pytest.approx(0.01, abs=1e-6)
     assert "B - A: +0.0100" in stdout and "B better" in stdout
-    code, _, _ = run(capsys, "compare", a, b, "--out", tmp_path / "reports")
+    code, _, _ = samzeroshot("compare", a, b, "--out", tmp_path / "reports")
     assert code == 0 and (tmp_path / "reports" / "compare.json").is_file()
-    code, _, _ = run(capsys, "compare", a, b, "--out", tmp_path / "box-vs-flip4.json")
+    code, _, _ = samzeroshot("compare", a, b, "--out", tmp_path / "box-vs-flip4.json")
     assert code == 0 and (tmp_path / "box-vs-flip4.json").is_file()
 
 
-def test_folders_that_scored_different_cases_are_refused_in_one_line(capsys, forty_cases, tmp_path):
+def test_folders_that_scored_different_cases_are_refused_in_one_line(
+    samzeroshot, capsys, forty_cases, tmp_path
+):
     a, _ = forty_cases
     other = folder(tmp_path / "other", [(f"case{n:02d}", 0, 0.8) for n in range(1, 41)], "box")
-    code, stdout, stderr = run(capsys, "compare", a, other)
+    code, stdout, stderr = samzeroshot("compare", a, other)
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert "scored different cases" in lines[0] and "case00" in lines[0] and "case40" in lines[0]
     assert not (other / "compare.json").exists()
-    code, _, stderr = run(capsys, "compare", a, tmp_path / "nowhere")
+    code, _, stderr = samzeroshot("compare", a, tmp_path / "nowhere")
     assert code == 2 and "no slices.csv" in stderr and len(stderr.strip().splitlines()) == 1
 
 

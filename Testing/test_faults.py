@@ -23,7 +23,7 @@ import slicer
 import torch
 from conftest import add_mirrored_radiograph
 
-from SAMZeroShotLib import cli, errors, headless, mrml_io, segment_nodes, voxels
+from SAMZeroShotLib import errors, headless, mrml_io, segment_nodes, voxels
 from SAMZeroShotLib.errors import OutputError
 from SAMZeroShotLib.files import append_synced
 from SAMZeroShotLib.imaging import slice_geometry
@@ -43,12 +43,6 @@ def digests(*paths) -> dict:
     return found
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def the_error(stderr: str) -> str:
     """The one error line: there is exactly one, it is the last, and no traceback came before it."""
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -58,7 +52,7 @@ def the_error(stderr: str) -> str:
     return errors[0]
 
 
-def run_evaluate_process(images, masks, out, *options, stop=None):
+def run_evaluate_process(samzeroshot, images, masks, out, *options, stop=None):
     """``samzeroshot evaluate`` as its own process; ``stop(process, line)`` sees each stderr line.
 
     Returns ``(exit code, stderr lines)``.
@@ -232,7 +226,7 @@ def fill_up(folder: Path) -> None:
     ],
 )
 def test_an_output_that_is_an_input_is_refused(
-    capsys, user_files, tmp_path, no_model, option, target, how
+    samzeroshot, capsys, user_files, tmp_path, no_model, option, target, how
 ):
     checkpoint = tmp_path / "weights.pth"
     checkpoint.write_bytes(b"weights")  # refused before it is read
@@ -253,12 +247,8 @@ def test_an_output_that_is_an_input_is_refused(
         (os.symlink if how == "symbolic link" else os.link)(victim, given)
     arguments[option] = given
     before = digests(user_files["volume"].parent, checkpoint)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        *[item for pair in arguments.items() for item in pair],
-        "--model",
-        "vit_b",
+    code, stdout, stderr = samzeroshot(
+        "segment", *[item for pair in arguments.items() for item in pair], "--model", "vit_b"
     )
     line = the_error(stderr)
     assert code == 2 and str(given) in line and victim.name in line, line
@@ -266,21 +256,19 @@ def test_an_output_that_is_an_input_is_refused(
     assert digests(user_files["volume"].parent, checkpoint) == before
 
 
-def test_evaluate_outputs_that_are_inputs_are_refused(capsys, cohort, tmp_path, no_model):
+def test_evaluate_outputs_that_are_inputs_are_refused(
+    samzeroshot, capsys, cohort, tmp_path, no_model
+):
     images, labels = cohort
     out = tmp_path / "out"
     out.mkdir()
     (out / "slices.csv").symlink_to(labels / "ct.nii.gz")
     before = digests(images, labels)
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", out
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out)
     line = the_error(stderr)
     assert code == 2 and "slices.csv" in line and "ct.nii.gz" in line
     for folder in (labels, images):  # the results folder is one of the input folders
-        code, stdout, stderr = run(
-            capsys, "evaluate", "--images", images, "--masks", labels, "--out", folder
-        )
+        code, stdout, stderr = samzeroshot.evaluate(images, labels, folder)
         assert code == 2 and "give the results a folder of their own" in the_error(stderr)
     assert digests(images, labels) == before
 
@@ -307,7 +295,7 @@ def read_only_folder(tmp_path, tmpfs):
     ],
 )
 def test_an_output_that_cannot_be_written_is_refused_before_any_model_work(
-    capsys, user_files, tmp_path, no_model, request, where, message
+    samzeroshot, capsys, user_files, tmp_path, no_model, request, where, message
 ):
     out = {
         "under a file": user_files["volume"] / "result.seg.nrrd",
@@ -322,16 +310,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_model_work(
         out.write_bytes(b"an earlier result")
         out.chmod(0o444)
     before = digests(user_files["volume"].parent)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        user_files["volume"],
-        "--prompts",
-        user_files["prompts"],
-        "--out",
-        out,
-    )
+    code, stdout, stderr = samzeroshot.segment(user_files["volume"], user_files["prompts"], out)
     line = the_error(stderr)
     assert code == 2 and message in line, line
     assert digests(user_files["volume"].parent) == before
@@ -340,32 +319,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_model_work(
 
 
 def test_evaluate_into_a_folder_that_cannot_be_written_is_refused_first(
-    capsys, cohort, read_only_folder, no_model
+    samzeroshot, capsys, cohort, read_only_folder, no_model
 ):
     images, labels = cohort
-    code, stdout, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        labels,
-        "--out",
-        read_only_folder / "results",
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, read_only_folder / "results")
     assert code == 2 and "cannot write in this folder" in the_error(stderr)
 
 
 # -- the table: evaluate killed after its first case, then resumed ---------------------------
 def test_evaluate_killed_after_its_first_case_resumes_to_the_uninterrupted_results(
-    capsys, cohort3, tmp_path
+    samzeroshot, capsys, cohort3, tmp_path
 ):
     images, labels = cohort3
     before = digests(images, labels)
     # The uninterrupted run in this process (it also makes the model's ONNX export for the others).
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", tmp_path / "whole", *BOX
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, tmp_path / "whole", *BOX)
     assert code == 0, stderr
     assert sorted(computed_cases(stderr.splitlines())) == ["ct", "xray", "xray2"]
 
@@ -426,7 +394,7 @@ def test_ctrl_c_stops_after_the_current_case_with_exit_130_and_keeps_it(cohort3,
 
 
 def test_a_folder_of_other_settings_is_refused_unless_overwritten(
-    capsys, cohort, tmp_path, no_model
+    samzeroshot, capsys, cohort, tmp_path, no_model
 ):
     images, labels = cohort
     out = tmp_path / "out"
@@ -436,9 +404,7 @@ def test_a_folder_of_other_settings_is_refused_unless_overwritten(
     with pytest.raises(OutputError, match=r"other settings \(strategy: 'box' there, 'paper' now"):
         ResultsFolder(out, dict(settings, strategy="paper"))
     # The command line refuses before the model is loaded, in one line.
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, *BOX
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out, *BOX)
     assert (
         code == 2 and "other settings" in the_error(stderr) and "--overwrite" in the_error(stderr)
     )
@@ -497,21 +463,16 @@ def test_an_append_cut_short_leaves_the_file_as_it_was(tmp_path, monkeypatch):
 
 
 # -- the table: bad voxels --------------------------------------------------------------------
-def test_nonfinite_voxels_are_refused_with_their_count_and_slices(capsys, small_ct, no_model):
+def test_nonfinite_voxels_are_refused_with_their_count_and_slices(
+    samzeroshot, capsys, small_ct, no_model
+):
     broken = small_ct["voxels"].copy()
     broken[0, 5, 5] = np.nan
     broken[2, 7, 7:9] = np.inf
     volume = small_ct["make"]("nan", broken)
     before = digests(volume, small_ct["prompts"])
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        volume,
-        "--prompts",
-        small_ct["prompts"],
-        "--out",
-        volume.parent / "out.seg.nrrd",
+    code, stdout, stderr = samzeroshot.segment(
+        volume, small_ct["prompts"], volume.parent / "out.seg.nrrd"
     )
     line = the_error(stderr)
     assert (
@@ -523,7 +484,7 @@ def test_nonfinite_voxels_are_refused_with_their_count_and_slices(capsys, small_
 
 
 def test_evaluate_refuses_an_image_with_nonfinite_voxels_before_any_model_work(
-    capsys, cohort, tmp_path, no_model
+    samzeroshot, capsys, cohort, tmp_path, no_model
 ):
     images, labels = cohort
     ct = sitk.ReadImage(str(images / "ct.nrrd"), sitk.sitkFloat32)
@@ -534,9 +495,7 @@ def test_evaluate_refuses_an_image_with_nonfinite_voxels_before_any_model_work(
     (images / "ct.nrrd").unlink()
     sitk.WriteImage(nan, str(images / "ct.nrrd"))
     before = digests(images, labels)
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", tmp_path / "out"
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, tmp_path / "out")
     line = the_error(stderr)
     assert (
         code == 2
@@ -546,23 +505,16 @@ def test_evaluate_refuses_an_image_with_nonfinite_voxels_before_any_model_work(
     assert digests(images, labels) == before
 
 
-def test_fill_nonfinite_replaces_them_by_the_slice_minimum_and_says_so(capsys, small_ct, tmp_path):
+def test_fill_nonfinite_replaces_them_by_the_slice_minimum_and_says_so(
+    samzeroshot, capsys, small_ct, tmp_path
+):
     broken = small_ct["voxels"].copy()
     broken[1, :3, :3] = np.nan
     volume = small_ct["make"]("nan", broken)
     before = digests(volume)
     out = tmp_path / "out.seg.nrrd"
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        volume,
-        "--prompts",
-        small_ct["prompts"],
-        "--out",
-        out,
-        "--fill-nonfinite",
-        *BOX,
+    code, stdout, stderr = samzeroshot.segment(
+        volume, small_ct["prompts"], out, "--fill-nonfinite", *BOX
     )
     assert code == 0, stderr
     assert "9 NaN or infinite voxels (slice 1) were replaced by their slice's minimum" in stderr
@@ -623,18 +575,15 @@ def checkpoint_file(kind: str, folder: Path) -> Path:
         ("official name, wrong content", "incomplete or not this model"),
     ],
 )
-def test_a_damaged_checkpoint_is_one_line_naming_it(capsys, small_ct, tmp_path, kind, message):
+def test_a_damaged_checkpoint_is_one_line_naming_it(
+    samzeroshot, capsys, small_ct, tmp_path, kind, message
+):
     checkpoint = checkpoint_file(kind, tmp_path)
     model = "sam_vit_b" if kind.startswith("official") else "vit_b"
     before = digests(small_ct["volume"], small_ct["prompts"], checkpoint)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
+    code, stdout, stderr = samzeroshot.segment(
         small_ct["volume"],
-        "--prompts",
         small_ct["prompts"],
-        "--out",
         tmp_path / "out.seg.nrrd",
         "--model",
         model,
@@ -684,18 +633,13 @@ def bad_volume(kind: str, user_files, tmp_path) -> Path:
         ("4D", "2 values per voxel"),
     ],
 )
-def test_a_bad_volume_is_one_line(capsys, user_files, tmp_path, no_model, kind, message):
+def test_a_bad_volume_is_one_line(
+    samzeroshot, capsys, user_files, tmp_path, no_model, kind, message
+):
     volume = bad_volume(kind, user_files, tmp_path)
     before = digests(user_files["volume"].parent, *([volume] if volume.exists() else []))
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        volume,
-        "--prompts",
-        user_files["prompts"],
-        "--out",
-        tmp_path / "out.seg.nrrd",
+    code, stdout, stderr = samzeroshot.segment(
+        volume, user_files["prompts"], tmp_path / "out.seg.nrrd"
     )
     line = the_error(stderr)
     assert code == 2 and message in line and volume.name.split(".")[0] in line, line
@@ -714,7 +658,7 @@ def test_a_bad_volume_is_one_line(capsys, user_files, tmp_path, no_model, kind, 
     ],
 )
 def test_a_bad_prompt_segmentation_is_one_line(
-    capsys, user_files, scene_app, tmp_path, no_model, kind, message
+    samzeroshot, capsys, user_files, scene_app, tmp_path, no_model, kind, message
 ):
     prompts = tmp_path / f"{kind.replace(' ', '-')}.seg.nrrd"
     if kind == "truncated":
@@ -730,15 +674,8 @@ def test_a_bad_prompt_segmentation_is_one_line(
             prompts,
         )
     before = digests(user_files["volume"].parent, prompts)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        user_files["volume"],
-        "--prompts",
-        prompts,
-        "--out",
-        tmp_path / "out.seg.nrrd",
+    code, stdout, stderr = samzeroshot.segment(
+        user_files["volume"], prompts, tmp_path / "out.seg.nrrd"
     )
     line = the_error(stderr)
     assert code == 2 and message in line, line
@@ -757,83 +694,53 @@ def test_a_bad_prompt_segmentation_is_one_line(
         (["--out", "o.nrrd"], "must be a .seg.nrrd file"),
     ],
 )
-def test_unknown_names_are_one_line(capsys, user_files, tmp_path, no_model, option, message):
+def test_unknown_names_are_one_line(
+    samzeroshot, capsys, user_files, tmp_path, no_model, option, message
+):
     before = digests(user_files["volume"].parent)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        user_files["volume"],
-        "--prompts",
-        user_files["prompts"],
-        "--out",
-        tmp_path / "out.seg.nrrd",
-        *option,
+    code, stdout, stderr = samzeroshot.segment(
+        user_files["volume"], user_files["prompts"], tmp_path / "out.seg.nrrd", *option
     )
     assert code == 2 and message in the_error(stderr)
     assert digests(user_files["volume"].parent) == before
 
 
 # -- slips found beyond the table ---------------------------------------------------------------
-def test_the_volume_given_as_its_own_prompts_is_refused(capsys, user_files, tmp_path, no_model):
+def test_the_volume_given_as_its_own_prompts_is_refused(
+    samzeroshot, capsys, user_files, tmp_path, no_model
+):
     before = digests(user_files["volume"].parent)
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        user_files["volume"],
-        "--prompts",
-        user_files["volume"],
-        "--out",
-        tmp_path / "out.seg.nrrd",
+    code, stdout, stderr = samzeroshot.segment(
+        user_files["volume"], user_files["volume"], tmp_path / "out.seg.nrrd"
     )
     assert code == 2 and "the prompt segmentation is the volume itself" in the_error(stderr)
     # A copy of the CT read as labels has thousands of them (it used to end in an internal error
     # after minutes, when thousands of prompts did not fit the decoder).
     copy = tmp_path / "copy of the CT.nrrd"
     copy.write_bytes(user_files["volume"].read_bytes())
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        user_files["volume"],
-        "--prompts",
-        copy,
-        "--out",
-        tmp_path / "out.seg.nrrd",
+    code, stdout, stderr = samzeroshot.segment(
+        user_files["volume"], copy, tmp_path / "out.seg.nrrd"
     )
     assert code == 2 and "is it an image rather than a segmentation?" in the_error(stderr)
     assert digests(user_files["volume"].parent) == before
 
 
-def test_an_image_that_is_its_own_mask_is_refused(capsys, cohort, tmp_path, no_model):
+def test_an_image_that_is_its_own_mask_is_refused(samzeroshot, capsys, cohort, tmp_path, no_model):
     images, labels = cohort  # --masks naming the images folder: every PNG would be its own mask
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", images, "--out", tmp_path / "out"
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, images, tmp_path / "out")
     assert code == 2 and "ct.nrrd: is its own mask" in the_error(stderr)
 
 
 # -- paths a user may well type ----------------------------------------------------------------
 def test_unicode_and_spaces_in_paths_work_and_an_earlier_output_is_replaced_whole(
-    capsys, small_ct, tmp_path
+    samzeroshot, capsys, small_ct, tmp_path
 ):
     out = tmp_path / "résultats du jour" / "poumons ü.seg.nrrd"
     out.parent.mkdir()
     out.write_bytes(b"an earlier result")
     metrics = out.parent / "métriques.tsv"
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        small_ct["volume"],
-        "--prompts",
-        small_ct["prompts"],
-        "--out",
-        out,
-        "--metrics",
-        metrics,
-        *BOX,
+    code, stdout, stderr = samzeroshot.segment(
+        small_ct["volume"], small_ct["prompts"], out, "--metrics", metrics, *BOX
     )
     assert code == 0, stderr
     assert out.read_bytes().startswith(b"NRRD") and metrics.read_text().startswith("scope\t")
@@ -841,54 +748,32 @@ def test_unicode_and_spaces_in_paths_work_and_an_earlier_output_is_replaced_whol
 
 
 # -- the table: a full disk ---------------------------------------------------------------------
-def test_a_full_disk_leaves_the_earlier_complete_outputs_intact(capsys, small_ct, cohort, tmpfs):
+def test_a_full_disk_leaves_the_earlier_complete_outputs_intact(
+    samzeroshot, capsys, small_ct, cohort, tmpfs
+):
     disk = tmpfs("4m")
     out, metrics, results = disk / "lungs.seg.nrrd", disk / "lungs.tsv", disk / "evaluation"
     images, labels = cohort
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        small_ct["volume"],
-        "--prompts",
-        small_ct["prompts"],
-        "--out",
-        out,
-        "--metrics",
-        metrics,
-        *BOX,
+    code, stdout, stderr = samzeroshot.segment(
+        small_ct["volume"], small_ct["prompts"], out, "--metrics", metrics, *BOX
     )
     assert code == 0, stderr
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", results, *BOX
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, results, *BOX)
     assert code == 0, stderr
     earlier = {path: Path(path).read_bytes() for path in digests(disk)}
     # One more case for the evaluation to add, then no room left.
     add_mirrored_radiograph(images, labels)
     fill_up(disk)
 
-    code, stdout, stderr = run(
-        capsys,
-        "segment",
-        "--volume",
-        small_ct["volume"],
-        "--prompts",
-        small_ct["prompts"],
-        "--out",
-        out,
-        "--metrics",
-        metrics,
-        *BOX,
+    code, stdout, stderr = samzeroshot.segment(
+        small_ct["volume"], small_ct["prompts"], out, "--metrics", metrics, *BOX
     )
     assert (
         code == 2
         and "could not be written" in the_error(stderr)
         and "left as it was" in the_error(stderr)
     )
-    code, stdout, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", labels, "--out", results, *BOX
-    )
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, results, *BOX)
     line = the_error(stderr)
     assert code == 2 and "No space left on device" in line, line
 

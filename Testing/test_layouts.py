@@ -12,17 +12,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli, evaluation, imaging, layouts, mrml_io, segment_nodes
+from SAMZeroShotLib import evaluation, imaging, layouts, mrml_io, segment_nodes
 from SAMZeroShotLib.parameters import Parameters
 
 MONTGOMERY_CASES = ("MCUCXR_0001_0", "MCUCXR_0002_0")
 CORONACASE, RADIOPAEDIA = "coronacases_001", "radiopaedia_4_85506_1"
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -160,21 +154,23 @@ def test_covid19_ct_seg_swaps_its_lung_labels_and_windows_each_source_as_the_pap
     ],
 )
 def test_layout_options_are_checked_in_one_line_before_the_model(
-    capsys, tmp_path, monkeypatch, options, message
+    samzeroshot, capsys, tmp_path, monkeypatch, options, message
 ):
     monkeypatch.setattr(
         segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
     )
     options = [option.format(data=tmp_path) for option in options]
-    code, stdout, stderr = run(capsys, "evaluate", *options, "--out", tmp_path / "out")
+    code, stdout, stderr = samzeroshot("evaluate", *options, "--out", tmp_path / "out")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr
 
 
 # -- reproduce -------------------------------------------------------------------------------------
-def test_reproduce_writes_the_papers_table_beside_ours(capsys, montgomery_set, covid_set, tmp_path):
+def test_reproduce_writes_the_papers_table_beside_ours(
+    samzeroshot, capsys, montgomery_set, covid_set, tmp_path
+):
     out = tmp_path / "reproduction"
-    code, stdout, stderr = run(
-        capsys, "reproduce", "--montgomery", montgomery_set, "--covid-ct", covid_set, "--out", out
+    code, stdout, stderr = samzeroshot(
+        "reproduce", "--montgomery", montgomery_set, "--covid-ct", covid_set, "--out", out
     )
     assert code == 0, stderr
     assert "the paper's prompt (strategy paper) with model litemedsam" in stderr

@@ -104,13 +104,9 @@ def test_a_blank_image_is_not_a_body_in_air():
     assert not modality.looks_like_axial_slice(np.zeros((64, 64)))
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xray_png, tmp_path):
+def test_evaluate_records_the_modality_and_honours_the_option(
+    samzeroshot, capsys, ct_png, xray_png, tmp_path
+):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
@@ -118,18 +114,7 @@ def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xr
         path.rename(images / path.name)
         sitk.WriteImage(sitk.GetImageFromArray(labels), str(masks / path.name))
     out = tmp_path / "out"
-    code, _, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        masks,
-        "--out",
-        out,
-        "--strategy",
-        "prompt-only",
-    )
+    code, _, stderr = samzeroshot.evaluate(images, masks, out, "--strategy", "prompt-only")
     assert code == 0, stderr
     with open(out / "cases.csv") as handle:
         import csv
@@ -137,28 +122,14 @@ def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xr
         rows = {row["case"]: row for row in csv.DictReader(handle)}
     assert (rows["ct8"]["modality"], rows["xray16"]["modality"]) == ("ct", "xray")
     # Another modality is another setting: the folder's earlier results are replaced, not mixed in.
-    code, _, stderr = run(
-        capsys,
-        "evaluate",
-        "--images",
-        images,
-        "--masks",
-        masks,
-        "--out",
-        out,
-        "--strategy",
-        "prompt-only",
-        "--modality",
-        "xray",
-        "--overwrite",
+    code, _, stderr = samzeroshot.evaluate(
+        images, masks, out, "--strategy", "prompt-only", "--modality", "xray", "--overwrite"
     )
     assert code == 0, stderr
     with open(out / "cases.csv") as handle:
         assert {row["modality"] for row in csv.DictReader(handle)} == {"xray"}
     assert json.loads((out / "summary.json").read_text())["modality"] == "xray"
-    code, _, stderr = run(
-        capsys, "evaluate", "--images", images, "--masks", masks, "--out", out, "--modality", "mri"
-    )
+    code, _, stderr = samzeroshot.evaluate(images, masks, out, "--modality", "mri")
     assert (
         code == 2 and "Unknown modality 'mri'" in stderr and len(stderr.strip().splitlines()) == 1
     )

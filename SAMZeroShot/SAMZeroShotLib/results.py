@@ -31,18 +31,12 @@ import numpy as np
 
 from .errors import OutputError
 from .files import append_synced, check_output_file, writable_folder, write_text_atomically
+from .metrics import SLICE_COLUMNS
 
 SLICE_FIELDS = (
-    "case",
-    "slice",
-    "dice",
-    "jaccard",
-    "sensitivity",
-    "precision",
-    "reference_pixels",
-    "predicted_pixels",
-    "prompted",
-    "prompt_only_dice",
+    ("case", "slice")
+    + SLICE_COLUMNS
+    + ("reference_pixels", "predicted_pixels", "prompted", "prompt_only_dice")
 )
 CASE_FIELDS = (
     "case",

@@ -35,22 +35,11 @@ __all__ = [
 ]
 
 TABLE_COLUMNS = (
-    "scope",
-    "slice",
-    "segment",
-    "scored",
-    "dice",
-    "jaccard",
-    "sensitivity",
-    "precision",
-    "reference_pixels",
-    "predicted_pixels",
-    "hd95_mm",
-    "mean_surface_distance_mm",
-    "reference_ml",
-    "predicted_ml",
-    "model",
-    "strategy",
+    ("scope", "slice", "segment", "scored")
+    + metrics.SLICE_COLUMNS
+    + ("reference_pixels", "predicted_pixels")
+    + metrics.DISTANCE_COLUMNS
+    + ("reference_ml", "predicted_ml", "model", "strategy")
 )
 
 _engine: dict[
