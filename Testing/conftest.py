@@ -220,3 +220,116 @@ def cohort3(cohort):
     """The two-case cohort plus a mirrored radiograph: cases ``ct``, ``xray``, ``xray2``."""
     add_mirrored_radiograph(*cohort)
     return cohort
+
+
+def _digests(*paths) -> dict:
+    """SHA-256 of every file under ``paths`` (files or folders), by path."""
+    import hashlib
+
+    found = {}
+    for path in map(Path, paths):
+        for item in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            found[str(item)] = hashlib.sha256(item.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="session")
+def digests():
+    """The function that hashes files before and after a run (see :func:`_digests`)."""
+    return _digests
+
+
+def _dice(predicted, reference):
+    from SAMZeroShotLib import metrics
+
+    return metrics.overlap(predicted, reference)["dice"]
+
+
+@pytest.fixture(scope="session")
+def dice():
+    """``dice(predicted, reference)``: the Dice of one mask against another."""
+    return _dice
+
+
+# The paper's data sets laid out as published, from real chest CT (cases named as in each set).
+MONTGOMERY_CASES = ("MCUCXR_0001_0", "MCUCXR_0002_0")
+CORONACASE, RADIOPAEDIA = "coronacases_001", "radiopaedia_4_85506_1"
+
+
+@pytest.fixture
+def chest_ct(ctchest):
+    """CTChest4's voxels (HU), IJK-to-RAS and lung masks ``(right, left)``."""
+    from SAMZeroShotLib import mrml_io
+
+    scene, volume, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], volume)
+    return mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume), tuple(masks.values())
+
+
+def write_png(array, path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(array)), str(path))
+
+
+@pytest.fixture
+def montgomery_set(chest_ct, radiograph_from_ct, tmp_path):
+    """The Montgomery County archive as it unpacks (``MontgomerySet/`` inside), two radiographs.
+
+    The second is the first mirrored left-right. Masks are 0/255 PNGs, one folder per lung, and
+    ``CXR_png`` holds a ``Thumbs.db`` as the published archive does.
+    """
+    import numpy as np
+
+    voxels, matrix, (right, left) = chest_ct
+    image, labels, _ = radiograph_from_ct(voxels, right, left, matrix)
+    gray = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
+    root = tmp_path / "NLM-MontgomeryCXRSet" / "MontgomerySet"
+    for name, mirrored in zip(MONTGOMERY_CASES, (False, True), strict=True):
+        view = (lambda a: a[:, ::-1]) if mirrored else (lambda a: a)
+        write_png(view(gray), root / "CXR_png" / f"{name}.png")
+        write_png(
+            view((labels == 1).astype(np.uint8) * 255),
+            root / "ManualMask" / "rightMask" / f"{name}.png",
+        )
+        write_png(
+            view((labels == 2).astype(np.uint8) * 255),
+            root / "ManualMask" / "leftMask" / f"{name}.png",
+        )
+    (root / "CXR_png" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
+    return tmp_path / "NLM-MontgomeryCXRSet"
+
+
+@pytest.fixture
+def covid_set(chest_ct, tmp_path):
+    """COVID-19-CT-Seg laid out as on Zenodo: a CT in HU and one exported as grey levels, 3 slices
+    each.
+
+    Lung masks use the data set's numbering: 1 left lung, 2 right lung.
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    from SAMZeroShotLib import layouts
+
+    voxels, matrix, (right, left) = chest_ct
+    root = tmp_path / "covid"
+    volumes = {
+        CORONACASE: (voxels[18:21].astype(np.int16), slice(18, 21)),
+        # Radiopaedia's volumes are image exports: the lung window baked into 0-255 grey levels.
+        RADIOPAEDIA: (
+            np.clip((voxels[20:23] + 1400.0) / 1500.0 * 255, 0, 255).astype(np.uint8),
+            slice(20, 23),
+        ),
+    }
+    for name, (array, rows) in volumes.items():
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((3.0, 3.0, 10.0))
+        mask = sitk.GetImageFromArray((left[rows] * 1 + right[rows] * 2).astype(np.uint8))
+        mask.CopyInformation(image)
+        for folder, item in ((layouts.COVID_IMAGES, image), (layouts.COVID_MASKS, mask)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(item, str(root / folder / f"{name}.nii.gz"))
+    return root
