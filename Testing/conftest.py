@@ -204,7 +204,7 @@ def cohort(ctchest, tmp_path):
     return images, labels
 
 
-def add_mirrored_radiograph(images: Path, labels: Path) -> None:
+def _add_mirrored_radiograph(images: Path, labels: Path) -> None:
     """Case ``xray2``: the cohort's radiograph and its mask mirrored left-right."""
     import SimpleITK as sitk
 
@@ -218,8 +218,14 @@ def add_mirrored_radiograph(images: Path, labels: Path) -> None:
 @pytest.fixture
 def cohort3(cohort):
     """The two-case cohort plus a mirrored radiograph: cases ``ct``, ``xray``, ``xray2``."""
-    add_mirrored_radiograph(*cohort)
+    _add_mirrored_radiograph(*cohort)
     return cohort
+
+
+@pytest.fixture
+def add_mirrored_radiograph():
+    """Adds case ``xray2`` (the cohort's radiograph mirrored) to an images and a masks folder."""
+    return _add_mirrored_radiograph
 
 
 def _digests(*paths) -> dict:

@@ -20,7 +20,6 @@ import pytest
 import SimpleITK as sitk
 import slicer
 import torch
-from conftest import add_mirrored_radiograph
 
 from SAMZeroShotLib import headless, mrml_io, segment_nodes
 from SAMZeroShotLib.errors import OutputError
@@ -40,7 +39,7 @@ def the_error(stderr: str) -> str:
     return errors[0]
 
 
-def run_evaluate_process(samzeroshot, images, masks, out, *options, stop=None):
+def run_evaluate_process(images, masks, out, *options, stop=None):
     """``samzeroshot evaluate`` as its own process; ``stop(process, line)`` sees each stderr line.
 
     Returns ``(exit code, stderr lines)``.
@@ -680,7 +679,7 @@ def test_unicode_and_spaces_in_paths_work_and_an_earlier_output_is_replaced_whol
 
 # -- the table: a full disk ---------------------------------------------------------------------
 def test_a_full_disk_leaves_the_earlier_complete_outputs_intact(
-    samzeroshot, capsys, small_ct, cohort, tmpfs, digests
+    samzeroshot, capsys, small_ct, cohort, tmpfs, digests, add_mirrored_radiograph
 ):
     disk = tmpfs("4m")
     out, metrics, results = disk / "lungs.seg.nrrd", disk / "lungs.tsv", disk / "evaluation"
