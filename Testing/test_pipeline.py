@@ -154,7 +154,9 @@ MIN_PROPAGATED_MEAN_DICE = 0.62
 MIN_PROPAGATED_SLICE_DICE = 0.55
 
 
-def test_propagation_from_one_slice_carries_on_and_stops(engine, chest, dice):
+def test_propagation_from_one_slice_carries_on_and_stops(
+    default_whole_volume_run, engine, chest, dice
+):
     voxels, geometry, masks = chest
     [middle] = pipeline.annotated_slices(masks, geometry)
     kept = pipeline.keep_slices(masks, geometry, [middle])
