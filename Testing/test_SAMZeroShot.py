@@ -4,14 +4,15 @@ Slicer's ``ScriptedLoadableModule``, ``parameterNodeWrapper``, ``i18n`` and ``ut
 files of each Slicer version (kept beside the project in ``../shared/slicer-layer``); the MRML
 scene, nodes and logics are slicer-core's; only Qt is stood in for (see ``slicer_layer.py``).
 """
+
 import http.server
 import pathlib
 import threading
 import time
 import types
 
+import builders
 import pytest
-
 import slicer_layer
 
 #: Slicer versions the module supports (README: 5.10 or later); 5.8 embeds Python 3.9, which the
@@ -22,7 +23,11 @@ LUNGS = ("right lung", "left lung")
 
 pytestmark = pytest.mark.skipif(
     not slicer_layer.layer_root().is_dir(),
-    reason=f"Slicer's Python layer is not at {slicer_layer.layer_root()} (set {slicer_layer.LAYER_ENV})")
+    reason=(
+        f"Slicer's Python layer is not at {slicer_layer.layer_root()} (set"
+        f" {slicer_layer.LAYER_ENV})"
+    ),
+)
 
 
 def _activated(version, tmp_path, testing):
@@ -47,7 +52,8 @@ def user_app(request, tmp_path):
 
 
 def open_module(activation):
-    """The module and its widget as Slicer makes them: module, widget on a panel, setup(), enter()."""
+    """The module and its widget as Slicer makes them: module, widget on a panel, setup(),
+    enter()."""
     import slicer
 
     module = activation.module
@@ -89,11 +95,19 @@ def test_the_parameter_node_is_created_and_every_field_round_trips(slicer_app):
     assert parameters.referenceSegmentation is None
     volume, segmentation, _ = load_chest_ct()
     rgb = slicer_app.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "colour radiograph")
-    for name, value in (("inputVolume", volume), ("inputVolume", rgb), ("inputVolume", None),
-                        ("promptSegmentation", segmentation), ("promptSegmentation", None),
-                        ("referenceSegmentation", segmentation), ("referenceSegmentation", None),
-                        ("embeddingCache", False), ("propagate", True),
-                        ("checkpointPath", pathlib.Path("/weights/sam.pth")), ("checkpointPath", pathlib.Path())):
+    for name, value in (
+        ("inputVolume", volume),
+        ("inputVolume", rgb),
+        ("inputVolume", None),
+        ("promptSegmentation", segmentation),
+        ("promptSegmentation", None),
+        ("referenceSegmentation", segmentation),
+        ("referenceSegmentation", None),
+        ("embeddingCache", False),
+        ("propagate", True),
+        ("checkpointPath", pathlib.Path("/weights/sam.pth")),
+        ("checkpointPath", pathlib.Path()),
+    ):
         setattr(parameters, name, value)
         assert getattr(parameters, name) == value, name
     for name in Parameters.choice_names():
@@ -116,7 +130,9 @@ def test_parameter_node_cli_and_library_defaults_agree(slicer_app):
     module = slicer_app.module
     parameters = module.SAMZeroShotLogic().getParameterNode()
     from_node = module.SAMZeroShotLogic.parameters(parameters)
-    arguments = cli.build_parser().parse_args(["segment", "--volume", "v", "--prompts", "p", "--out", "o.seg.nrrd"])
+    arguments = cli.build_parser().parse_args(
+        ["segment", "--volume", "v", "--prompts", "p", "--out", "o.seg.nrrd"]
+    )
     from_cli = cli._parameters(arguments)
     assert from_node == Parameters() == from_cli
     for field, setting in module.SETTING_FIELDS.items():
@@ -158,7 +174,7 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     assert ui.applyButton.enabled
 
 
-def test_apply_segments_the_lungs_and_shows_the_result(slicer_app):
+def test_apply_segments_the_lungs_and_shows_the_result(default_whole_volume_run, slicer_app):
     import slicer
 
     widget = open_module(slicer_app)
@@ -170,11 +186,17 @@ def test_apply_segments_the_lungs_and_shows_the_result(slicer_app):
     widget.ui.applyButton.click()
     assert not widget._running and widget.ui.applyButton.enabled
     new = [slicer.mrmlScene.GetNodeByID(i) for i in node_ids(slicer.mrmlScene) - before]
-    names = sorted(node.GetName() for node in new if node.IsA("vtkMRMLSegmentationNode") or node.IsA("vtkMRMLTableNode"))
+    names = sorted(
+        node.GetName()
+        for node in new
+        if node.IsA("vtkMRMLSegmentationNode") or node.IsA("vtkMRMLTableNode")
+    )
     assert "CTChest4 SAM segmentation" in names and "CTChest4 SAM metrics" in names
     assert widget.ui.resultLabel.text.startswith("Mean Dice")
     assert widget.ui.progressBar.value == 100
-    assert slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID() in node_ids(slicer.mrmlScene)
+    assert slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID() in node_ids(
+        slicer.mrmlScene
+    )
 
 
 def _start_after(pumps, action):
@@ -257,7 +279,9 @@ def fake_install(user_app, monkeypatch):
     return fake
 
 
-def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_shown(user_app, fake_install):
+def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_shown(
+    user_app, fake_install
+):
     import slicer
 
     widget = open_module(user_app)
@@ -270,7 +294,9 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     def user_clicks_again():
         if not fake_install.installing:
             return
-        fake_install.during.append((widget.ui.applyButton.enabled, [d.visible and d.modal for d in state.dialogs]))
+        fake_install.during.append(
+            (widget.ui.applyButton.enabled, [d.visible and d.modal for d in state.dialogs])
+        )
         widget.ui.applyButton.click()
         widget.onApplyButton()  # even a queued click must not start a second install
 
@@ -280,12 +306,18 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     assert "timm==1.0.31" in state.messages[0] and "onnx==1.23.2" in state.messages[0]
     assert [call.split()[0] for call in fake_install.calls] == ["timm==1.0.31", "onnx==1.23.2"]
     assert "--no-deps" in fake_install.calls[0] and "--no-deps" not in fake_install.calls[1]
-    constraints = pathlib.Path(fake_install.calls[0].split('-c "')[1].split('"')[0]).read_text().split()
+    constraints = (
+        pathlib.Path(fake_install.calls[0].split('-c "')[1].split('"')[0]).read_text().split()
+    )
     assert any(line.startswith("numpy==") for line in constraints)
     assert any(line.startswith("SimpleITK==") for line in constraints)
     assert len(fake_install.during) == 2
-    assert all(enabled is False for enabled, _ in fake_install.during), "Apply was enabled during the install"
-    assert all(any(dialogs) for _, dialogs in fake_install.during), "no modal progress dialog during the install"
+    assert all(enabled is False for enabled, _ in fake_install.during), (
+        "Apply was enabled during the install"
+    )
+    assert all(any(dialogs) for _, dialogs in fake_install.during), (
+        "no modal progress dialog during the install"
+    )
     assert not any(d.visible for d in state.dialogs), "the progress dialog stayed open"
     assert widget.ui.resultLabel.text.startswith("Mean Dice"), widget.ui.logTextEdit.toPlainText()
     assert widget.ui.applyButton.enabled and not widget._running
@@ -294,20 +326,22 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
 
 def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake_install, caplog):
     import numpy as np
-
     import slicer
-    from SAMZeroShotLib import mrml_io
+
+    from SAMZeroShotLib import errors, mrml_io
 
     widget = open_module(user_app)
     volume, segmentation, _ = load_chest_ct()
     voxels = mrml_io.volume_array(volume).astype(np.float32)
     voxels[5, :4, :4] = np.nan
-    broken = mrml_io.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
+    broken = builders.add_volume(slicer.mrmlScene, voxels, mrml_io.ijk_to_ras(volume), "broken CT")
     widget._parameterNode.inputVolume = broken
     widget._parameterNode.promptSegmentation = segmentation
-    with pytest.raises(mrml_io.InputError, match="16 voxels are NaN or infinite"):
+    with pytest.raises(errors.InputError, match="16 voxels are NaN or infinite"):
         widget.ui.applyButton.click()
-    assert fake_install.calls == [] and user_app.state.messages == [], "asked to install for unusable inputs"
+    assert fake_install.calls == [] and user_app.state.messages == [], (
+        "asked to install for unusable inputs"
+    )
     assert "Replace NaN voxels" in caplog.text  # the error display (logged: no main window here)
     assert widget.ui.applyButton.enabled and not widget._running
 
@@ -327,7 +361,9 @@ def test_a_declined_install_changes_nothing(user_app, fake_install):
     assert node_ids(slicer.mrmlScene) == before and widget.ui.applyButton.enabled
 
 
-def test_testing_mode_installs_nothing_and_the_self_test_skips_naming_the_packages(slicer_app, monkeypatch, caplog):
+def test_testing_mode_installs_nothing_and_the_self_test_skips_naming_the_packages(
+    slicer_app, monkeypatch, caplog
+):
     import slicer
 
     module = slicer_app.module
@@ -381,8 +417,13 @@ def slow_weights_url(monkeypatch, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     spec = models.MODELS["sam_vit_b"]
-    monkeypatch.setitem(models.MODELS, "sam_vit_b", dataclasses.replace(
-        spec, url=f"http://127.0.0.1:{server.server_address[1]}/{spec.filename}"))
+    monkeypatch.setitem(
+        models.MODELS,
+        "sam_vit_b",
+        dataclasses.replace(
+            spec, url=f"http://127.0.0.1:{server.server_address[1]}/{spec.filename}"
+        ),
+    )
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "weights"))
     yield tmp_path / "weights"
     server.shutdown()
@@ -409,15 +450,16 @@ def test_a_download_asks_first_with_its_size_and_cancel_stops_it(user_app, slow_
     widget.ui.applyButton.click()
     assert time.monotonic() - started < 60
     assert widget.ui.resultLabel.text == "Cancelled"
-    assert not any(slow_weights_url.glob("*")) or not any(p.is_file() for p in slow_weights_url.rglob("*")), \
-        "a partial download was left in the cache"
+    assert not any(slow_weights_url.glob("*")) or not any(
+        p.is_file() for p in slow_weights_url.rglob("*")
+    ), "a partial download was left in the cache"
     assert node_ids(slicer.mrmlScene) == before and not widget._running
 
 
 # --- the self-test -----------------------------------------------------------------------------
 
 
-def test_the_module_self_test_passes(slicer_app, caplog):
+def test_the_module_self_test_passes(default_whole_volume_run, slicer_app, caplog):
     """Slicer's own test runner call: ScriptedLoadableModule.runTest -> SAMZeroShotTest.runTest."""
     import logging
 
@@ -429,6 +471,11 @@ def test_the_module_self_test_passes(slicer_app, caplog):
     started = time.perf_counter()
     slicer.selfTests["SAMZeroShot"]()
     seconds = time.perf_counter() - started
-    dice = [line for line in caplog.text.splitlines() if "self-test:" in line and "volume Dice" in line]
+    dice = [
+        line for line in caplog.text.splitlines() if "self-test:" in line and "volume Dice" in line
+    ]
     assert len(dice) == 2, caplog.text
-    print(f"self-test on Slicer {slicer_app.version}: {seconds:.1f} s; " + "; ".join(line.split("self-test: ")[1] for line in dice))
+    print(
+        f"self-test on Slicer {slicer_app.version}: {seconds:.1f} s; "
+        + "; ".join(line.split("self-test: ")[1] for line in dice)
+    )

@@ -1,4 +1,5 @@
 """The console script: `samzeroshot segment` and `samzeroshot evaluate` on real data."""
+
 import csv
 import json
 import re
@@ -7,22 +8,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli
 
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys, slicerio_data, tmp_path):
+def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(
+    samzeroshot, default_whole_volume_run, capsys, slicerio_data, tmp_path
+):
     import slicerio
 
     out, metrics = tmp_path / "o.seg.nrrd", tmp_path / "o.tsv"
-    code, stdout, stderr = run(capsys, "segment", "--volume", slicerio_data / "CTChest4.nrrd",
-                               "--prompts", slicerio_data / "Segmentation.seg.nrrd",
-                               "--segments", "right lung,left lung", "--out", out, "--metrics", metrics)
+    volume, prompts = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
+    code, stdout, stderr = samzeroshot.segment(
+        volume, prompts, out, "--segments", "right lung,left lung", "--metrics", metrics
+    )
     assert code == 0, stderr
     segmentation = slicerio.read_segmentation(str(out))
     assert sorted(s["name"] for s in segmentation["segments"]) == ["left lung", "right lung"]
@@ -30,34 +26,48 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(capsys
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert {"dice", "jaccard"} <= set(rows[0])
     volume_rows = {r["segment"]: float(r["dice"]) for r in rows if r["scope"] == "volume"}
-    assert volume_rows["right lung"] > 0.78 and volume_rows["left lung"] > 0.80  # measured 0.810 / 0.839
+    assert (
+        volume_rows["right lung"] > 0.78 and volume_rows["left lung"] > 0.80
+    )  # measured 0.810 / 0.839
     assert "Mean Dice" in stdout
     # Not a terminal: one line per slice, with the rate and the time left.
     assert re.search(r"^slice 1/\d+; [\d.]+ slices/s, about [\w ]+ left$", stderr, re.M), stderr
 
 
-def test_evaluate_writes_slices_cases_and_summary(capsys, cohort, tmp_path):
+def test_evaluate_writes_slices_cases_and_summary(samzeroshot, capsys, cohort, tmp_path):
     images, labels = cohort
     out = tmp_path / "out"
-    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--strategy", "box")
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out, "--strategy", "box")
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["n_scored_slices"] == 4
-    assert summary["model"] == "litemedsam" and summary["strategy"] == "box" and summary["seconds"] > 0
+    assert (
+        summary["model"] == "litemedsam" and summary["strategy"] == "box" and summary["seconds"] > 0
+    )
     # Measured on these four slices: mean Dice 0.786, mean Jaccard 0.649.
     assert 0.7 < summary["mean_dice"] <= 1 and 0.5 < summary["mean_jaccard"] <= summary["mean_dice"]
     with open(out / "slices.csv") as handle:
         slices = list(csv.DictReader(handle))
-    assert [(r["case"], r["slice"]) for r in slices] == [("ct", "0"), ("ct", "1"), ("ct", "2"), ("xray", "0")]
-    assert np.mean([float(r["dice"]) for r in slices]) == pytest.approx(summary["mean_dice"], abs=1e-5)
+    assert [(r["case"], r["slice"]) for r in slices] == [
+        ("ct", "0"),
+        ("ct", "1"),
+        ("ct", "2"),
+        ("xray", "0"),
+    ]
+    assert np.mean([float(r["dice"]) for r in slices]) == pytest.approx(
+        summary["mean_dice"], abs=1e-5
+    )
     with open(out / "cases.csv") as handle:
         assert [r["case"] for r in csv.DictReader(handle)] == ["ct", "xray"]
     # The prompt boxes alone, scored on the same slices at no model cost; the prompt-only strategy
     # itself gives the same number through the whole pipeline.
     assert 0.5 < summary["prompt_only_dice"] < 1
-    assert np.mean([float(r["prompt_only_dice"]) for r in slices]) == pytest.approx(summary["prompt_only_dice"], abs=1e-5)
-    code, _, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", tmp_path / "boxes",
-                          "--strategy", "prompt-only")
+    assert np.mean([float(r["prompt_only_dice"]) for r in slices]) == pytest.approx(
+        summary["prompt_only_dice"], abs=1e-5
+    )
+    code, _, stderr = samzeroshot.evaluate(
+        images, labels, tmp_path / "boxes", "--strategy", "prompt-only"
+    )
     assert code == 0, stderr
     boxes = json.loads((tmp_path / "boxes" / "summary.json").read_text())
     assert boxes["mean_dice"] == pytest.approx(summary["prompt_only_dice"], abs=1e-9)
@@ -72,7 +82,9 @@ def break_cohort(images, labels, how):
         sitk.WriteImage(sitk.GetImageFromArray(np.ones((5, 5), np.uint8)), str(labels / "xray.png"))
         return "xray.png: mask size 5 x 5 differs from its image's 128 x 111"
     if how == "no labels":
-        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((111, 128), np.uint8)), str(labels / "xray.png"))
+        sitk.WriteImage(
+            sitk.GetImageFromArray(np.zeros((111, 128), np.uint8)), str(labels / "xray.png")
+        )
         return "xray.png: no labels"
     if how == "unreadable":
         (images / "xray.png").write_bytes(b"not an image")
@@ -80,41 +92,51 @@ def break_cohort(images, labels, how):
 
 
 @pytest.mark.parametrize("how", ["missing mask", "size mismatch", "no labels", "unreadable"])
-def test_evaluate_bad_input_stops_unless_keep_going(capsys, cohort, tmp_path, how):
+def test_evaluate_bad_input_stops_unless_keep_going(samzeroshot, capsys, cohort, tmp_path, how):
     images, labels = cohort
     message = break_cohort(images, labels, how)
     out = tmp_path / "out"
-    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out)
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], stderr
     assert not (out / "summary.json").exists()
-    code, stdout, stderr = run(capsys, "evaluate", "--images", images, "--masks", labels, "--out", out, "--keep-going")
+    code, stdout, stderr = samzeroshot.evaluate(images, labels, out, "--keep-going")
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_cases"] == 1 and len(summary["skipped"]) == 1
 
 
-@pytest.mark.parametrize("option, message", [(["--model", "sam_vit_x"], "Unknown model"),
-                                             (["--strategy", "magic"], "Unknown strategy"),
-                                             (["--images", "nowhere"], "nowhere: folder not found")])
-def test_evaluate_unknown_options_exit_2(capsys, cohort, tmp_path, option, message):
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--model", "sam_vit_x"], "Unknown model"),
+        (["--strategy", "magic"], "Unknown strategy"),
+        (["--images", "nowhere"], "nowhere: folder not found"),
+    ],
+)
+def test_evaluate_unknown_options_exit_2(samzeroshot, capsys, cohort, tmp_path, option, message):
     images, labels = cohort
     arguments = {"--images": images, "--masks": labels, "--out": tmp_path / "out"}
-    arguments.update(dict(zip(option[::2], option[1::2])))
-    code, stdout, stderr = run(capsys, "evaluate", *[item for pair in arguments.items() for item in pair])
+    arguments.update(dict(zip(option[::2], option[1::2], strict=True)))
+    code, stdout, stderr = samzeroshot(
+        "evaluate", *[item for pair in arguments.items() for item in pair]
+    )
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
-def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(capsys, slicerio_data, tmp_path, monkeypatch):
-    from SAMZeroShotLib import __version__, logic
+def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(
+    samzeroshot, capsys, slicerio_data, tmp_path, monkeypatch
+):
+    from SAMZeroShotLib import __version__, segment_nodes
 
     def broken(*args, **kwargs):
         raise RuntimeError("a fault of ours")
 
-    monkeypatch.setattr(logic, "get_engine", broken)
-    code, stdout, stderr = run(capsys, "segment", "--volume", slicerio_data / "CTChest4.nrrd",
-                               "--prompts", slicerio_data / "Segmentation.seg.nrrd", "--segments", "right lung",
-                               "--out", tmp_path / "o.seg.nrrd")
+    monkeypatch.setattr(segment_nodes, "get_engine", broken)
+    volume, prompts = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
+    code, stdout, stderr = samzeroshot.segment(
+        volume, prompts, tmp_path / "o.seg.nrrd", "--segments", "right lung"
+    )
     lines = stderr.strip().splitlines()
     assert code == 1 and "Traceback" in stderr and "RuntimeError: a fault of ours" in stderr
     assert "internal error: please report it" in lines[-1] and __version__ in lines[-1]

@@ -1,11 +1,14 @@
 """Slice axis and windowing, including re-oriented and oblique volumes."""
+
 import numpy as np
 import pytest
 
 from SAMZeroShotLib import imaging
 
 # A typical CT stored from a DICOM series in LPS: IJK-to-RAS flips I and J.
-CT_IJK_TO_RAS = np.array([[-0.7, 0, 0, 180.0], [0, -0.7, 0, 180.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]])
+CT_IJK_TO_RAS = np.array(
+    [[-0.7, 0, 0, 180.0], [0, -0.7, 0, 180.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]]
+)
 
 
 def test_axial_slices_of_a_ct_come_out_in_radiological_orientation():
@@ -23,7 +26,9 @@ def test_a_permuted_sagittal_acquisition_gives_the_same_axial_slices():
     axial = imaging.slice_geometry(CT_IJK_TO_RAS, volume.shape).view(volume)
     # Store the same voxels with the array axes permuted (slices now run left-right) and one axis
     # reversed; the IJK-to-RAS matrix describes the same physical voxels.
-    permuted = np.flip(np.transpose(volume, (2, 0, 1)), axis=1)  # new [K, J, I] = old [I, K(reversed), J]
+    permuted = np.flip(
+        np.transpose(volume, (2, 0, 1)), axis=1
+    )  # new [K, J, I] = old [I, K(reversed), J]
     n_k = volume.shape[0]
     matrix = np.eye(4)
     # new I = old J, new J = (n_k - 1) - old K, new K = old I
@@ -40,7 +45,9 @@ def test_a_permuted_sagittal_acquisition_gives_the_same_axial_slices():
 
 def test_an_oblique_volume_still_takes_the_closest_axis():
     angle = np.radians(25)
-    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    rotation = np.array(
+        [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+    )
     matrix = np.eye(4)
     matrix[:3, :3] = rotation @ np.diag([-0.7, -0.7, 2.5])
     geometry = imaging.slice_geometry(matrix, (40, 64, 64))
@@ -66,7 +73,9 @@ def test_named_axes_and_bad_names():
 
 
 def test_writing_through_a_view_reaches_the_volume():
-    geometry = imaging.slice_geometry(np.diag([0.7, 0.7, 2.5, 1.0]), (4, 5, 6))  # flips both in-plane axes
+    geometry = imaging.slice_geometry(
+        np.diag([0.7, 0.7, 2.5, 1.0]), (4, 5, 6)
+    )  # flips both in-plane axes
     assert geometry.flip_rows and geometry.flip_cols
     volume = np.zeros((4, 5, 6), bool)
     geometry.view(volume)[2, 0, 0] = True
@@ -85,7 +94,10 @@ def test_ct_lung_window_clips_then_stretches_and_never_modifies_the_input():
 
 def test_xray_window_is_min_max_and_a_constant_slice_is_black():
     plane = np.array([[10.0, 20.0], [30.0, 50.0]])
-    assert imaging.to_rgb8(plane, imaging.WINDOW_PRESETS["xray"])[..., 1].tolist() == [[0, 63], [127, 255]]
+    assert imaging.to_rgb8(plane, imaging.WINDOW_PRESETS["xray"])[..., 1].tolist() == [
+        [0, 63],
+        [127, 255],
+    ]
     assert not imaging.to_rgb8(np.full((3, 3), 7.0), imaging.WINDOW_PRESETS["xray"]).any()
 
 

@@ -1,4 +1,5 @@
 """Metrics against values computed by hand, and against SimpleITK's overlap filter."""
+
 import math
 
 import numpy as np
@@ -33,7 +34,10 @@ def test_overlap_matches_simpleitk():
     reference = rng.random((8, 30, 30)) > 0.4
     measures = sitk.LabelOverlapMeasuresImageFilter()
     # ITK names the second image the target (the reference).
-    measures.Execute(sitk.GetImageFromArray(predicted.astype(np.uint8)), sitk.GetImageFromArray(reference.astype(np.uint8)))
+    measures.Execute(
+        sitk.GetImageFromArray(predicted.astype(np.uint8)),
+        sitk.GetImageFromArray(reference.astype(np.uint8)),
+    )
     scores = metrics.overlap(predicted, reference)
     assert scores["dice"] == pytest.approx(measures.GetDiceCoefficient())
     assert scores["jaccard"] == pytest.approx(measures.GetJaccardCoefficient())
@@ -50,7 +54,11 @@ def test_empty_cases_follow_the_documented_convention():
     assert missed["dice"] == 0.0 and missed["jaccard"] == 0.0 and missed["sensitivity"] == 0.0
     assert math.isnan(missed["precision"])
     spurious = metrics.overlap(full, empty)
-    assert spurious["dice"] == 0.0 and math.isnan(spurious["sensitivity"]) and spurious["precision"] == 0.0
+    assert (
+        spurious["dice"] == 0.0
+        and math.isnan(spurious["sensitivity"])
+        and spurious["precision"] == 0.0
+    )
     assert math.isnan(metrics.surface_distances(empty, full, (1, 1))["hd95_mm"])
 
 
@@ -69,7 +77,9 @@ def test_surface_distances_of_a_known_shift():
     assert 0.0 < distances["mean_surface_distance_mm"] < 1.0
     assert distances["hd95_mm"] == pytest.approx(1.0)
     assert metrics.surface_distances(reference, reference, (0.5, 0.5)) == {
-        "hd95_mm": 0.0, "mean_surface_distance_mm": 0.0}
+        "hd95_mm": 0.0,
+        "mean_surface_distance_mm": 0.0,
+    }
     hausdorff = sitk.HausdorffDistanceImageFilter()
     image = lambda m: sitk.GetImageFromArray(m.astype(np.uint8))  # noqa: E731
     hausdorff.Execute(image(predicted), image(reference))
@@ -81,7 +91,10 @@ def test_score_volume_records_slices_means_and_volumes():
     predicted, reference = squares()
     pred = np.zeros((3, 20, 20), bool)
     ref = np.zeros((3, 20, 20), bool)
-    pred[1], ref[1] = predicted[::-1, ::-1], reference[::-1, ::-1]  # the view flips rows and columns
+    pred[1], ref[1] = (
+        predicted[::-1, ::-1],
+        reference[::-1, ::-1],
+    )  # the view flips rows and columns
     pred[2, 0, 0] = True  # a false positive on a slice without reference: listed, not scored
     records = metrics.score_volume({"a": pred}, {"a": ref}, geometry, {"a": "lung"})
     slices = [r for r in records if r["scope"] == "slice" and r["segment"] == "lung"]

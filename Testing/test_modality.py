@@ -5,13 +5,14 @@ Real images only: CTChest4 slices (HU, and saved as 8-bit PNG), a radiograph mad
 frame: only its Modality tag makes it a CT) and pydicom-data's RG1_UNCI.dcm (a real CR chest
 radiograph, MONOCHROME1).
 """
+
 import json
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli, evaluation, imaging, logic, modality, mrml_io
+from SAMZeroShotLib import cli, evaluation, imaging, modality, mrml_io, segment_nodes
 
 
 def dicom_file(name):
@@ -25,7 +26,9 @@ def ct_png(chest, tmp_path):
     """A CTChest4 slice as an 8-bit PNG exported with the lung window, and its lung labels."""
     voxels, geometry, masks = chest
     gray = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])[..., 0]
-    labels = (geometry.view(masks["right"])[20] * 1 + geometry.view(masks["left"])[20] * 2).astype(np.uint8)
+    labels = (geometry.view(masks["right"])[20] * 1 + geometry.view(masks["left"])[20] * 2).astype(
+        np.uint8
+    )
     path = tmp_path / "ct8.png"
     sitk.WriteImage(sitk.GetImageFromArray(gray), str(path))
     return path, labels
@@ -35,9 +38,13 @@ def ct_png(chest, tmp_path):
 def xray_png(chest, ctchest, tmp_path, radiograph_from_ct):
     """A radiograph of CTChest4 as a 16-bit PNG, and its lung labels."""
     voxels, _, masks = chest
-    image, labels, _ = radiograph_from_ct(voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1]))
+    image, labels, _ = radiograph_from_ct(
+        voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1])
+    )
     path = tmp_path / "xray16.png"
-    sitk.WriteImage(sitk.GetImageFromArray((image / image.max() * 60000).astype(np.uint16)), str(path))
+    sitk.WriteImage(
+        sitk.GetImageFromArray((image / image.max() * 60000).astype(np.uint16)), str(path)
+    )
     return path, labels
 
 
@@ -61,12 +68,17 @@ def test_a_ct_volume_is_a_ct_by_its_slices(chest):
     assert all(modality.looks_like_axial_slice(plane) for plane in geometry.view(voxels)[::5])
 
 
-@pytest.mark.parametrize("name, tag, want", [("CT_small.dcm", "CT", "ct"), ("RG1_UNCI.dcm", "CR", "xray")])
+@pytest.mark.parametrize(
+    "name, tag, want", [("CT_small.dcm", "CT", "ct"), ("RG1_UNCI.dcm", "CR", "xray")]
+)
 def test_dicom_files_are_taken_at_their_word(name, tag, want):
     path = dicom_file(name)
     assert evaluation.declared_modality(path) == tag
     image, _ = evaluation.read_image(path)
-    assert modality.decide("auto", image, evaluation.declared_modality(path)) == (want, f"DICOM Modality {tag}")
+    assert modality.decide("auto", image, evaluation.declared_modality(path)) == (
+        want,
+        f"DICOM Modality {tag}",
+    )
 
 
 def test_content_alone_on_the_dicom_images():
@@ -81,7 +93,9 @@ def test_content_alone_on_the_dicom_images():
 def test_the_user_overrides_and_unknown_names_fail(ct_png):
     image, _ = evaluation.read_image(ct_png[0])
     assert modality.decide("xray", image, "CT") == ("xray", "set by the user")
-    assert modality.decide("auto", image, "MR")[0] == "ct"  # a tag that says neither: content decides
+    assert (
+        modality.decide("auto", image, "MR")[0] == "ct"
+    )  # a tag that says neither: content decides
     with pytest.raises(ValueError, match="Unknown modality 'mri'"):
         modality.decide("mri", image)
 
@@ -90,13 +104,9 @@ def test_a_blank_image_is_not_a_body_in_air():
     assert not modality.looks_like_axial_slice(np.zeros((64, 64)))
 
 
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xray_png, tmp_path):
+def test_evaluate_records_the_modality_and_honours_the_option(
+    samzeroshot, capsys, ct_png, xray_png, tmp_path
+):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
@@ -104,8 +114,7 @@ def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xr
         path.rename(images / path.name)
         sitk.WriteImage(sitk.GetImageFromArray(labels), str(masks / path.name))
     out = tmp_path / "out"
-    code, _, stderr = run(capsys, "evaluate", "--images", images, "--masks", masks, "--out", out,
-                          "--strategy", "prompt-only")
+    code, _, stderr = samzeroshot.evaluate(images, masks, out, "--strategy", "prompt-only")
     assert code == 0, stderr
     with open(out / "cases.csv") as handle:
         import csv
@@ -113,14 +122,17 @@ def test_evaluate_records_the_modality_and_honours_the_option(capsys, ct_png, xr
         rows = {row["case"]: row for row in csv.DictReader(handle)}
     assert (rows["ct8"]["modality"], rows["xray16"]["modality"]) == ("ct", "xray")
     # Another modality is another setting: the folder's earlier results are replaced, not mixed in.
-    code, _, stderr = run(capsys, "evaluate", "--images", images, "--masks", masks, "--out", out,
-                          "--strategy", "prompt-only", "--modality", "xray", "--overwrite")
+    code, _, stderr = samzeroshot.evaluate(
+        images, masks, out, "--strategy", "prompt-only", "--modality", "xray", "--overwrite"
+    )
     assert code == 0, stderr
     with open(out / "cases.csv") as handle:
         assert {row["modality"] for row in csv.DictReader(handle)} == {"xray"}
     assert json.loads((out / "summary.json").read_text())["modality"] == "xray"
-    code, _, stderr = run(capsys, "evaluate", "--images", images, "--masks", masks, "--out", out, "--modality", "mri")
-    assert code == 2 and "Unknown modality 'mri'" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = samzeroshot.evaluate(images, masks, out, "--modality", "mri")
+    assert (
+        code == 2 and "Unknown modality 'mri'" in stderr and len(stderr.strip().splitlines()) == 1
+    )
 
 
 def test_both_commands_offer_the_option():
@@ -133,14 +145,14 @@ def test_both_commands_offer_the_option():
 def test_process_reads_the_modality_slicer_recorded_and_the_setting_wins(ctchest):
     scene, volume, segmentation, ids = ctchest
     ids = [ids["right lung"], ids["left lung"]]
-    settings = logic.Parameters(strategy="prompt-only")
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    settings = segment_nodes.Parameters(strategy="prompt-only")
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"  # 34 slices
     # As Slicer's DICOM loader records it on the volume's subject hierarchy item.
     mrml_io.record_modality(volume, "CR")
     assert mrml_io.declared_modality(volume) == "CR"
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "xray"
     settings.modality = "ct"
-    _, table = logic.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"

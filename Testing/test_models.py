@@ -3,17 +3,17 @@
 No internet here, so the official SAM download is exercised against a local HTTP server that
 serves a real checkpoint file (the LiteMedSAM one) under the same code path.
 """
+
 import functools
 import http.server
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from SAMZeroShotLib import models
+from SAMZeroShotLib import errors, models
 from SAMZeroShotLib.engine import SamEngine
 from SAMZeroShotLib.prompts import Prompt
 
@@ -49,8 +49,16 @@ def test_download_verifies_and_loads(server, tmp_path, monkeypatch):
     shutil.copy(models.litemedsam_checkpoint(), folder / "weights.pth")
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
     builtin = models.MODELS["litemedsam"]
-    spec = models.ModelSpec("served", "litemedsam", 256, "test", url=url + "weights.pth",
-                            filename="weights.pth", sha256=builtin.sha256, size=builtin.size)
+    spec = models.ModelSpec(
+        "served",
+        "litemedsam",
+        256,
+        "test",
+        url=url + "weights.pth",
+        filename="weights.pth",
+        sha256=builtin.sha256,
+        size=builtin.size,
+    )
     seen = []
     path = models.checkpoint_path(spec, progress=lambda fraction, message: seen.append(fraction))
     assert path == tmp_path / "cache" / "weights.pth"
@@ -70,11 +78,11 @@ def test_a_download_with_the_wrong_digest_is_refused_and_removed(server, tmp_pat
     (folder / "corrupt.pth").write_bytes(bytes(data))
     destination = tmp_path / "corrupt.pth"
     spec = models.MODELS["litemedsam"]
-    with pytest.raises(models.CheckpointError, match="SHA-256"):
+    with pytest.raises(errors.CheckpointError, match="SHA-256"):
         models.download(url + "corrupt.pth", destination, spec.sha256, spec.size)
     assert not destination.exists()
     assert not list(tmp_path.glob("*.part"))
-    with pytest.raises(models.CheckpointError, match="expected"):
+    with pytest.raises(errors.CheckpointError, match="expected"):
         models.download(url + "corrupt.pth", destination, spec.sha256, spec.size + 1)
     assert not destination.exists()
 
@@ -82,7 +90,7 @@ def test_a_download_with_the_wrong_digest_is_refused_and_removed(server, tmp_pat
 def test_a_corrupt_cached_file_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(models.CheckpointError, match="delete it and download again"):
+    with pytest.raises(errors.CheckpointError, match="delete it and download again"):
         models.checkpoint_path(models.MODELS["sam_vit_b"])
 
 
@@ -93,7 +101,9 @@ class Payload:
 def test_checkpoints_are_loaded_without_unpickling_code(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(models.CheckpointError, match="not a SAM checkpoint, or the file is damaged"):
+    with pytest.raises(
+        errors.CheckpointError, match="not a SAM checkpoint, or the file is damaged"
+    ):
         models.load_state(path)
 
 

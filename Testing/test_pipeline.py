@@ -1,37 +1,31 @@
-"""Engine and slice loop on real CT slices with the built-in model."""
+"""The slice loop on real CT slices with the built-in model, and propagation from one slice."""
+
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import imaging, metrics, pipeline, prompts
+from SAMZeroShotLib import errors, metrics, pipeline
 from SAMZeroShotLib.engine import EmbeddingCache
-from SAMZeroShotLib.runtimes import TorchEncoder
-
-
-def test_the_cpu_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
-    voxels, geometry, masks = chest
-    if engine.encoder.name == "torch":
-        pytest.skip("neither ONNX Runtime nor OpenVINO is installed")
-    image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
-    tensor, _ = engine._prepare(image)
-    expected = TorchEncoder(litemedsam, "fp32")(tensor)
-    got = engine.encoder(tensor)
-    if engine.precision == "fp32":
-        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-3)
-    else:  # bf16: measured 4-6 % relative difference on real slices
-        assert float((got - expected).norm() / expected.norm()) < 0.1
 
 
 def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypatch):
     voxels, geometry, masks = chest
     kept = pipeline.keep_slices(masks, geometry, [15, 20])
     before = engine.encoded_slices
-    monkeypatch.setattr(engine, "cache", EmbeddingCache())  # empty, and the shared one stays as it was
+    monkeypatch.setattr(
+        engine, "cache", EmbeddingCache()
+    )  # empty, and the shared one stays as it was
     events = []
-    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
-                                     progress=lambda fraction, message: events.append(fraction))
+    result = pipeline.segment_volume(
+        voxels,
+        geometry,
+        kept,
+        engine,
+        strategy="box",
+        progress=lambda fraction, message: events.append(fraction),
+    )
     assert engine.encoded_slices - before == 2
     assert [outcome.slice for outcome in result.slices] == [15, 20]
-    for key, mask in result.masks.items():
+    for mask in result.masks.values():
         filled = np.flatnonzero(geometry.view(mask).any(axis=(1, 2)))
         assert set(filled) <= {15, 20}
         assert mask.shape == voxels.shape
@@ -59,24 +53,19 @@ def test_paper_prompt_yields_one_mask_split_between_the_lungs(engine, chest):
     assert (right | left).any()
 
 
-def test_the_cache_skips_the_encoder_on_a_rerun_with_other_prompts(engine, chest):
-    voxels, geometry, masks = chest
-    kept = pipeline.keep_slices(masks, geometry, [18, 19])
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
-    before = engine.encoded_slices
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
-    assert engine.encoded_slices == before
-
-
 def slice_threads():
     """Threads of the pipeline's slice workers still alive."""
     import threading
 
-    return [thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")]
+    return [
+        thread for thread in threading.enumerate() if thread.name.startswith("samzeroshot-slice")
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(engine, chest, monkeypatch, workers):
+def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(
+    engine, chest, monkeypatch, workers
+):
     voxels, geometry, masks = chest
     monkeypatch.setattr(engine, "workers", workers)
     calls = []
@@ -85,7 +74,7 @@ def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(engine, 
         calls.append(1)
         return len(calls) > 3
 
-    with pytest.raises(pipeline.Cancelled):
+    with pytest.raises(errors.Cancelled):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
     assert len(calls) == 4
     assert not slice_threads()
@@ -111,29 +100,6 @@ def test_bad_inputs_are_named(engine, chest):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy="magic")
 
 
-def test_engine_masks_match_segment_anythings_predictor(engine, chest, litemedsam):
-    """Same masks as SamPredictor, for box-only, points-only and points+box prompts."""
-    from segment_anything import SamPredictor
-
-    voxels, geometry, masks = chest
-    image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
-    slice_masks = {key: geometry.view(mask)[20] for key, mask in masks.items()}
-    [paper] = prompts.paper_prompts(slice_masks)
-    box_only = prompts.Prompt(segments=("right",), box=paper.box)
-    points_only = prompts.Prompt(segments=("right",), points=paper.points, labels=paper.labels, multimask=True)
-    predictor = SamPredictor(litemedsam)
-    predictor.set_image(image)
-    [embedding] = engine.encode([image])
-    got = engine.decode(embedding, [paper, box_only, points_only])
-    for prompt, prediction in zip([paper, box_only, points_only], got):
-        expected, scores, _ = predictor.predict(point_coords=prompt.points, point_labels=prompt.labels,
-                                                box=prompt.box, multimask_output=prompt.multimask)
-        best = int(np.argmax(scores)) if prompt.multimask else 0
-        agreement = (expected[best] == prediction.mask).mean()
-        assert agreement > 0.9999, f"{agreement:.6f} of pixels agree"
-        assert prediction.score == pytest.approx(float(scores[best]), abs=1e-3)
-
-
 def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkeypatch):
     voxels, geometry, masks = chest
     kept = pipeline.keep_slices(masks, geometry, [14, 17, 21])
@@ -142,8 +108,14 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         monkeypatch.setattr(engine, "workers", workers)
         monkeypatch.setattr(engine, "cache", EmbeddingCache())  # encode again, in the lanes
         events = []
-        results[workers] = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box",
-                                                   progress=lambda fraction, message: events.append(fraction))
+        results[workers] = pipeline.segment_volume(
+            voxels,
+            geometry,
+            kept,
+            engine,
+            strategy="box",
+            progress=lambda fraction, message, events=events: events.append(fraction),
+        )
         assert [outcome.slice for outcome in results[workers].slices] == [14, 17, 21]
         assert events == sorted(events) and events[-1] == 1.0
     if engine.encoder.name != "torch":  # the lanes ran their own, smaller sessions
@@ -154,7 +126,9 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         assert dice > 0.999, f"{key}: Dice {dice:.5f} between one and two workers"
 
 
-def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(engine, chest, monkeypatch):
+def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(
+    engine, chest, monkeypatch
+):
     voxels, geometry, masks = chest
     monkeypatch.setattr(engine, "workers", 2)
 
@@ -171,3 +145,33 @@ def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(e
     with pytest.raises(RuntimeError, match="slice failed"):
         pipeline.segment_volume(voxels, geometry, masks, engine, strategy=FailsOnSecondSlice())
     assert not slice_threads()
+
+
+# Propagation from the largest lung slice (12) of CTChest4 with flip4 (test-time flips on CT),
+# measured per slice: 0.718 (slice 9) ... 0.656 (11), 0.920 (12), 0.951 (13) ... 0.927 (31); mean
+# 0.70 over the 28 slices with lung (the apex slices 6-8 and base 32-33, under 600 px, are missed).
+MIN_PROPAGATED_MEAN_DICE = 0.62
+MIN_PROPAGATED_SLICE_DICE = 0.55
+
+
+def test_propagation_from_one_slice_carries_on_and_stops(
+    default_whole_volume_run, engine, chest, dice
+):
+    voxels, geometry, masks = chest
+    [middle] = pipeline.annotated_slices(masks, geometry)
+    kept = pipeline.keep_slices(masks, geometry, [middle])
+    assert geometry.view(kept["right"] | kept["left"]).any(axis=(1, 2)).sum() == 1
+    result = pipeline.segment_volume(
+        voxels, geometry, kept, engine, strategy="flip4", propagate=True
+    )
+    reference = geometry.view(masks["right"] | masks["left"])
+    predicted = geometry.view(result.masks["right"] | result.masks["left"])
+    with_lung = np.flatnonzero(reference.any(axis=(1, 2)))
+    scores = {int(s): dice(predicted[s], reference[s]) for s in with_lung}
+    assert np.mean(list(scores.values())) > MIN_PROPAGATED_MEAN_DICE
+    # It walks both ways from the annotated slice, slice after slice, to near the apex and the base.
+    assert all(scores[s] > MIN_PROPAGATED_SLICE_DICE for s in range(middle - 3, middle + 20)), (
+        scores
+    )
+    # Where the lungs have ended, it has stopped: those slices stay empty.
+    assert not predicted[: with_lung[0]].any() and not predicted[with_lung[-1] + 1 :].any()

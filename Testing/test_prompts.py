@@ -1,4 +1,5 @@
 """Prompt strategies on hand-made masks with answers worked out by hand."""
+
 import numpy as np
 import pytest
 
@@ -30,7 +31,8 @@ def test_c_shaped_mask_gets_its_point_moved_inside():
 def test_point_is_centred_along_the_longer_run():
     mask = np.zeros((10, 30), bool)
     mask[4:7, 3:25] = True  # a horizontal bar: 3 rows, 22 columns
-    # Start at (5, 5): 2 pixels left, 19 right, 1 above, 1 below -> horizontal, 5 + (19 - 2 + 1) // 2.
+    # Start at (5, 5): 2 pixels left, 19 right, 1 above, 1 below -> horizontal,
+    # 5 + (19 - 2 + 1) // 2.
     assert prompts.center_in_mask(mask, 5, 5) == (5, 14)
     assert prompts.positive_point(mask) == (5, 14)
 
@@ -91,9 +93,17 @@ def whole_slice_split(predicted, masks, keys):
     """The partition computed on the whole slice, to check the cropped one against."""
     import SimpleITK as sitk
 
-    maps = [sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
-        sitk.GetImageFromArray(masks[key].astype(np.uint8)), insideIsPositive=False, squaredDistance=True,
-        useImageSpacing=False)) for key in keys]
+    maps = [
+        sitk.GetArrayFromImage(
+            sitk.SignedMaurerDistanceMap(
+                sitk.GetImageFromArray(masks[key].astype(np.uint8)),
+                insideIsPositive=False,
+                squaredDistance=True,
+                useImageSpacing=False,
+            )
+        )
+        for key in keys
+    ]
     nearest = np.argmin(np.stack(maps), axis=0)
     return {key: predicted & (nearest == number) for number, key in enumerate(keys)}
 
@@ -106,12 +116,16 @@ def test_split_on_the_cropped_box_equals_the_split_on_the_whole_slice():
             mask = np.zeros((40, 50), bool)
             row, col = generator.integers(0, 36), generator.integers(0, 46)
             # Blocks that touch the slice's edge, overlap each other, or have holes.
-            mask[row:row + generator.integers(2, 20), col:col + generator.integers(2, 25)] = True
+            mask[row : row + generator.integers(2, 20), col : col + generator.integers(2, 25)] = (
+                True
+            )
             mask[generator.integers(0, 40, 30), generator.integers(0, 50, 30)] ^= True
             masks[key] = mask
         predicted = np.zeros((40, 50), bool)
         row, col = generator.integers(0, 30), generator.integers(0, 40)
-        predicted[row:row + generator.integers(1, 30), col:col + generator.integers(1, 40)] = True
+        predicted[row : row + generator.integers(1, 30), col : col + generator.integers(1, 40)] = (
+            True
+        )
         cropped = prompts.split_among_segments(predicted, masks, ("R", "L", "T"))
         whole = whole_slice_split(predicted, masks, ("R", "L", "T"))
         for key in masks:

@@ -1,25 +1,31 @@
-"""Every named strategy on a real CT slice, the crop and click helpers, and propagation."""
+"""Every named strategy on a real CT slice, and the crop and click helpers."""
+
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import imaging, metrics, mrml_io, pipeline, strategies
-
-
-def dice(predicted, reference):
-    return metrics.overlap(predicted, reference)["dice"]
-
+from SAMZeroShotLib import imaging, mrml_io, strategies
 
 # Union Dice on CTChest4 slice 20 (3 mm pixels), measured: paper 0.215, box 0.778, crop 0.750,
 # zoom 0.778 (the lungs are large: no zoom), refine 0.781, flip4 0.813, flip4-xray 0.813 (a CT:
 # same as flip4), box+crop 0.779, flip4+crop 0.783, and the
 # boxes alone (prompt-only) 0.789. One coarse slice ranks the strategies differently from the
 # dev sets (README, Accuracy); this checks that each one runs and finds the lungs.
-MIN_DICE = {"paper": 0.15, "box": 0.7, "crop": 0.67, "zoom": 0.7, "refine": 0.7, "flip4": 0.73, "flip4-xray": 0.73,
-            "box+crop": 0.7, "flip4+crop": 0.7, "prompt-only": 0.7}
+MIN_DICE = {
+    "paper": 0.15,
+    "box": 0.7,
+    "crop": 0.67,
+    "zoom": 0.7,
+    "refine": 0.7,
+    "flip4": 0.73,
+    "flip4-xray": 0.73,
+    "box+crop": 0.7,
+    "flip4+crop": 0.7,
+    "prompt-only": 0.7,
+}
 
 
 @pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
-def test_each_strategy_segments_both_lungs_of_a_real_slice(engine, chest, name):
+def test_each_strategy_segments_both_lungs_of_a_real_slice(engine, chest, dice, name):
     voxels, geometry, masks = chest
     image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
     slice_masks = {key: geometry.view(mask)[20].copy() for key, mask in masks.items()}
@@ -32,9 +38,13 @@ def test_each_strategy_segments_both_lungs_of_a_real_slice(engine, chest, name):
     assert score > MIN_DICE[name], f"{name}: Dice {score:.3f}"
 
 
-def test_the_xray_cut_off_applies_to_radiographs_only(engine, chest, ctchest, radiograph_from_ct):
+def test_the_xray_cut_off_applies_to_radiographs_only(
+    engine, chest, ctchest, radiograph_from_ct, dice
+):
     voxels, geometry, masks = chest
-    image, labels, _ = radiograph_from_ct(voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1]))
+    image, labels, _ = radiograph_from_ct(
+        voxels, masks["right"], masks["left"], mrml_io.ijk_to_ras(ctchest[1])
+    )
     rgb = imaging.to_rgb8(image, imaging.WINDOW_PRESETS["xray"])
     lungs = {"right": labels == 1, "left": labels == 2}
     plain = strategies.STRATEGIES["flip4"].segment(rgb, lungs, engine, "xray")
@@ -52,8 +62,9 @@ def test_prompt_only_fills_each_box_without_the_model():
     mask = np.zeros((20, 30), bool)
     mask[3:8, 4:6] = True
     mask[10, 20] = True  # one more pixel: the box spans rows 3-10, columns 4-20
-    result = strategies.STRATEGIES["prompt-only"].segment(np.zeros((20, 30, 3), np.uint8),
-                                                          {"a": mask, "empty": np.zeros_like(mask)}, engine=None)
+    result = strategies.STRATEGIES["prompt-only"].segment(
+        np.zeros((20, 30, 3), np.uint8), {"a": mask, "empty": np.zeros_like(mask)}, engine=None
+    )
     expected = np.zeros_like(mask)
     expected[3:11, 4:21] = True
     assert np.array_equal(result["a"], expected) and not result["empty"].any()
@@ -116,27 +127,3 @@ def test_correction_click_goes_deep_into_the_larger_error():
     row, col, label = strategies.correction_click(target, predicted, 4)
     assert label == 1 and 5 <= row < 25 and 17 <= col <= 22  # positive, deep inside the missed half
     assert strategies.correction_click(target, target, 4) is None
-
-
-# Propagation from the largest lung slice (12) of CTChest4 with flip4 (test-time flips on CT),
-# measured per slice: 0.718 (slice 9) ... 0.656 (11), 0.920 (12), 0.951 (13) ... 0.927 (31); mean
-# 0.70 over the 28 slices with lung (the apex slices 6-8 and base 32-33, under 600 px, are missed).
-MIN_PROPAGATED_MEAN_DICE = 0.62
-MIN_PROPAGATED_SLICE_DICE = 0.55
-
-
-def test_propagation_from_one_slice_carries_on_and_stops(engine, chest):
-    voxels, geometry, masks = chest
-    [middle] = pipeline.annotated_slices(masks, geometry)
-    kept = pipeline.keep_slices(masks, geometry, [middle])
-    assert geometry.view(kept["right"] | kept["left"]).any(axis=(1, 2)).sum() == 1
-    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="flip4", propagate=True)
-    reference = geometry.view(masks["right"] | masks["left"])
-    predicted = geometry.view(result.masks["right"] | result.masks["left"])
-    with_lung = np.flatnonzero(reference.any(axis=(1, 2)))
-    scores = {int(s): dice(predicted[s], reference[s]) for s in with_lung}
-    assert np.mean(list(scores.values())) > MIN_PROPAGATED_MEAN_DICE
-    # It walks both ways from the annotated slice, slice after slice, to near the apex and the base.
-    assert all(scores[s] > MIN_PROPAGATED_SLICE_DICE for s in range(middle - 3, middle + 20)), scores
-    # Where the lungs have ended, it has stopped: those slices stay empty.
-    assert not predicted[: with_lung[0]].any() and not predicted[with_lung[-1] + 1 :].any()

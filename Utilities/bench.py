@@ -19,6 +19,7 @@ spent in the encoder and decoder calls and in everything else (windowing, prompt
 placing them), summed over the slice workers: with 2 workers they add up to twice the wall time.
 The runtime's choice is logged on stderr.
 """
+
 import argparse
 import json
 import os
@@ -49,12 +50,12 @@ def load_data():
         return f"ct_dev/{image.name}", voxels, matrix, {v: labels == v for v in (1, 2)}
     import slicerio
 
-    from SAMZeroShotLib import mrml_io
+    from SAMZeroShotLib import headless, mrml_io
 
-    scene, app = mrml_io.new_scene()
+    scene, app = headless.new_scene()
     data = Path(os.path.dirname(slicerio.__file__)) / "data"
-    volume = mrml_io.load_volume(app, data / "CTChest4.nrrd")
-    segmentation = mrml_io.load_segmentation(app, data / "Segmentation.seg.nrrd")
+    volume = headless.load_volume(app, data / "CTChest4.nrrd")
+    segmentation = headless.load_segmentation(app, data / "Segmentation.seg.nrrd")
     ids = mrml_io.resolve_segment_ids(segmentation, ["right lung", "left lung"])
     masks = mrml_io.segment_masks(segmentation, ids, volume)
     return "slicerio/CTChest4.nrrd", mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume), masks
@@ -66,7 +67,7 @@ def naive(model, images, slice_masks):
 
     predictor = SamPredictor(model)
     results = []
-    for image, masks in zip(images, slice_masks):
+    for image, masks in zip(images, slice_masks, strict=True):
         predictor.set_image(image)
         union = np.zeros(image.shape[:2], bool)
         for mask in (mask for mask in masks.values() if mask.any()):
@@ -92,8 +93,11 @@ def stage_times(walls, stages, slices: int, workers: int) -> dict:
     best = int(np.argmin(walls))
     encode, decode = stages[best]
     rest = walls[best] * workers - encode - decode
-    return {"encode": round(encode / slices, 3), "decode": round(decode / slices, 3),
-            "bookkeeping": round(rest / slices, 3)}
+    return {
+        "encode": round(encode / slices, 3),
+        "decode": round(decode / slices, 3),
+        "bookkeeping": round(rest / slices, 3),
+    }
 
 
 def main(argv=None):
@@ -110,7 +114,9 @@ def main(argv=None):
     geometry = imaging.slice_geometry(matrix, voxels.shape)
     union = geometry.view(np.logical_or.reduce(list(masks.values())))
     with_lung = np.flatnonzero(union.any(axis=(1, 2)))
-    chosen = with_lung[np.linspace(0, len(with_lung) - 1, min(args.slices, len(with_lung))).round().astype(int)]
+    chosen = with_lung[
+        np.linspace(0, len(with_lung) - 1, min(args.slices, len(with_lung))).round().astype(int)
+    ]
     kept = pipeline.keep_slices(masks, geometry, chosen)
     window = imaging.resolve_window("auto", voxels)
     images = [imaging.to_rgb8(geometry.view(voxels)[s], window) for s in chosen]
@@ -119,14 +125,18 @@ def main(argv=None):
 
     model = models.load_model("litemedsam", device="cpu")
     started = time.perf_counter()
-    engine = SamEngine(model, backend=args.backend, precision=args.precision,
-                       log=lambda line: print(line, file=sys.stderr))  # by default, what users get
+    engine = SamEngine(
+        model,
+        backend=args.backend,
+        precision=args.precision,
+        log=lambda line: print(line, file=sys.stderr),
+    )  # by default, what users get
     engine_setup = time.perf_counter() - started
 
     timings = {"naive": [], "default": [], "cached": []}
     stages = {"default": [], "cached": []}  # per run: (encode, decode) seconds summed over workers
     dice = {}
-    for repetition in range(args.repetitions):
+    for _repetition in range(args.repetitions):
         started = time.perf_counter()
         naive_masks = naive(model, images, slice_masks)
         timings["naive"].append(time.perf_counter() - started)
@@ -135,55 +145,71 @@ def main(argv=None):
         for run, strategy in (("default", "box"), ("cached", "paper")):
             engine.seconds = {"encode": 0.0, "decode": 0.0}
             started = time.perf_counter()
-            outcome = pipeline.segment_volume(voxels, geometry, kept, engine, strategy=strategy, window=window)
+            outcome = pipeline.segment_volume(
+                voxels, geometry, kept, engine, strategy=strategy, window=window
+            )
             timings[run].append(time.perf_counter() - started)
             stages[run].append((engine.seconds["encode"], engine.seconds["decode"]))
             if run == "default":
                 result = outcome
 
-        default_masks = [p for p in geometry.view(np.logical_or.reduce(list(result.masks.values())))[chosen]]
-        dice["naive"] = np.array([metrics.overlap(p, r)["dice"] for p, r in zip(naive_masks, reference)])
-        dice["default"] = np.array([metrics.overlap(p, r)["dice"] for p, r in zip(default_masks, reference)])
+        default_masks = [
+            p for p in geometry.view(np.logical_or.reduce(list(result.masks.values())))[chosen]
+        ]
+        dice["naive"] = np.array(
+            [metrics.overlap(p, r)["dice"] for p, r in zip(naive_masks, reference, strict=True)]
+        )
+        dice["default"] = np.array(
+            [metrics.overlap(p, r)["dice"] for p, r in zip(default_masks, reference, strict=True)]
+        )
 
     n = len(chosen)
     best = {key: min(values) for key, values in timings.items()}
     gflop = encoder_gflop(model)
     difference = dice["default"] - dice["naive"]
     info = cpu.current()
-    print(json.dumps({
-        "data": name,
-        "slices": int(n),
-        "repetitions": args.repetitions,
-        "cpu_model": info.model,
-        "cpu_flags": list(info.relevant_flags),
-        "backend": engine.backend,
-        "precision": engine.precision,
-        "naive_slices_per_s": round(n / best["naive"], 3),
-        "default_slices_per_s": round(n / best["default"], 3),
-        "speedup": round(best["naive"] / best["default"], 2),
-        "max_dice_diff": round(float(np.max(np.abs(difference))), 5),
-        "mean_dice_diff": round(abs(float(difference.mean())), 5),
-        "mean_abs_dice_diff": round(float(np.abs(difference).mean()), 5),
-        "mean_dice_naive": round(float(dice["naive"].mean()), 4),
-        "mean_dice_default": round(float(dice["default"].mean()), 4),
-        "cached_rerun_s": round(best["cached"], 2),
-        "first_run_s": round(best["default"], 2),
-        "cached_speedup": round(best["default"] / best["cached"], 1),
-        "stage_s_per_slice": stage_times(timings["default"], stages["default"], n, engine.workers),
-        "cached_stage_s_per_slice": stage_times(timings["cached"], stages["cached"], n, engine.workers),
-        "naive_runs_s": [round(t, 2) for t in timings["naive"]],
-        "default_runs_s": [round(t, 2) for t in timings["default"]],
-        "cached_runs_s": [round(t, 2) for t in timings["cached"]],
-        "engine_setup_s": round(engine_setup, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "encoder_gflop_per_slice": round(gflop, 1),
-        "naive_gflop_per_s": round(gflop * n / best["naive"], 1),
-        "default_gflop_per_s": round(gflop * n / best["default"], 1),
-        "threads": torch.get_num_threads(),
-        "workers": engine.workers,
-        "cpu_count": os.cpu_count(),
-        "naive_precision": "fp32",
-    }))
+    print(
+        json.dumps(
+            {
+                "data": name,
+                "slices": int(n),
+                "repetitions": args.repetitions,
+                "cpu_model": info.model,
+                "cpu_flags": list(info.relevant_flags),
+                "backend": engine.backend,
+                "precision": engine.precision,
+                "naive_slices_per_s": round(n / best["naive"], 3),
+                "default_slices_per_s": round(n / best["default"], 3),
+                "speedup": round(best["naive"] / best["default"], 2),
+                "max_dice_diff": round(float(np.max(np.abs(difference))), 5),
+                "mean_dice_diff": round(abs(float(difference.mean())), 5),
+                "mean_abs_dice_diff": round(float(np.abs(difference).mean()), 5),
+                "mean_dice_naive": round(float(dice["naive"].mean()), 4),
+                "mean_dice_default": round(float(dice["default"].mean()), 4),
+                "cached_rerun_s": round(best["cached"], 2),
+                "first_run_s": round(best["default"], 2),
+                "cached_speedup": round(best["default"] / best["cached"], 1),
+                "stage_s_per_slice": stage_times(
+                    timings["default"], stages["default"], n, engine.workers
+                ),
+                "cached_stage_s_per_slice": stage_times(
+                    timings["cached"], stages["cached"], n, engine.workers
+                ),
+                "naive_runs_s": [round(t, 2) for t in timings["naive"]],
+                "default_runs_s": [round(t, 2) for t in timings["default"]],
+                "cached_runs_s": [round(t, 2) for t in timings["cached"]],
+                "engine_setup_s": round(engine_setup, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "encoder_gflop_per_slice": round(gflop, 1),
+                "naive_gflop_per_s": round(gflop * n / best["naive"], 1),
+                "default_gflop_per_s": round(gflop * n / best["default"], 1),
+                "threads": torch.get_num_threads(),
+                "workers": engine.workers,
+                "cpu_count": os.cpu_count(),
+                "naive_precision": "fp32",
+            }
+        )
+    )
     return 0
 
 

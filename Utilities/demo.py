@@ -3,6 +3,7 @@
 Writes into --out: the segmentation (.seg.nrrd), the metrics table (.tsv), an overlay of a few
 slices and a Dice-per-slice plot (PNG), then prints the mean Dice and where everything is.
 """
+
 import argparse
 import os
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMZeroShot"))
 
-from SAMZeroShotLib import imaging, logic, metrics, mrml_io  # noqa: E402
+from SAMZeroShotLib import headless, imaging, metrics, mrml_io, segment_nodes  # noqa: E402
 
 
 def overlay_png(path, voxels, geometry, predicted, reference, colors, slices):
@@ -45,7 +46,14 @@ def dice_plot_png(path, slices, columns, colors, title):
 
     figure, axes = plt.subplots(figsize=(7, 3.5), dpi=100)
     for name, values in columns.items():
-        axes.plot(slices, values, marker="o", markersize=3, label=name, color=colors.get(name, (0.2, 0.2, 0.2)))
+        axes.plot(
+            slices,
+            values,
+            marker="o",
+            markersize=3,
+            label=name,
+            color=colors.get(name, (0.2, 0.2, 0.2)),
+        )
     axes.set_xlabel("slice")
     axes.set_ylabel("Dice")
     axes.set_ylim(0, 1.02)
@@ -68,41 +76,59 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     data = Path(os.path.dirname(slicerio.__file__)) / "data"
 
-    scene, app = mrml_io.new_scene()
-    volume = mrml_io.load_volume(app, data / "CTChest4.nrrd")
-    prompts = mrml_io.load_segmentation(app, data / "Segmentation.seg.nrrd")
+    scene, app = headless.new_scene()
+    volume = headless.load_volume(app, data / "CTChest4.nrrd")
+    prompts = headless.load_segmentation(app, data / "Segmentation.seg.nrrd")
     lungs = mrml_io.resolve_segment_ids(prompts, ["right lung", "left lung"])
     started = time.perf_counter()
-    segmentation, table = logic.process(volume, prompts, lungs, parameters=logic.Parameters(strategy=args.strategy),
-                                        log=lambda line: print(line))
+    segmentation, table = segment_nodes.process(
+        volume,
+        prompts,
+        lungs,
+        parameters=segment_nodes.Parameters(strategy=args.strategy),
+        log=lambda line: print(line),
+    )
     seconds = time.perf_counter() - started
 
     seg_path, tsv_path = out / "CTChest4-SAM.seg.nrrd", out / "CTChest4-SAM-metrics.tsv"
     overlay_path, plot_path = out / "CTChest4-SAM-overlay.png", out / "CTChest4-SAM-dice.png"
-    mrml_io.write_segmentation(segmentation, seg_path)
-    mrml_io.write_table_tsv(table, tsv_path)
+    headless.write_segmentation(segmentation, seg_path)
+    headless.write_table_tsv(table, tsv_path)
 
     voxels = mrml_io.volume_array(volume)
     geometry = imaging.slice_geometry(mrml_io.ijk_to_ras(volume), voxels.shape)
     predicted = mrml_io.segment_masks(segmentation, lungs, volume)
     reference = mrml_io.segment_masks(prompts, lungs, volume)
     colors = {i: prompts.GetSegmentation().GetSegment(i).GetColor() for i in lungs}
-    with_lung = np.flatnonzero(geometry.view(np.logical_or.reduce(list(reference.values()))).any(axis=(1, 2)))
+    with_lung = np.flatnonzero(
+        geometry.view(np.logical_or.reduce(list(reference.values()))).any(axis=(1, 2))
+    )
     shown = with_lung[np.linspace(0, len(with_lung) - 1, 4).round().astype(int)[1:3]]
     overlay_png(overlay_path, voxels, geometry, predicted, reference, colors, shown)
-    records = [{name: table.GetTable().GetValue(r, c).ToString() for c, name in enumerate(logic.TABLE_COLUMNS)}
-               for r in range(table.GetNumberOfRows())]
+    records = [
+        {
+            name: table.GetTable().GetValue(r, c).ToString()
+            for c, name in enumerate(segment_nodes.TABLE_COLUMNS)
+        }
+        for r in range(table.GetNumberOfRows())
+    ]
     for record in records:
         for key in ("slice", "scored", "dice"):
             record[key] = float(record[key])
-    slices, columns = logic.dice_series(records, [prompts.GetSegmentation().GetSegment(i).GetName() for i in lungs])
+    slices, columns = segment_nodes.dice_series(
+        records, [prompts.GetSegmentation().GetSegment(i).GetName() for i in lungs]
+    )
     names = {prompts.GetSegmentation().GetSegment(i).GetName(): colors[i] for i in lungs}
-    dice_plot_png(plot_path, slices, columns, names, "CTChest4: Dice per slice (LiteMedSAM, oracle prompts)")
+    dice_plot_png(
+        plot_path, slices, columns, names, "CTChest4: Dice per slice (LiteMedSAM, oracle prompts)"
+    )
 
     mean = next(r for r in records if r["scope"] == "slice mean" and r["segment"] == metrics.UNION)
     print()
-    print(f"Mean Dice over {int(mean['scored'])} scored slices: {mean['dice']:.4f} "
-          f"(both lungs; {table.GetAttribute('SAMZeroShot.Strategy')} prompts; {seconds:.0f} s)")
+    print(
+        f"Mean Dice over {int(mean['scored'])} scored slices: {mean['dice']:.4f} "
+        f"(both lungs; {table.GetAttribute('SAMZeroShot.Strategy')} prompts; {seconds:.0f} s)"
+    )
     for path in (seg_path, tsv_path, overlay_path, plot_path):
         print(f"  {path}")
     return 0

@@ -17,6 +17,7 @@ is a standard ``samzeroshot evaluate`` folder under ``--work``/results; each is 
 ``box`` on the same half (``compare.json`` inside it). The summary is written to
 ``Utilities/heldout_results.json`` (means and comparisons only, no per-image data).
 """
+
 import argparse
 import csv
 import hashlib
@@ -31,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import compare, evaluation, layouts, models, results, strategies  # noqa: E402
-from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
+from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 SPLIT = ROOT / "Utilities" / "dev_split.json"
 RESULTS = ROOT / "Utilities" / "heldout_results.json"
@@ -40,11 +41,25 @@ HALVES = ("selection", "heldout")
 CT_BLOCK = 10
 BASELINE = "box"
 # Cheap first: views shared with later strategies are then already in the cache.
-DEFAULT_STRATEGIES = ("box", "prompt-only", "paper", "zoom", "flip4", "flip4-xray", "crop", "box+crop", "flip4+crop",
-                      "zoom@0.25", "zoom@0.5", "refine")
+DEFAULT_STRATEGIES = (
+    "box",
+    "prompt-only",
+    "paper",
+    "zoom",
+    "flip4",
+    "flip4-xray",
+    "crop",
+    "box+crop",
+    "flip4+crop",
+    "zoom@0.25",
+    "zoom@0.5",
+    "refine",
+)
 #: Other values of a parameter, tried on the selection half of one dev set only (to choose it).
-TUNING = {"zoom@0.25": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.25", zoom=0.25)),
-          "zoom@0.5": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.5", zoom=0.5))}
+TUNING = {
+    "zoom@0.25": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.25", zoom=0.25)),
+    "zoom@0.5": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.5", zoom=0.5)),
+}
 strategies.STRATEGIES.update({name: strategy for name, (_, strategy) in TUNING.items()})
 
 
@@ -66,12 +81,20 @@ def make_split(data: Path) -> dict:
         half = "heldout" if (start // CT_BLOCK) % 2 == 0 else "selection"
         blocks[half].append([start, min(start + CT_BLOCK, n_slices) - 1])
     return {
-        "cxr_dev": {"rule": "by source (index.csv url): sources ordered by the SHA-256 of their url, each "
-                            "given to the half with fewer cases so far; ties to selection",
-                    **{half: sorted(halves[half]) for half in HALVES}},
-        "ct_dev": {"rule": f"axial slices (array index k of lidc0001) in blocks of {CT_BLOCK}; even blocks "
-                           "held out (both ends of the lung), odd blocks for selection",
-                   **{half: blocks[half] for half in HALVES}},
+        "cxr_dev": {
+            "rule": (
+                "by source (index.csv url): sources ordered by the SHA-256 of their url, each "
+                "given to the half with fewer cases so far; ties to selection"
+            ),
+            **{half: sorted(halves[half]) for half in HALVES},
+        },
+        "ct_dev": {
+            "rule": (
+                f"axial slices (array index k of lidc0001) in blocks of {CT_BLOCK}; even blocks "
+                "held out (both ends of the lung), odd blocks for selection"
+            ),
+            **{half: blocks[half] for half in HALVES},
+        },
     }
 
 
@@ -85,8 +108,10 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
         for folder in (images, masks):
             folder.mkdir(parents=True, exist_ok=True)
         for case in split["cxr_dev"][half]:
-            for source, folder, ext in ((data / "cxr_dev" / "images", images, ".jpg"),
-                                        (data / "cxr_dev" / "masks", masks, ".png")):
+            for source, folder, ext in (
+                (data / "cxr_dev" / "images", images, ".jpg"),
+                (data / "cxr_dev" / "masks", masks, ".png"),
+            ):
                 link = folder / f"{case}{ext}"
                 if not link.exists():
                     link.symlink_to((source / f"{case}{ext}").resolve())
@@ -105,7 +130,7 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
                 array = sitk.GetArrayFromImage(labels)
                 keep = np.zeros(len(array), bool)
                 for first, last in split["ct_dev"][half]:
-                    keep[first:last + 1] = True
+                    keep[first : last + 1] = True
                 array[~keep] = evaluation.IGNORE_LABEL  # the other half's slices: left out entirely
                 out = sitk.GetImageFromArray(array)
                 out.CopyInformation(labels)
@@ -115,11 +140,16 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
 
 
 def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str) -> dict:
-    """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on ``engine``."""
+    """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on
+    ``engine``."""
     parameters = Parameters(strategy=strategy)
     cases, skipped = evaluation.prepare(layouts.paired(images, masks), images)
-    settings = evaluation.run_settings(parameters, layouts.source("paired", images=images, masks=masks))
-    return evaluation.evaluate(cases, results.ResultsFolder(out, settings), engine, parameters, skipped=skipped)
+    settings = evaluation.run_settings(
+        parameters, layouts.source("paired", images=images, masks=masks)
+    )
+    return evaluation.evaluate(
+        cases, results.ResultsFolder(out, settings), engine, parameters, skipped=skipped
+    )
 
 
 def run(data: Path, work: Path, names, halves) -> dict:
@@ -130,26 +160,47 @@ def run(data: Path, work: Path, names, halves) -> dict:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name in names:
         for (dataset, half), (images, masks) in folders.items():
-            if half not in halves or (name in TUNING and (dataset, half) != (TUNING[name][0], "selection")):
+            if half not in halves or (
+                name in TUNING and (dataset, half) != (TUNING[name][0], "selection")
+            ):
                 continue
             out = work / "results" / dataset / half / name
             if not (out / "summary.json").is_file():
                 evaluate_folder(images, masks, out, engine, name)
             summary = json.loads((out / "summary.json").read_text())
-            entry = {key: summary[key] for key in ("n_cases", "n_scored_slices", "mean_dice", "mean_jaccard",
-                                                   "prompt_only_dice", "seconds_per_slice")}
+            entry = {
+                key: summary[key]
+                for key in (
+                    "n_cases",
+                    "n_scored_slices",
+                    "mean_dice",
+                    "mean_jaccard",
+                    "prompt_only_dice",
+                    "seconds_per_slice",
+                )
+            }
             with open(out / "cases.csv", newline="") as handle:
                 entry["modalities"] = sorted({row["modality"] for row in csv.DictReader(handle)})
             baseline = work / "results" / dataset / half / BASELINE
             if name != BASELINE and (baseline / "summary.json").is_file():
                 versus = compare.compare(baseline, out)
                 compare.write(versus, compare.output_path(out))
-                entry["vs_box"] = {key: versus[key] for key in ("difference", "interval", "unit", "n_units",
-                                                                 "wins", "verdict")}
+                entry["vs_box"] = {
+                    key: versus[key]
+                    for key in ("difference", "interval", "unit", "n_units", "wins", "verdict")
+                }
             results.setdefault(dataset, {}).setdefault(half, {})[name] = entry
-            print(f"{dataset} {half} {name}: mean Dice {entry['mean_dice']:.4f}"
-                  + (f", vs box {entry['vs_box']['difference']:+.4f} [{entry['vs_box']['interval'][0]:+.4f}, "
-                     f"{entry['vs_box']['interval'][1]:+.4f}]" if "vs_box" in entry else ""), flush=True)
+            print(
+                f"{dataset} {half} {name}: mean Dice {entry['mean_dice']:.4f}"
+                + (
+                    f", vs box {entry['vs_box']['difference']:+.4f}"
+                    f" [{entry['vs_box']['interval'][0]:+.4f},"
+                    f" {entry['vs_box']['interval'][1]:+.4f}]"
+                    if "vs_box" in entry
+                    else ""
+                ),
+                flush=True,
+            )
             RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     return results
 
@@ -164,16 +215,28 @@ def _versus(entry) -> str:
 
 
 def table(results: dict, names) -> str:
-    """The README's table: mean Dice per half and, on the held-out halves, the difference from box."""
-    lines = ["| strategy | ct_dev selection | ct_dev held-out | held-out vs box | cxr_dev selection | cxr_dev held-out "
-             "| held-out vs box |", "|---|---|---|---|---|---|---|"]
+    """The README's table: mean Dice per half and, on the held-out halves, the difference from
+    box."""
+    lines = [
+        (
+            "| strategy | ct_dev selection | ct_dev held-out | held-out vs box | cxr_dev selection"
+            " | cxr_dev held-out | held-out vs box |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         cells = []
         for dataset in ("ct_dev", "cxr_dev"):
             halves = results.get(dataset, {})
-            selection, heldout = halves.get("selection", {}).get(name), halves.get("heldout", {}).get(name)
-            cells += [f"{selection['mean_dice']:.4f}" if selection else "",
-                      f"{heldout['mean_dice']:.4f}" if heldout else "", _versus(heldout) if heldout else ""]
+            selection, heldout = (
+                halves.get("selection", {}).get(name),
+                halves.get("heldout", {}).get(name),
+            )
+            cells += [
+                f"{selection['mean_dice']:.4f}" if selection else "",
+                f"{heldout['mean_dice']:.4f}" if heldout else "",
+                _versus(heldout) if heldout else "",
+            ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -182,11 +245,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=Path("/tmp/samzeroshot-heldout"))
-    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
-                        choices=sorted(strategies.STRATEGIES))
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(DEFAULT_STRATEGIES),
+        choices=sorted(strategies.STRATEGIES),
+    )
     parser.add_argument("--halves", nargs="+", default=list(HALVES), choices=HALVES)
-    parser.add_argument("--make-split", action="store_true", help="write dev_split.json anew (done once)")
-    parser.add_argument("--table", action="store_true", help="print the README table from heldout_results.json")
+    parser.add_argument(
+        "--make-split", action="store_true", help="write dev_split.json anew (done once)"
+    )
+    parser.add_argument(
+        "--table", action="store_true", help="print the README table from heldout_results.json"
+    )
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(RESULTS.read_text()), args.strategies))

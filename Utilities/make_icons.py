@@ -6,6 +6,7 @@ Usage: python Utilities/make_icons.py   (from anywhere; writes into the reposito
 The drawing is pure geometry with Pillow, so the output is identical on every run
 (no fonts, no randomness).
 """
+
 import argparse
 import math
 import pathlib
@@ -64,7 +65,7 @@ def lung_outline(midline_x, top, width, height, side, samples=40):
         v = i / samples
         inset = 0.06 + 0.10 * v
         if side > 0:
-            inset += 0.22 * math.exp(-(((1.0 - v) - 0.80) / 0.18) ** 2)
+            inset += 0.22 * math.exp(-((((1.0 - v) - 0.80) / 0.18) ** 2))
         x = midline_x + side * width * inset
         y = top + height * 0.78 * (1.0 - v)
         points.append((x, y))
@@ -75,7 +76,10 @@ def background(draw):
     # Vertical gradient in a rounded square, drawn as horizontal bands clipped by a mask later.
     for row in range(s(SIZE)):
         f = row / (s(SIZE) - 1)
-        color = tuple(int(round(a + (b - a) * f)) for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM))
+        color = tuple(
+            int(round(a + (b - a) * f))
+            for a, b in zip(BACKGROUND_TOP, BACKGROUND_BOTTOM, strict=True)
+        )
         draw.line([(0, row), (s(SIZE), row)], fill=color)
 
 
@@ -120,9 +124,14 @@ def draw_click(canvas, tip):
     draw = ImageDraw.Draw(canvas)
     x, y = tip
     for radius, width in ((13, 2.0), (9, 2.0)):
-        draw.ellipse([s(x - radius), s(y - radius), s(x + radius), s(y + radius)],
-                     outline=PROMPT_RING, width=int(s(width)))
-    draw.ellipse([s(x - 5), s(y - 5), s(x + 5), s(y + 5)], fill=PROMPT, outline=CURSOR_EDGE, width=s(1))
+        draw.ellipse(
+            [s(x - radius), s(y - radius), s(x + radius), s(y + radius)],
+            outline=PROMPT_RING,
+            width=int(s(width)),
+        )
+    draw.ellipse(
+        [s(x - 5), s(y - 5), s(x + 5), s(y + 5)], fill=PROMPT, outline=CURSOR_EDGE, width=s(1)
+    )
     # Classic arrow pointer, tip at (0, 0), in icon units.
     arrow = [(0, 0), (0, 30), (7, 23.5), (12, 34), (17, 31.5), (12, 21.5), (21, 21.5)]
     pixels = [(s(x + ax), s(y + ay)) for ax, ay in arrow]

@@ -1,4 +1,5 @@
-"""The two thresholds of the modality content test, chosen on the selection halves, checked on the held-out ones.
+"""The two thresholds of the modality content test, chosen on the selection halves, checked on the
+held-out ones.
 
     .venv/bin/python Utilities/modality_thresholds.py [--data ../shared/data]
 
@@ -13,6 +14,7 @@ not). The border touch limit is put in the middle of the gap, on the selection h
 largest CT value and the smallest value among radiographs whose extent does not tell them apart.
 Writes Utilities/modality_thresholds.json: the limit and the errors on each half.
 """
+
 import argparse
 import json
 import sys
@@ -27,8 +29,12 @@ from SAMZeroShotLib import evaluation, modality  # noqa: E402
 
 OUT = ROOT / "Utilities" / "modality_thresholds.json"
 # 8-bit renderings of HU slices: (lowest, highest) HU mapped to 0..255.
-EXPORTS = {"hu": None, "lung window 8-bit": (-1400.0, 100.0), "mediastinal window 8-bit": (-160.0, 240.0),
-           "min-max 8-bit": "min-max"}
+EXPORTS = {
+    "hu": None,
+    "lung window 8-bit": (-1400.0, 100.0),
+    "mediastinal window 8-bit": (-160.0, 240.0),
+    "min-max 8-bit": "min-max",
+}
 
 
 def rendered(plane: np.ndarray, export):
@@ -52,7 +58,9 @@ def measures(data: Path, split: dict) -> dict:
         for first, last in split["ct_dev"][half]:
             for s in range(first, min(last + 1, len(volume))):
                 for name, export in EXPORTS.items():
-                    ct.append(modality.body_measures(rendered(volume[s], export)) + (f"slice {s} {name}",))
+                    ct.append(
+                        modality.body_measures(rendered(volume[s], export)) + (f"slice {s} {name}",)
+                    )
         result[half] = {"ct": ct, "xray": xray}
     return result
 
@@ -69,21 +77,35 @@ def errors(items, touch, extent, want_ct: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     split = json.loads((ROOT / "Utilities" / "dev_split.json").read_text())
     found = measures(args.data, split)
     extent = modality.MAX_BODY_EXTENT
     touch = choose_touch(found["selection"]["ct"], found["selection"]["xray"], extent)
-    report = {"max_border_touch": round(touch, 3), "chosen_on": "selection", "max_body_extent": extent}
+    report = {
+        "max_border_touch": round(touch, 3),
+        "chosen_on": "selection",
+        "max_body_extent": extent,
+    }
     for half, items in found.items():
-        report[half] = {"ct": errors(items["ct"], touch, extent, True),
-                        "xray": errors(items["xray"], touch, extent, False),
-                        "ct_range": [round(min(t for t, _, _ in items["ct"]), 3), round(max(t for t, _, _ in items["ct"]), 3),
-                                     round(min(e for _, e, _ in items["ct"]), 3), round(max(e for _, e, _ in items["ct"]), 3)],
-                        "xray_range": [round(min(t for t, _, _ in items["xray"]), 3), round(max(t for t, _, _ in items["xray"]), 3),
-                                       round(min(e for _, e, _ in items["xray"]), 3), round(max(e for _, e, _ in items["xray"]), 3)]}
+        report[half] = {
+            "ct": errors(items["ct"], touch, extent, True),
+            "xray": errors(items["xray"], touch, extent, False),
+            "ct_range": [
+                round(min(t for t, _, _ in items["ct"]), 3),
+                round(max(t for t, _, _ in items["ct"]), 3),
+                round(min(e for _, e, _ in items["ct"]), 3),
+                round(max(e for _, e, _ in items["ct"]), 3),
+            ],
+            "xray_range": [
+                round(min(t for t, _, _ in items["xray"]), 3),
+                round(max(t for t, _, _ in items["xray"]), 3),
+                round(min(e for _, e, _ in items["xray"]), 3),
+                round(max(e for _, e, _ in items["xray"]), 3),
+            ],
+        }
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 

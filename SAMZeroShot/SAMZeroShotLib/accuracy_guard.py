@@ -7,11 +7,11 @@ passes when the mean Dice of its masks against the reference segments differs fr
 by at most :data:`MAX_MEAN_DICE_SHIFT`, and when none of its masks has a Dice below
 :data:`MIN_TWIN_DICE` against the twin's mask of the same lung on the same slice.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -34,14 +34,16 @@ class Verdict:
     masks: int
 
     def summary(self) -> str:
-        return (f"mean Dice {self.mean_dice_candidate:.4f} vs {self.mean_dice_reference:.4f} in fp32, "
-                f"lowest agreement with fp32 {self.min_twin_dice:.3f} over {self.masks} masks")
+        return (
+            f"mean Dice {self.mean_dice_candidate:.4f} vs {self.mean_dice_reference:.4f} in fp32, "
+            f"lowest agreement with fp32 {self.min_twin_dice:.3f} over {self.masks} masks"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def shipped_lungs(folder: Path = TEST_DATA) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+def shipped_lungs(folder: Path = TEST_DATA) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The shipped chest CT: voxels ``[K, J, I]``, IJK-to-RAS and the two lung masks, read with
     SimpleITK (the segment names and label values are in the ``.seg.nrrd`` header)."""
     import SimpleITK as sitk
@@ -55,7 +57,7 @@ def shipped_lungs(folder: Path = TEST_DATA) -> Tuple[np.ndarray, np.ndarray, Dic
     values = {}
     for key in reader.GetMetaDataKeys():
         if key.startswith("Segment") and key.endswith("_Name") and reader.GetMetaData(key) in LUNGS:
-            prefix = key[:-len("Name")]
+            prefix = key[: -len("Name")]
             if reader.GetMetaData(prefix + "Layer") != "0":
                 raise ValueError("the shipped segmentation's lungs are expected on its first layer")
             values[reader.GetMetaData(key)] = int(reader.GetMetaData(prefix + "LabelValue"))
@@ -63,10 +65,12 @@ def shipped_lungs(folder: Path = TEST_DATA) -> Tuple[np.ndarray, np.ndarray, Dic
     return voxels, ijk_to_ras, {name: labels == values[name] for name in LUNGS}
 
 
-def _segment(engine, voxels, geometry, prompts) -> Dict[str, np.ndarray]:
+def _segment(engine, voxels, geometry, prompts) -> dict[str, np.ndarray]:
     from . import pipeline
 
-    return pipeline.segment_volume(voxels, geometry, prompts, engine, strategy="box", window="ct-lung").masks
+    return pipeline.segment_volume(
+        voxels, geometry, prompts, engine, strategy="box", window="ct-lung"
+    ).masks
 
 
 def check(model, reference, candidate, slices: int = GUARD_SLICES) -> Verdict:
@@ -78,12 +82,16 @@ def check(model, reference, candidate, slices: int = GUARD_SLICES) -> Verdict:
 
     voxels, ijk_to_ras, lungs = shipped_lungs()
     geometry = imaging.slice_geometry(ijk_to_ras, voxels.shape)
-    both = np.flatnonzero(np.logical_and.reduce([geometry.view(m).any(axis=(1, 2)) for m in lungs.values()]))
+    both = np.flatnonzero(
+        np.logical_and.reduce([geometry.view(m).any(axis=(1, 2)) for m in lungs.values()])
+    )
     chosen = both[np.linspace(0, len(both) - 1, min(slices, len(both))).round().astype(int)]
     prompts = keep_slices(lungs, geometry, chosen)
-    masks = {name: _segment(SamEngine(model, runtime=runtime), voxels, geometry, prompts)
-             for name, runtime in (("reference", reference), ("candidate", candidate))}
-    dice: Dict[str, List[float]] = {"reference": [], "candidate": [], "twin": []}
+    masks = {
+        name: _segment(SamEngine(model, runtime=runtime), voxels, geometry, prompts)
+        for name, runtime in (("reference", reference), ("candidate", candidate))
+    }
+    dice: dict[str, list[float]] = {"reference": [], "candidate": [], "twin": []}
     for s in chosen:
         for lung in LUNGS:
             truth = geometry.view(lungs[lung])[s]
@@ -91,7 +99,10 @@ def check(model, reference, candidate, slices: int = GUARD_SLICES) -> Verdict:
             dice["reference"].append(metrics.overlap(ours["reference"], truth)["dice"])
             dice["candidate"].append(metrics.overlap(ours["candidate"], truth)["dice"])
             dice["twin"].append(metrics.overlap(ours["candidate"], ours["reference"])["dice"])
-    mean_reference, mean_candidate = float(np.mean(dice["reference"])), float(np.mean(dice["candidate"]))
+    mean_reference, mean_candidate = (
+        float(np.mean(dice["reference"])),
+        float(np.mean(dice["candidate"])),
+    )
     worst = float(np.min(dice["twin"]))
     passed = abs(mean_candidate - mean_reference) <= MAX_MEAN_DICE_SHIFT and worst >= MIN_TWIN_DICE
     return Verdict(passed, mean_reference, mean_candidate, worst, len(dice["twin"]))

@@ -8,6 +8,7 @@ with ``--workers N`` or ``--scheduler ADDRESS`` its cases run on a Dask cluster 
 ``reproduce`` evaluates the paper's two data sets with its prompt and writes its table beside ours.
 An internal error keeps its traceback and ends with one line saying what to report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,28 +18,34 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import __version__, files
+from .errors import Cancelled, UserError
 from .layouts import LAYOUT_NAMES
 from .parameters import Parameters
 from .reproduction import SETS
 
 EXIT_BAD_INPUT = 2
-#: The run finished, but some cases could not be computed (listed as ``failed``; run again to retry them).
+#: The run finished, but some cases could not be computed (listed as ``failed``; run again to retry
+#: them).
 EXIT_CASES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 #: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
-MODEL_OPTIONS = ("model", "checkpoint", "strategy", "window", "modality", "device", "precision", "backend")
+MODEL_OPTIONS = (
+    "model",
+    "checkpoint",
+    "strategy",
+    "window",
+    "modality",
+    "device",
+    "precision",
+    "backend",
+)
 #: Those ``reproduce`` offers: the strategy is the paper's, the windows are the data sets' own.
 REPRODUCE_OPTIONS = ("model", "checkpoint", "device", "precision", "backend")
-
-
-class BadInput(Exception):
-    """Reported as one line, exit code 2."""
 
 
 def _add_model_options(parser, names=MODEL_OPTIONS):
@@ -53,86 +60,174 @@ def _add_model_options(parser, names=MODEL_OPTIONS):
             text += f" (default {default})"
         # No argparse choices=: Parameters.validate() gives the one-line error with exit code 2.
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default, help=text)
-    group.add_argument("--no-embedding-cache", action="store_true", help="do not keep slice embeddings in memory")
-    group.add_argument("--fill-nonfinite", action="store_true", help=Parameters.help("fill_nonfinite"))
+    group.add_argument(
+        "--no-embedding-cache", action="store_true", help="do not keep slice embeddings in memory"
+    )
+    group.add_argument(
+        "--fill-nonfinite", action="store_true", help=Parameters.help("fill_nonfinite")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samzeroshot", description="Zero-shot lung segmentation with Segment Anything.")
+    parser = argparse.ArgumentParser(
+        prog="samzeroshot", description="Zero-shot lung segmentation with Segment Anything."
+    )
     parser.add_argument("--version", action="version", version=f"samzeroshot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{segment,evaluate,compare,reproduce}")
+    _add_segment_command(commands)
+    _add_evaluate_command(commands)
+    _add_compare_command(commands)
+    _add_reproduce_command(commands)
+    return parser
 
-    segment = commands.add_parser("segment", help="segment one volume from prompt segments; write .seg.nrrd and metrics")
+
+def _add_segment_command(commands) -> None:
+    segment = commands.add_parser(
+        "segment", help="segment one volume from prompt segments; write .seg.nrrd and metrics"
+    )
     segment.add_argument("--volume", required=True, help="the image (.nrrd, .nii.gz, ...)")
-    segment.add_argument("--prompts", required=True, help="segmentation with the prompt segments (.seg.nrrd)")
+    segment.add_argument(
+        "--prompts", required=True, help="segmentation with the prompt segments (.seg.nrrd)"
+    )
     segment.add_argument("--segments", help="comma-separated segment names or IDs (default: all)")
-    segment.add_argument("--reference", help="segmentation scored against (default: the prompts, i.e. oracle prompts)")
-    segment.add_argument("--out", required=True, help="output segmentation (.seg.nrrd); an existing file is replaced")
+    segment.add_argument(
+        "--reference",
+        help="segmentation scored against (default: the prompts, i.e. oracle prompts)",
+    )
+    segment.add_argument(
+        "--out", required=True, help="output segmentation (.seg.nrrd); an existing file is replaced"
+    )
     segment.add_argument("--metrics", help="metrics table (.tsv); an existing file is replaced")
-    segment.add_argument("--propagate", action="store_true", help="carry prompts from annotated slices to the others")
+    segment.add_argument(
+        "--propagate", action="store_true", help="carry prompts from annotated slices to the others"
+    )
     _add_model_options(segment)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate on a data set: a folder of images and one of masks, "
-                                   "or a published layout")
+
+def _add_evaluate_command(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate on a data set: a folder of images and one of masks, or a published layout",
+    )
     evaluate.add_argument("--images", help="folder of images (.png .jpg .dcm .nrrd .nii .nii.gz)")
-    evaluate.add_argument("--masks", help="folder of label masks (0 background, 255 ignore, others segments), "
-                          "paired with the images by file name")
-    evaluate.add_argument("--layout", default="paired",
-                          help=f"how the data set is laid out: {', '.join(LAYOUT_NAMES)} (default paired: --images "
-                               "and --masks; the others read the published folder given with --data)")
-    evaluate.add_argument("--data", help="the data set's folder as published (with --layout montgomery or covid19-ct-seg)")
-    evaluate.add_argument("--out", required=True, help="output folder for slices.csv, cases.csv, summary.json; "
-                          "a folder of an earlier run with the same settings is resumed")
-    evaluate.add_argument("--propagate-from", choices=("middle",),
-                          help="prompt only the slice with the largest reference area and propagate to the rest")
+    evaluate.add_argument(
+        "--masks",
+        help=(
+            "folder of label masks (0 background, 255 ignore, others segments), "
+            "paired with the images by file name"
+        ),
+    )
+    evaluate.add_argument(
+        "--layout",
+        default="paired",
+        help=(
+            f"how the data set is laid out: {', '.join(LAYOUT_NAMES)} (default paired: --images "
+            "and --masks; the others read the published folder given with --data)"
+        ),
+    )
+    evaluate.add_argument(
+        "--data",
+        help="the data set's folder as published (with --layout montgomery or covid19-ct-seg)",
+    )
+    evaluate.add_argument(
+        "--out",
+        required=True,
+        help=(
+            "output folder for slices.csv, cases.csv, summary.json; "
+            "a folder of an earlier run with the same settings is resumed"
+        ),
+    )
+    evaluate.add_argument(
+        "--propagate-from",
+        choices=("middle",),
+        help="prompt only the slice with the largest reference area and propagate to the rest",
+    )
     _add_run_options(evaluate)
     _add_model_options(evaluate)
 
-    compare = commands.add_parser("compare", help="compare two evaluate output folders slice by slice (B minus A)")
+
+def _add_compare_command(commands) -> None:
+    compare = commands.add_parser(
+        "compare", help="compare two evaluate output folders slice by slice (B minus A)"
+    )
     compare.add_argument("a", help="evaluate output folder A (the baseline)")
     compare.add_argument("b", help="evaluate output folder B")
-    compare.add_argument("--out", help="where compare.json goes: a .json file or a folder (default: inside folder B)")
-    reproduce = commands.add_parser("reproduce", help="the paper's table: its two data sets as published, its "
-                                    "prompt (strategy paper), its numbers beside ours")
+    compare.add_argument(
+        "--out", help="where compare.json goes: a .json file or a folder (default: inside folder B)"
+    )
+
+
+def _add_reproduce_command(commands) -> None:
+    reproduce = commands.add_parser(
+        "reproduce",
+        help=(
+            "the paper's table: its two data sets as published, its "
+            "prompt (strategy paper), its numbers beside ours"
+        ),
+    )
     for layout, about in SETS.items():
-        reproduce.add_argument(about["option"], dest=layout.replace("-", "_"),
-                               help=f"the {about['title'].split(': ')[1]} data set's folder as published")
-    reproduce.add_argument("--out", required=True, help="output folder: a results folder per data set, "
-                           "table.md and table.json")
+        reproduce.add_argument(
+            about["option"],
+            dest=layout.replace("-", "_"),
+            help=f"the {about['title'].split(': ')[1]} data set's folder as published",
+        )
+    reproduce.add_argument(
+        "--out",
+        required=True,
+        help="output folder: a results folder per data set, table.md and table.json",
+    )
     _add_run_options(reproduce)
     _add_model_options(reproduce, REPRODUCE_OPTIONS)
-    return parser
 
 
 def _add_run_options(parser):
     """Options of the commands that evaluate cohorts: resuming, bad cases, where the cases run."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the results in --out even when they were made with other settings")
-    parser.add_argument("--keep-going", action="store_true", help="skip bad cases (listed in summary.json) instead of stopping")
-    parser.add_argument("--workers", default="1", help="cases at once, each in a worker process of a Dask cluster on "
-                        "this machine sharing its cores (default 1: in this process, without Dask)")
-    parser.add_argument("--scheduler", help="run the cases on the Dask cluster of this scheduler (e.g. "
-                        "tcp://10.0.0.5:8786); its workers must see the data at the same paths")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in --out even when they were made with other settings",
+    )
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="skip bad cases (listed in summary.json) instead of stopping",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help=(
+            "cases at once, each in a worker process of a Dask cluster on "
+            "this machine sharing its cores (default 1: in this process, without Dask)"
+        ),
+    )
+    parser.add_argument(
+        "--scheduler",
+        help=(
+            "run the cases on the Dask cluster of this scheduler (e.g. "
+            "tcp://10.0.0.5:8786); its workers must see the data at the same paths"
+        ),
+    )
 
 
 def _parameters(args, propagate=False, **fixed) -> Parameters:
-    """The settings given on the command line (options a command does not offer keep their defaults)."""
+    """The settings given on the command line (options a command does not offer keep their
+    defaults)."""
     given = {name: getattr(args, name) for name in MODEL_OPTIONS if hasattr(args, name)}
-    try:
-        return Parameters(**given, **fixed, embedding_cache=not args.no_embedding_cache, propagate=propagate,
-                          fill_nonfinite=args.fill_nonfinite).validate()
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+    return Parameters(
+        **given,
+        **fixed,
+        embedding_cache=not args.no_embedding_cache,
+        propagate=propagate,
+        fill_nonfinite=args.fill_nonfinite,
+    ).validate()
 
 
 def _load_engine(parameters: Parameters):
-    from . import logic
-    from .models import CheckpointError
+    from . import segment_nodes
 
-    try:
-        return logic.get_engine(parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr))
-    except (CheckpointError, ValueError) as error:
-        raise BadInput(str(error)) from None
+    return segment_nodes.get_engine(
+        parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr)
+    )
 
 
 _last_reported = [-1.0]
@@ -156,51 +251,49 @@ def _log(line: str) -> None:
 def _existing(path: str, what: str) -> Path:
     result = Path(path)
     if result.is_dir():
-        raise BadInput(f"{path}: is a folder, not a {what} file")
+        raise UserError(f"{path}: is a folder, not a {what} file")
     if not result.is_file():
-        raise BadInput(f"{path}: {what} file not found")
+        raise UserError(f"{path}: {what} file not found")
     return result
 
 
-def _checkpoint_input(parameters: Parameters) -> Dict[str, Path]:
+def _checkpoint_input(parameters: Parameters) -> dict[str, Path]:
     """The checkpoint file, if one was named, as an input that outputs must keep away from."""
-    from .models import CheckpointError, user_checkpoint
+    from .models import user_checkpoint
 
     if not parameters.checkpoint:
         return {}
-    try:
-        return {"checkpoint": user_checkpoint(parameters.checkpoint)}
-    except CheckpointError as error:
-        raise BadInput(str(error)) from None
+    return {"checkpoint": user_checkpoint(parameters.checkpoint)}
 
 
-def _check_outputs(outputs: Dict[str, Path], inputs: Dict[str, Path]) -> None:
+def _check_outputs(outputs: dict[str, Path], inputs: dict[str, Path]) -> None:
     """Outputs apart from inputs and from each other, and each one writable (folders created)."""
-    try:
-        files.check_apart(outputs, inputs)
-        for path in outputs.values():
-            files.check_output_file(path)
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
+    files.check_apart(outputs, inputs)
+    for path in outputs.values():
+        files.check_output_file(path)
 
 
-def _write_failed(error: OSError, folder, kept: str) -> BadInput:
-    return BadInput(f"{folder}: could not be written ({error.strerror or error}); {kept}")
+def _write_failed(error: OSError, folder, kept: str) -> UserError:
+    return UserError(f"{folder}: could not be written ({error.strerror or error}); {kept}")
 
 
-def _segment_files(args, parameters: Parameters) -> Tuple[Dict[str, Path], Dict[str, Path]]:
+def _segment_files(args, parameters: Parameters) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(inputs, outputs)`` of ``segment`` by what they are, checked before anything is read."""
-    inputs = {"volume": _existing(args.volume, "volume"),
-              "prompt segmentation": _existing(args.prompts, "prompt segmentation")}
+    inputs = {
+        "volume": _existing(args.volume, "volume"),
+        "prompt segmentation": _existing(args.prompts, "prompt segmentation"),
+    }
     if args.reference:
         inputs["reference segmentation"] = _existing(args.reference, "reference segmentation")
     inputs.update(_checkpoint_input(parameters))
     for name in ("prompt segmentation", "reference segmentation"):
         if name in inputs and files.same_file(inputs[name], inputs["volume"]):
-            raise BadInput(f"{inputs[name]}: the {name} is the volume itself: give the segmentation file")
+            raise UserError(
+                f"{inputs[name]}: the {name} is the volume itself: give the segmentation file"
+            )
     outputs = {"output segmentation": Path(args.out)}
     if not outputs["output segmentation"].name.endswith(".seg.nrrd"):
-        raise BadInput(f"{args.out}: the output segmentation must be a .seg.nrrd file")
+        raise UserError(f"{args.out}: the output segmentation must be a .seg.nrrd file")
     if args.metrics:
         outputs["metrics table"] = Path(args.metrics)
     _check_outputs(outputs, inputs)
@@ -208,24 +301,33 @@ def _segment_files(args, parameters: Parameters) -> Tuple[Dict[str, Path], Dict[
 
 
 def _replace(path: Path, write) -> None:
-    """Write ``path`` through ``write(temporary path)``, replacing an earlier file only when complete."""
+    """Write ``path`` through ``write(temporary path)``, replacing an earlier file only when
+    complete."""
     try:
         with files.replaced_atomically(path) as partial:
             write(partial)
     except OSError as error:
-        raise BadInput(f"{path}: could not be written ({error.strerror or error}); "
-                       "an earlier file of that name is left as it was") from None
+        raise UserError(
+            f"{path}: could not be written ({error.strerror or error}); "
+            "an earlier file of that name is left as it was"
+        ) from None
 
 
 class _SliceProgress:
-    """The slice loop's ``progress(fraction, message)`` shown as slices done (a bar, or a line per slice)."""
+    """The slice loop's ``progress(fraction, message)`` shown as slices done (a bar, or a line per
+    slice)."""
 
     def __init__(self, inputs, propagate: bool):
         from . import progress
 
         views = [inputs.geometry.view(mask) for mask in inputs.prompt_masks.values()]
-        # The loop reports its fraction of the slices with prompts, or of every slice when it propagates.
-        self.total = len(views[0]) if propagate else int(np.logical_or.reduce([v.any(axis=(1, 2)) for v in views]).sum())
+        # The loop reports its fraction of the slices with prompts, or of every slice when it
+        # propagates.
+        self.total = (
+            len(views[0])
+            if propagate
+            else int(np.logical_or.reduce([v.any(axis=(1, 2)) for v in views]).sum())
+        )
         self.view = progress.on_stderr(self.total, unit="slice")
 
     def __call__(self, fraction: float, message: str) -> None:
@@ -236,33 +338,45 @@ class _SliceProgress:
 
 
 def run_segment(args) -> int:
-    from . import evaluation, logic, mrml_io
+    from . import evaluation, headless, mrml_io, segment_nodes
 
     parameters = _parameters(args, propagate=args.propagate)
     inputs, outputs = _segment_files(args, parameters)
-    scene, app = mrml_io.new_scene()
-    try:
-        volume = mrml_io.load_volume(app, inputs["volume"])
-        recorded = evaluation.declared_modality(inputs["volume"])
-        if recorded:  # as Slicer's DICOM loader keeps it
-            mrml_io.record_modality(volume, recorded)
-        prompts = mrml_io.load_segmentation(app, inputs["prompt segmentation"])
-        reference = mrml_io.load_segmentation(app, inputs["reference segmentation"]) if args.reference else None
-        segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
-        checked = logic.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
-    except mrml_io.InputError as error:
-        raise BadInput(str(error)) from None
+    scene, app = headless.new_scene()
+    volume = headless.load_volume(app, inputs["volume"])
+    recorded = evaluation.declared_modality(inputs["volume"])
+    if recorded:  # as Slicer's DICOM loader keeps it
+        mrml_io.record_modality(volume, recorded)
+    prompts = headless.load_segmentation(app, inputs["prompt segmentation"])
+    reference = (
+        headless.load_segmentation(app, inputs["reference segmentation"])
+        if args.reference
+        else None
+    )
+    segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
+    checked = segment_nodes.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
     _load_engine(parameters)
     slices = _SliceProgress(checked, parameters.propagate)
     try:
-        segmentation, table = logic.process(volume, prompts, segments, reference, parameters,
-                                            progress=slices, log=slices.view.note, inputs=checked)
+        segmentation, table = segment_nodes.process(
+            volume,
+            prompts,
+            segments,
+            reference,
+            parameters,
+            progress=slices,
+            log=slices.view.note,
+            inputs=checked,
+        )
     finally:
         slices.view.close()
-    _replace(outputs["output segmentation"], lambda partial: mrml_io.write_segmentation(segmentation, partial))
+    _replace(
+        outputs["output segmentation"],
+        lambda partial: headless.write_segmentation(segmentation, partial),
+    )
     print(f"segmentation: {outputs['output segmentation']}")
     if args.metrics:
-        _replace(outputs["metrics table"], lambda partial: mrml_io.write_table_tsv(table, partial))
+        _replace(outputs["metrics table"], lambda partial: headless.write_table_tsv(table, partial))
         print(f"metrics: {outputs['metrics table']}")
     print(table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE))
     return 0
@@ -277,8 +391,13 @@ def _stop_after_current_case(command: str):
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
-        print(("\n" if sys.stderr.isatty() else "") + f"samzeroshot {command}: stopping after the current case "
-              "(Ctrl-C again stops at once); finished cases are kept", file=sys.stderr, flush=True)
+        print(
+            ("\n" if sys.stderr.isatty() else "")
+            + f"samzeroshot {command}: stopping after the current case "
+            "(Ctrl-C again stops at once); finished cases are kept",
+            file=sys.stderr,
+            flush=True,
+        )
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -291,50 +410,54 @@ def _stop_after_current_case(command: str):
 class Cohort:
     """A data set checked and its results folder opened, ready to run."""
 
-    cases: List
-    problems: List
+    cases: list
+    problems: list
     folder: object  # results.ResultsFolder
     out: Path
 
 
-def _data_set(layout: str, data: Optional[str], images: Optional[str], masks: Optional[str], data_option: str):
+def _data_set(
+    layout: str, data: str | None, images: str | None, masks: str | None, data_option: str
+):
     """A layout's ``(cases, problems)``, its source for the settings and the folders it reads."""
     from . import layouts
-    from .evaluation import CaseError
 
     paired = layout == "paired"
     if layout not in LAYOUT_NAMES:
-        raise BadInput(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
+        raise UserError(f"Unknown layout {layout!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
     if paired and (data or not (images and masks)):
-        raise BadInput("give --images and --masks (or a published data set with --layout NAME --data DIR)")
+        raise UserError(
+            "give --images and --masks (or a published data set with --layout NAME --data DIR)"
+        )
     if not paired and (not data or images or masks):
-        raise BadInput(f"--layout {layout} reads the data set's folder as published: give --data DIR "
-                       "(not --images/--masks)")
-    try:
-        found = layouts.find(layout, data, images, masks)
-    except CaseError as error:
-        raise BadInput(str(error)) from None
-    folders = {"the --images folder": images, "the --masks folder": masks} if paired else {f"the {data_option} folder": data}
+        raise UserError(
+            f"--layout {layout} reads the data set's folder as published: give --data DIR "
+            "(not --images/--masks)"
+        )
+    found = layouts.find(layout, data, images, masks)
+    folders = (
+        {"the --images folder": images, "the --masks folder": masks}
+        if paired
+        else {f"the {data_option} folder": data}
+    )
     for case in found[0]:
         for path in [case.image_path] + case.mask_paths:
             folders.setdefault(f"a folder of the data set ({path.parent})", path.parent)
     return found, layouts.source(layout, data, images, masks), folders
 
 
-def _check_results_folder(outs: Tuple[Path, ...], input_folders: Dict[str, object]) -> None:
+def _check_results_folder(outs: tuple[Path, ...], input_folders: dict[str, object]) -> None:
     """The results folder(s) must be writable folders of their own, not one of the input folders."""
     for given in outs:
         for what, folder in input_folders.items():
             if folder is not None and files.same_file(given, folder):
-                raise BadInput(f"{given}: --out is {what}: give the results a folder of their own")
-    try:
-        files.writable_folder(outs[0])
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
+                raise UserError(f"{given}: --out is {what}: give the results a folder of their own")
+    files.writable_folder(outs[0])
 
 
 def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, settings: dict):
-    """The results folder, checked against the inputs and its stored settings before any model work."""
+    """The results folder, checked against the inputs and its stored settings before any model
+    work."""
     from . import results
 
     inputs = {f"image {case.image_path.name}": case.image_path for case in cases}
@@ -343,27 +466,37 @@ def _open_results(out: Path, overwrite: bool, parameters: Parameters, cases, set
     _check_outputs({name: out / name for name in results.FILES}, inputs)
     try:
         return results.ResultsFolder(out, settings, overwrite=overwrite)
-    except files.OutputError as error:
-        raise BadInput(str(error)) from None
     except OSError as error:
         raise _write_failed(error, out, "make room or choose another output folder") from None
 
 
-def _open_cohort(args, parameters: Parameters, out: Path, layout: str, data=None, images=None, masks=None,
-                 propagate_from: Optional[str] = None, data_option: str = "--data") -> Cohort:
-    """Find and read a data set's cases, and open its results folder: every check before the model."""
+def _open_cohort(
+    args,
+    parameters: Parameters,
+    out: Path,
+    layout: str,
+    data=None,
+    images=None,
+    masks=None,
+    propagate_from: str | None = None,
+    data_option: str = "--data",
+) -> Cohort:
+    """Find and read a data set's cases, and open its results folder: every check before the
+    model."""
     from . import evaluation
 
     found, source, input_folders = _data_set(layout, data, images, masks, data_option)
     # reproduce's --out holds a results folder per data set: neither may be an input folder.
-    _check_results_folder((out, out.parent) if args.command == "reproduce" else (out,), input_folders)
-    try:
-        cases, problems = evaluation.prepare(found, data or images, keep_going=args.keep_going,
-                                             fill_nonfinite=parameters.fill_nonfinite)
-    except evaluation.CaseError as error:
-        raise BadInput(str(error)) from None
+    _check_results_folder(
+        (out, out.parent) if args.command == "reproduce" else (out,), input_folders
+    )
+    cases, problems = evaluation.prepare(
+        found, data or images, keep_going=args.keep_going, fill_nonfinite=parameters.fill_nonfinite
+    )
     settings = evaluation.run_settings(parameters, source, propagate_from)
-    return Cohort(cases, problems, _open_results(out, args.overwrite, parameters, cases, settings), out)
+    return Cohort(
+        cases, problems, _open_results(out, args.overwrite, parameters, cases, settings), out
+    )
 
 
 def _workers(args) -> int:
@@ -373,9 +506,13 @@ def _workers(args) -> int:
     except ValueError:
         workers = 0
     if workers < 1:
-        raise BadInput(f"--workers {args.workers}: give a whole number of worker processes, 1 or more")
+        raise UserError(
+            f"--workers {args.workers}: give a whole number of worker processes, 1 or more"
+        )
     if args.scheduler and workers != 1:
-        raise BadInput("give --workers or --scheduler, not both (a scheduler's cluster has its own workers)")
+        raise UserError(
+            "give --workers or --scheduler, not both (a scheduler's cluster has its own workers)"
+        )
     return workers
 
 
@@ -392,48 +529,62 @@ def _compute(args, parameters: Parameters):
         yield None
         return
     from . import cluster
-    from .models import CheckpointError
 
-    with contextlib.ExitStack() as stack:
-        try:
-            client = stack.enter_context(cluster.connect(workers, args.scheduler))
-            cluster.prepare_weights(parameters, progress=_progress)
-        except (cluster.ClusterError, CheckpointError, ValueError) as error:
-            raise BadInput(str(error)) from None
+    with cluster.connect(workers, args.scheduler) as client:
+        cluster.prepare_weights(parameters, progress=_progress)
         yield client
 
 
 def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> dict:
     """Evaluate a cohort in this process or on the cluster of ``client``; its summary."""
-    from . import evaluation, logic, progress
+    from . import evaluation, progress, segment_nodes
 
     if client is None:
-        return evaluation.evaluate(cohort.cases, cohort.folder, logic.get_engine(parameters), parameters,
-                                   propagate_from=propagate_from, skipped=cohort.problems, progress=progress.on_stderr,
-                                   cancel=cancel)
+        return evaluation.evaluate(
+            cohort.cases,
+            cohort.folder,
+            segment_nodes.get_engine(parameters),
+            parameters,
+            propagate_from=propagate_from,
+            skipped=cohort.problems,
+            progress=progress.on_stderr,
+            cancel=cancel,
+        )
     from . import cluster
 
-    return cluster.evaluate(cohort.cases, cohort.folder, client, parameters, propagate_from=propagate_from,
-                            skipped=cohort.problems, progress=progress.on_stderr, cancel=cancel)
+    return cluster.evaluate(
+        cohort.cases,
+        cohort.folder,
+        client,
+        parameters,
+        propagate_from=propagate_from,
+        skipped=cohort.problems,
+        progress=progress.on_stderr,
+        cancel=cancel,
+    )
 
 
-def _run_guarded(command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> Optional[dict]:
-    """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said so)."""
-    from .evaluation import CaseError
-    from .models import CheckpointError
-    from .pipeline import Cancelled
-
+def _run_guarded(
+    command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel
+) -> dict | None:
+    """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said
+    so)."""
     try:
         return _run_cohort(cohort, parameters, client, propagate_from, cancel)
-    except (CaseError, CheckpointError) as error:  # a worker that found a file changed since it was checked
-        raise BadInput(str(error)) from None
     except Cancelled:
-        print(f"samzeroshot {command}: stopped: {len(cohort.folder.results)} of {len(cohort.cases)} cases are in "
-              f"{cohort.out}; run the same command again to finish the rest", file=sys.stderr)
+        print(
+            f"samzeroshot {command}: stopped: {len(cohort.folder.results)} of {len(cohort.cases)}"
+            f" cases are in {cohort.out}; run the same command again to finish the rest",
+            file=sys.stderr,
+        )
         return None
     except OSError as error:
-        raise _write_failed(error, cohort.out, f"the {len(cohort.folder.results)} finished cases are kept; "
-                                               "make room and run the same command again to finish") from None
+        raise _write_failed(
+            error,
+            cohort.out,
+            f"the {len(cohort.folder.results)} finished cases are kept; "
+            "make room and run the same command again to finish",
+        ) from None
 
 
 def _report(summary: dict, out: Path) -> int:
@@ -442,18 +593,31 @@ def _report(summary: dict, out: Path) -> int:
         print(f"skipped {skipped['file']}: {skipped['problem']}", file=sys.stderr)
     for failed in summary["failed"]:
         print(f"failed {failed['file']}: {failed['reason']}", file=sys.stderr)
-    print(f"{summary['n_cases']} cases, {summary['n_scored_slices']} scored slices: mean Dice "
-          f"{summary['mean_dice']:.4f}, mean Jaccard {summary['mean_jaccard']:.4f} "
-          f"({summary['model']}, {summary['strategy']}, {summary['seconds']:.0f} s) -> {out}/summary.json")
+    print(
+        f"{summary['n_cases']} cases, {summary['n_scored_slices']} scored slices: mean Dice"
+        f" {summary['mean_dice']:.4f}, mean Jaccard {summary['mean_jaccard']:.4f}"
+        f" ({summary['model']}, {summary['strategy']}, {summary['seconds']:.0f} s) ->"
+        f" {out}/summary.json"
+    )
     return EXIT_CASES_FAILED if summary["failed"] else 0
 
 
 def run_evaluate(args) -> int:
     parameters = _parameters(args)
-    cohort = _open_cohort(args, parameters, Path(args.out), args.layout, args.data, args.images, args.masks,
-                          args.propagate_from)
+    cohort = _open_cohort(
+        args,
+        parameters,
+        Path(args.out),
+        args.layout,
+        args.data,
+        args.images,
+        args.masks,
+        args.propagate_from,
+    )
     with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
-        summary = _run_guarded(args.command, cohort, parameters, client, args.propagate_from, cancel)
+        summary = _run_guarded(
+            args.command, cohort, parameters, client, args.propagate_from, cancel
+        )
     return EXIT_INTERRUPTED if summary is None else _report(summary, cohort.out)
 
 
@@ -464,12 +628,22 @@ def run_reproduce(args) -> int:
     given = {layout: getattr(args, layout.replace("-", "_")) for layout in SETS}
     given = {layout: folder for layout, folder in given.items() if folder}
     if not given:
-        raise BadInput(f"give the data sets' folders: {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}")
+        raise UserError(
+            "give the data sets' folders:"
+            f" {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}"
+        )
     out = Path(args.out)
-    cohorts = {layout: _open_cohort(args, parameters, out / layout, layout, data=folder,
-                                    data_option=SETS[layout]["option"]) for layout, folder in given.items()}
-    print(f"samzeroshot reproduce: the paper's prompt (strategy {reproduction.STRATEGY}) with model "
-          f"{parameters.model}, on {', '.join(given)}", file=sys.stderr)
+    cohorts = {
+        layout: _open_cohort(
+            args, parameters, out / layout, layout, data=folder, data_option=SETS[layout]["option"]
+        )
+        for layout, folder in given.items()
+    }
+    print(
+        f"samzeroshot reproduce: the paper's prompt (strategy {reproduction.STRATEGY}) with model "
+        f"{parameters.model}, on {', '.join(given)}",
+        file=sys.stderr,
+    )
     summaries, code = {}, 0
     with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
         for layout, cohort in cohorts.items():
@@ -490,10 +664,7 @@ def run_reproduce(args) -> int:
 def run_compare(args) -> int:
     from . import compare
 
-    try:
-        result = compare.compare(args.a, args.b)
-    except compare.CompareError as error:
-        raise BadInput(str(error)) from None
+    result = compare.compare(args.a, args.b)
     path = compare.output_path(args.b, args.out)
     compare.write(result, path)
     print(compare.report(result))
@@ -508,9 +679,13 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"segment": run_segment, "evaluate": run_evaluate, "compare": run_compare,
-                "reproduce": run_reproduce}[args.command](args)
-    except BadInput as error:
+        return {
+            "segment": run_segment,
+            "evaluate": run_evaluate,
+            "compare": run_compare,
+            "reproduce": run_reproduce,
+        }[args.command](args)
+    except UserError as error:
         print(f"samzeroshot {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -518,9 +693,12 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except Exception:  # a fault of ours, not of the input: the traceback is what we need to fix it
         traceback.print_exc()
-        print(f"samzeroshot {args.command}: internal error: please report it to the SAMZeroShot developers with "
-              f"the version (samzeroshot {__version__}, Python {sys.version.split()[0]}), the command line and "
-              "the text above", file=sys.stderr)
+        print(
+            f"samzeroshot {args.command}: internal error: please report it to the SAMZeroShot"
+            f" developers with the version (samzeroshot {__version__}, Python"
+            f" {sys.version.split()[0]}), the command line and the text above",
+            file=sys.stderr,
+        )
         return 1
 
 

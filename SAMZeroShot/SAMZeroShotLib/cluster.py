@@ -1,10 +1,11 @@
-"""A cohort's cases on a Dask cluster: ``samzeroshot evaluate --workers N`` or ``--scheduler ADDRESS``.
+"""A cohort's cases on a Dask cluster: ``samzeroshot evaluate --workers N`` or
+``--scheduler ADDRESS``.
 
 Cases go out as file paths (the workers read the images from a file system they share with this
 process) and are computed whole by :func:`~.evaluation.evaluate_case`, the function the
 single-process loop calls, so that both give the same rows. Each worker process loads the model
-on its first case and keeps it (:func:`~.logic.get_engine` keeps one engine per process, keyed
-by the model settings). Finished cases come back to this process, which alone writes the
+on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process,
+keyed by the model settings). Finished cases come back to this process, which alone writes the
 results folder (:class:`~.evaluation.Recorder`, :class:`~.results.ResultsFolder`).
 
 Threads: the model of a worker uses ``cores // cases run at once on its machine`` threads, in
@@ -20,6 +21,7 @@ does so ``allowed-failures`` times (Dask's default 3) before this client sees th
 
 Nothing here is imported when ``--workers 1``: that path needs no Dask.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +30,10 @@ import os
 import time
 import uuid
 from collections import Counter, deque
-from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from .evaluation import Case, CaseError, Recorder, engine_about, evaluate_case
+from .errors import Cancelled, CaseError, ClusterError
+from .evaluation import Case, Recorder, engine_about, evaluate_case
 from .results import CaseResult, ResultsFolder
 
 #: Seconds to wait for a scheduler to answer, and then for it to have a worker.
@@ -41,13 +44,9 @@ RETRIES = 1
 KEY_PREFIX = "case-"
 
 
-class ClusterError(Exception):
-    """The cluster cannot be used: one line naming the address and what to do."""
-
-
 # -- connecting ---------------------------------------------------------------------------------
 @contextlib.contextmanager
-def local_client(workers: int) -> Iterator["distributed.Client"]:  # noqa: F821
+def local_client(workers: int) -> Iterator[distributed.Client]:  # noqa: F821
     """A cluster of ``workers`` processes on this machine (loopback only), closed on leaving."""
     import dask
     from distributed import Client, LocalCluster
@@ -55,8 +54,14 @@ def local_client(workers: int) -> Iterator["distributed.Client"]:  # noqa: F821
     # The scheduler does not send a case out again itself: this client does (see evaluate()).
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         # Failed cases are reported by the caller, not by Dask's own log.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
     try:
         with Client(cluster) as client:
             yield client
@@ -85,37 +90,47 @@ def _ask_identity(address: str, timeout: float) -> dict:
 
 
 @contextlib.contextmanager
-def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator["distributed.Client"]:  # noqa: F821
-    """A client of the scheduler at ``address`` that has at least one worker; :class:`ClusterError` otherwise."""
+def remote_client(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[distributed.Client]:  # noqa: F821
+    """A client of the scheduler at ``address`` that has at least one worker; :class:`ClusterError`
+    otherwise."""
     from distributed import Client
 
     try:
         _ask_identity(address, timeout)
         client = Client(address, timeout=timeout)
     except (OSError, TimeoutError) as error:
-        raise ClusterError(f"{address}: no Dask scheduler answered within {timeout:g} s: start one "
-                           "(dask scheduler) or check the address") from error
+        raise ClusterError(
+            f"{address}: no Dask scheduler answered within {timeout:g} s: start one "
+            "(dask scheduler) or check the address"
+        ) from error
     except ValueError as error:  # not an address Dask can parse
-        raise ClusterError(f"{address}: not a scheduler address ({error}): give one such as tcp://HOST:8786") from None
+        raise ClusterError(
+            f"{address}: not a scheduler address ({error}): give one such as tcp://HOST:8786"
+        ) from None
     try:
         try:
             client.wait_for_workers(1, timeout=timeout)
         except (TimeoutError, OSError):
-            raise ClusterError(f"{address}: the scheduler has no workers (none joined within {timeout:g} s): "
-                               f"start some (dask worker {address})") from None
+            raise ClusterError(
+                f"{address}: the scheduler has no workers (none joined within {timeout:g} s): "
+                f"start some (dask worker {address})"
+            ) from None
         yield client
     finally:
         client.close()
 
 
-def connect(workers: int = 1, scheduler: Optional[str] = None):
-    """A context manager for a client: of ``scheduler`` when given, else of a local cluster of ``workers``."""
+def connect(workers: int = 1, scheduler: str | None = None):
+    """A context manager for a client: of ``scheduler`` when given, else of a local cluster of
+    ``workers``."""
     return remote_client(scheduler) if scheduler else local_client(workers)
 
 
 # -- on a worker ----------------------------------------------------------------------------------
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def worker_threads(cases_per_host: Mapping[str, int]) -> int:
@@ -129,35 +144,42 @@ def worker_threads(cases_per_host: Mapping[str, int]) -> int:
 
 
 def _engine(parameters, threads: int):
-    """This process's engine for ``parameters``, made with ``threads`` threads (kept between cases)."""
+    """This process's engine for ``parameters``, made with ``threads`` threads (kept between
+    cases)."""
     import torch
 
-    from . import logic
+    from . import segment_nodes
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-        logic.release_engine()  # its ONNX Runtime sessions took the old thread count
-    return logic.get_engine(parameters)
+        segment_nodes.release_engine()  # its ONNX Runtime sessions took the old thread count
+    return segment_nodes.get_engine(parameters)
 
 
-def run_case(case: Case, parameters, propagate_from: Optional[str],
-             cases_per_host: Mapping[str, int]) -> Tuple[CaseResult, Dict[str, str]]:
+def run_case(
+    case: Case, parameters, propagate_from: str | None, cases_per_host: Mapping[str, int]
+) -> tuple[CaseResult, dict[str, str]]:
     """Run on a worker: one case's result, and where it ran (device, precision, backend)."""
     engine = _engine(parameters, worker_threads(cases_per_host))
     return evaluate_case(case, engine, parameters, propagate_from), engine_about(engine)
 
 
-# -- on the client ----------------------------------------------------------------------------------
+# -- on the client ---------------------------------------------------------------------------------
 def prepare_weights(parameters, progress=None):
     """Check the model's weights file (downloading it once, into the cache the workers share) before
-    any case goes out; :class:`~.models.CheckpointError` when it is missing or not the published file."""
+    any case goes out; :class:`~.errors.CheckpointError` when it is missing or not the published
+    file.
+    """
     from . import models
 
-    return models.checkpoint_path(models.spec_for(parameters.model, parameters.checkpoint), parameters.checkpoint,
-                                  progress=progress)
+    return models.checkpoint_path(
+        models.spec_for(parameters.model, parameters.checkpoint),
+        parameters.checkpoint,
+        progress=progress,
+    )
 
 
-def cases_per_host(client) -> Dict[str, int]:
+def cases_per_host(client) -> dict[str, int]:
     """How many cases the cluster's workers run at once, by machine."""
     counts: Counter = Counter()
     for worker in client.scheduler_info(n_workers=-1)["workers"].values():
@@ -166,14 +188,18 @@ def cases_per_host(client) -> Dict[str, int]:
 
 
 def free_slots(client, running: Mapping) -> int:
-    """Cases the workers can start now: their threads less the tasks they hold, less ours not yet placed.
+    """Cases the workers can start now: their threads less the tasks they hold, less ours not yet
+    placed.
 
     Asked of the scheduler each time (a worker that died or joined changes it).
     """
     nthreads, processing = client.nthreads(), client.processing()
     placed = {key for keys in processing.values() for key in keys}
     unplaced = sum(1 for future in running if future.key not in placed)
-    return sum(max(0, n - len(processing.get(worker, ()))) for worker, n in nthreads.items()) - unplaced
+    return (
+        sum(max(0, n - len(processing.get(worker, ()))) for worker, n in nthreads.items())
+        - unplaced
+    )
 
 
 def _finished(running: Mapping, timeout: float = 1.0) -> list:
@@ -183,36 +209,48 @@ def _finished(running: Mapping, timeout: float = 1.0) -> list:
     if not running:
         time.sleep(timeout)
         return []
-    try:
+    with contextlib.suppress(TimeoutError):
         wait(list(running), timeout=timeout, return_when="FIRST_COMPLETED")
-    except TimeoutError:
-        pass
     return [future for future in running if future.done()]
 
 
 def _failure(error, tries: int) -> str:
     deaths = tries * (getattr(error, "allowed_failures", 0) + 1)
-    return (f"the worker computing it stopped {deaths} times (killed, or out of memory); "
-            "run the same command again to retry it")
+    return (
+        f"the worker computing it stopped {deaths} times (killed, or out of memory); "
+        "run the same command again to retry it"
+    )
 
 
-def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, propagate_from: Optional[str] = None,
-             skipped: Sequence[CaseError] = (), progress=None, cancel: Optional[Callable[[], bool]] = None) -> dict:
+def _send(client, case: Case, parameters, propagate_from, share, key: str):
+    """Submit one case (its own key per try: a resent case is a new task, not Dask's retry)."""
+    return client.submit(run_case, case, parameters, propagate_from, share, pure=False, key=key)
+
+
+def evaluate(
+    cases: Sequence[Case],
+    folder: ResultsFolder,
+    client,
+    parameters,
+    propagate_from: str | None = None,
+    skipped: Sequence[CaseError] = (),
+    progress=None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
     """Evaluate the cases not yet in ``folder`` on the cluster of ``client``; the summary.
 
     A case goes out only when a worker can start it at once, so that no worker holds a case
     waiting behind another: a worker that dies takes only its running case down, which is sent
-    out again (:data:`RETRIES` times) before it is listed as failed. As :func:`~.evaluation.evaluate`,
-    each case is recorded as it comes back; when ``cancel()`` turns True no case is sent out any
-    more, those running are waited for and kept, and :class:`~.pipeline.Cancelled` is raised.
+    out again (:data:`RETRIES` times) before it is listed as failed. As
+    :func:`~.evaluation.evaluate`, each case is recorded as it comes back; when ``cancel()`` turns
+    True no case is sent out any more, those running are waited for and kept, and
+    :class:`~.errors.Cancelled` is raised.
     """
     from distributed.scheduler import KilledWorker
 
-    from .pipeline import Cancelled
-
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     by_name, waiting = {case.name: case for case in cases}, deque(recorder.todo)
-    running: Dict[object, str] = {}
+    running: dict[object, str] = {}
     tries: Counter = Counter()
     run, share, stopping = uuid.uuid4().hex[:8], cases_per_host(client), False
     try:
@@ -220,8 +258,8 @@ def evaluate(cases: Sequence[Case], folder: ResultsFolder, client, parameters, p
             for _ in range(min(len(waiting), free_slots(client, running))):
                 name = waiting.popleft()
                 tries[name] += 1
-                running[client.submit(run_case, by_name[name], parameters, propagate_from, share, pure=False,
-                                      key=f"{KEY_PREFIX}{name}-{run}-{tries[name]}")] = name
+                key = f"{KEY_PREFIX}{name}-{run}-{tries[name]}"
+                running[_send(client, by_name[name], parameters, propagate_from, share, key)] = name
             for future in _finished(running):
                 name = running.pop(future)
                 try:

@@ -9,15 +9,17 @@ blocks of consecutive slices and the blocks are resampled instead; the result na
 
 B is called better (or worse) only when the interval excludes 0.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
+
+from .errors import CompareError
 
 RESAMPLES = 10000
 SEED = 0
@@ -27,17 +29,13 @@ CONFIDENCE = 0.95
 BLOCK_SLICES = 5
 
 
-class CompareError(ValueError):
-    """Folders that cannot be compared; ``str(error)`` is one line."""
-
-
 @dataclass
 class Result:
     """One ``evaluate`` folder: its summary and the Dice of each scored ``(case, slice)``."""
 
     folder: Path
     summary: dict
-    dice: Dict[Tuple[str, int], float]
+    dice: dict[tuple[str, int], float]
 
 
 def read_result(folder) -> Result:
@@ -47,7 +45,10 @@ def read_result(folder) -> Result:
         raise CompareError(f"{folder}: no slices.csv (not a samzeroshot evaluate output folder)")
     try:
         with open(table, newline="") as handle:
-            dice = {(row["case"], int(row["slice"])): float(row["dice"]) for row in csv.DictReader(handle)}
+            dice = {
+                (row["case"], int(row["slice"])): float(row["dice"])
+                for row in csv.DictReader(handle)
+            }
     except (KeyError, ValueError) as error:
         raise CompareError(f"{table}: unreadable ({error})") from None
     summary_path = folder / "summary.json"
@@ -60,22 +61,34 @@ def _listed(names) -> str:
     return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
 
 
-def check_paired(a: Result, b: Result) -> List[Tuple[str, int]]:
-    """The shared ``(case, slice)`` keys; raises :class:`CompareError` unless both scored the same."""
+def check_paired(a: Result, b: Result) -> list[tuple[str, int]]:
+    """The shared ``(case, slice)`` keys; raises :class:`CompareError` unless both scored the
+    same."""
     cases_a, cases_b = {key[0] for key in a.dice}, {key[0] for key in b.dice}
     if cases_a != cases_b:
-        parts = [f"only in {result.folder}: {_listed(only)}"
-                 for result, only in ((a, cases_a - cases_b), (b, cases_b - cases_a)) if only]
-        raise CompareError(f"the folders scored different cases ({'; '.join(parts)}): evaluate both on the same images and masks")
+        parts = [
+            f"only in {result.folder}: {_listed(only)}"
+            for result, only in ((a, cases_a - cases_b), (b, cases_b - cases_a))
+            if only
+        ]
+        raise CompareError(
+            f"the folders scored different cases ({'; '.join(parts)}): evaluate both on the same"
+            " images and masks"
+        )
     if set(a.dice) != set(b.dice):
         differing = {key[0] for key in set(a.dice) ^ set(b.dice)}
-        raise CompareError(f"the folders scored different slices of {_listed(differing)}: evaluate both with the same masks and options")
+        raise CompareError(
+            f"the folders scored different slices of {_listed(differing)}: evaluate both with the"
+            " same masks and options"
+        )
     if not a.dice:
         raise CompareError(f"{a.folder}: no scored slices")
     return sorted(a.dice)
 
 
-def units_of(keys: List[Tuple[str, int]], block_slices: int = BLOCK_SLICES) -> Tuple[str, List[List[Tuple[str, int]]]]:
+def units_of(
+    keys: list[tuple[str, int]], block_slices: int = BLOCK_SLICES
+) -> tuple[str, list[list[tuple[str, int]]]]:
     """``(unit name, groups of keys)``: one group per case, or blocks of slices for one case.
 
     Blocks hold up to ``block_slices`` scored slices with consecutive numbers; a gap in the
@@ -84,7 +97,7 @@ def units_of(keys: List[Tuple[str, int]], block_slices: int = BLOCK_SLICES) -> T
     cases = sorted({case for case, _ in keys})
     if len(cases) > 1:
         return "case", [[key for key in keys if key[0] == case] for case in cases]
-    blocks: List[List[Tuple[str, int]]] = []
+    blocks: list[list[tuple[str, int]]] = []
     for key in sorted(keys, key=lambda k: k[1]):
         if blocks and len(blocks[-1]) < block_slices and key[1] == blocks[-1][-1][1] + 1:
             blocks[-1].append(key)
@@ -93,8 +106,13 @@ def units_of(keys: List[Tuple[str, int]], block_slices: int = BLOCK_SLICES) -> T
     return f"block of up to {block_slices} consecutive slices (one case)", blocks
 
 
-def bootstrap_interval(sums: np.ndarray, counts: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
-                       confidence: float = CONFIDENCE) -> Tuple[float, float]:
+def bootstrap_interval(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile interval of the pooled mean ``sum(sums) / sum(counts)`` over resampled units."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(sums), size=(resamples, len(sums)))
@@ -104,8 +122,13 @@ def bootstrap_interval(sums: np.ndarray, counts: np.ndarray, resamples: int = RE
     return float(low), float(high)
 
 
-def compare(folder_a, folder_b, resamples: int = RESAMPLES, seed: int = SEED,
-            block_slices: int = BLOCK_SLICES) -> dict:
+def compare(
+    folder_a,
+    folder_b,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    block_slices: int = BLOCK_SLICES,
+) -> dict:
     """The comparison of two ``evaluate`` folders as a JSON-ready dict (B minus A)."""
     a, b = read_result(folder_a), read_result(folder_b)
     keys = check_paired(a, b)
@@ -130,7 +153,11 @@ def compare(folder_a, folder_b, resamples: int = RESAMPLES, seed: int = SEED,
         "n_units": len(groups),
         "resamples": resamples,
         "seed": seed,
-        "wins": {"a": int((means < 0).sum()), "b": int((means > 0).sum()), "ties": int((means == 0).sum())},
+        "wins": {
+            "a": int((means < 0).sum()),
+            "b": int((means > 0).sum()),
+            "ties": int((means == 0).sum()),
+        },
         "verdict": verdict,
     }
 
@@ -140,13 +167,21 @@ def report(result: dict) -> str:
     a, b = result["a"], result["b"]
     low, high = result["interval"]
     wins = result["wins"]
-    return "\n".join([
-        f"A {a['folder']} ({a['strategy']}): mean Dice {a['mean_dice']:.4f}",
-        f"B {b['folder']} ({b['strategy']}): mean Dice {b['mean_dice']:.4f}",
-        f"B - A: {result['difference']:+.4f}, 95 % interval [{low:+.4f}, {high:+.4f}] over {result['n_slices']} slices "
-        f"of {result['n_cases']} cases (bootstrap over {result['n_units']} units: {result['unit']})",
-        f"wins per unit: A {wins['a']}, B {wins['b']}, ties {wins['ties']}; {result['verdict']}",
-    ])
+    return "\n".join(
+        [
+            f"A {a['folder']} ({a['strategy']}): mean Dice {a['mean_dice']:.4f}",
+            f"B {b['folder']} ({b['strategy']}): mean Dice {b['mean_dice']:.4f}",
+            (
+                f"B - A: {result['difference']:+.4f}, 95 % interval [{low:+.4f}, {high:+.4f}] over"
+                f" {result['n_slices']} slices of {result['n_cases']} cases (bootstrap over"
+                f" {result['n_units']} units: {result['unit']})"
+            ),
+            (
+                f"wins per unit: A {wins['a']}, B {wins['b']}, ties {wins['ties']};"
+                f" {result['verdict']}"
+            ),
+        ]
+    )
 
 
 def output_path(folder_b, out=None) -> Path:

@@ -5,14 +5,15 @@ On Linux the flags come from ``/proc/cpuinfo`` (the kernel's names: ``avx2``, ``
 facts under the same names. Everything here is plain data, so the choice that depends on it
 (:func:`runtimes.choose`) can be tested with any CPU's flags.
 """
+
 from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import FrozenSet, Iterable, Tuple
 
 #: The flags that matter for the runtime choice, in the order they are reported.
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
@@ -23,14 +24,14 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 @dataclass(frozen=True)
 class CpuInfo:
     model: str
-    flags: FrozenSet[str]
+    flags: frozenset[str]
 
     @property
     def native_bf16(self) -> bool:
         return has_native_bf16(self.flags)
 
     @property
-    def relevant_flags(self) -> Tuple[str, ...]:
+    def relevant_flags(self) -> tuple[str, ...]:
         return tuple(flag for flag in RELEVANT_FLAGS if flag in self.flags)
 
     def key(self) -> str:
@@ -57,15 +58,19 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     return CpuInfo(model or platform.processor() or platform.machine(), flags)
 
 
-def _probed_flags() -> FrozenSet[str]:
+def _probed_flags() -> frozenset[str]:
     """The relevant flags from PyTorch's CPU probes (private but stable helpers; none if absent)."""
     try:
         import torch.cpu as probes
     except ImportError:
         return frozenset()
-    checks = {"avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported",
-              "avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported",
-              "avx512_vnni": "_is_vnni_supported"}
+    checks = {
+        "avx2": "_is_avx2_supported",
+        "avx512f": "_is_avx512_supported",
+        "avx512_bf16": "_is_avx512_bf16_supported",
+        "amx_bf16": "_is_amx_tile_supported",
+        "avx512_vnni": "_is_vnni_supported",
+    }
     found = set()
     for flag, probe in checks.items():
         try:

@@ -5,6 +5,7 @@ mask post-processing, so results match it) but encodes several slices per encode
 all prompts of a slice in one decoder call per prompt shape, and keeps embeddings in a cache
 keyed by the exact image bytes and model, so re-running with other prompts skips the encoder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ class Embedding:
     """The encoder's output for one slice, with the sizes needed to map masks back."""
 
     features: torch.Tensor  # 1 x C x h x w, float32
-    original_size: Tuple[int, int]  # (rows, cols) of the slice
-    input_size: Tuple[int, int]  # (rows, cols) after ResizeLongestSide
+    original_size: tuple[int, int]  # (rows, cols) of the slice
+    input_size: tuple[int, int]  # (rows, cols) after ResizeLongestSide
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Prediction:
     mask: np.ndarray  # rows x cols, bool
     score: float  # the decoder's predicted IoU
     low_res_logits: np.ndarray  # 1 x 256 x 256, float32: feeds a later prompt's mask input
-    logits: Optional[np.ndarray] = None  # rows x cols, float32, when asked for (to average views)
+    logits: np.ndarray | None = None  # rows x cols, float32, when asked for (to average views)
 
 
 class EmbeddingCache:
@@ -51,10 +52,10 @@ class EmbeddingCache:
     and window are all part of the key without being named.
     """
 
-    def __init__(self, max_bytes: int = 2 << 30, directory: Optional[os.PathLike] = None):
+    def __init__(self, max_bytes: int = 2 << 30, directory: os.PathLike | None = None):
         self.max_bytes = max_bytes
         self.directory = Path(directory) if directory else None
-        self._items: "OrderedDict[str, Embedding]" = OrderedDict()
+        self._items: OrderedDict[str, Embedding] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -64,7 +65,7 @@ class EmbeddingCache:
         digest.update(np.ascontiguousarray(image).data)
         return digest.hexdigest()
 
-    def get(self, key: str) -> Optional[Embedding]:
+    def get(self, key: str) -> Embedding | None:
         with self._lock:
             item = self._items.get(key)
             if item is not None:
@@ -73,7 +74,9 @@ class EmbeddingCache:
             path = self.directory / f"{key}.pt"
             if path.is_file():
                 stored = torch.load(path, map_location="cpu", weights_only=True)
-                item = Embedding(stored["features"], tuple(stored["original_size"]), tuple(stored["input_size"]))
+                item = Embedding(
+                    stored["features"], tuple(stored["original_size"]), tuple(stored["input_size"])
+                )
                 self._remember(key, item)
         return item
 
@@ -82,8 +85,14 @@ class EmbeddingCache:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             partial = self.directory / f"{key}.pt.part"
-            torch.save({"features": item.features, "original_size": list(item.original_size),
-                        "input_size": list(item.input_size)}, partial)
+            torch.save(
+                {
+                    "features": item.features,
+                    "original_size": list(item.original_size),
+                    "input_size": list(item.input_size),
+                },
+                partial,
+            )
             os.replace(partial, self.directory / f"{key}.pt")
 
     def _remember(self, key: str, item: Embedding) -> None:
@@ -126,16 +135,26 @@ class SamEngine:
     the lanes, for benchmarks.
     """
 
-    def __init__(self, model, precision: str = "auto", batch_size: Optional[int] = None,
-                 cache: Optional[EmbeddingCache] = None, backend: str = "auto", log=None,
-                 workers: Optional[int] = None, runtime: Optional[runtimes.Runtime] = None):
+    def __init__(
+        self,
+        model,
+        precision: str = "auto",
+        batch_size: int | None = None,
+        cache: EmbeddingCache | None = None,
+        backend: str = "auto",
+        log=None,
+        workers: int | None = None,
+        runtime: runtimes.Runtime | None = None,
+    ):
         self.model = model
         self.device = str(model.device)
         self.batch_size = max(1, int(batch_size or (8 if self.device.startswith("cuda") else 1)))
         self.cache = cache
         self.image_size = model.image_encoder.img_size
         self.transform = ResizeLongestSide(self.image_size)
-        self.model_id = f"{getattr(model, 'spec', None) and model.spec.name}:{getattr(model, 'checkpoint', '')}"
+        self.model_id = (
+            f"{getattr(model, 'spec', None) and model.spec.name}:{getattr(model, 'checkpoint', '')}"
+        )
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
         self.seconds = {"encode": 0.0, "decode": 0.0}
         self._count_lock = threading.Lock()
@@ -168,7 +187,7 @@ class SamEngine:
                 self.seconds[stage] += time.perf_counter() - started
 
     # -- encoder -----------------------------------------------------------------------------
-    def _prepare(self, image: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """Resize (as SamPredictor.set_image does), normalise and pad one uint8 RGB image."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"Expected an H x W x 3 uint8 image, got {image.dtype} {image.shape}.")
@@ -177,18 +196,20 @@ class SamEngine:
         return self.model.preprocess(tensor.float()), tuple(resized.shape[:2])
 
     @torch.inference_mode()
-    def _encode_batch(self, images: Sequence[np.ndarray]) -> List[Embedding]:
+    def _encode_batch(self, images: Sequence[np.ndarray]) -> list[Embedding]:
         prepared = [self._prepare(image) for image in images]
         batch = torch.cat([tensor for tensor, _ in prepared])
         features = self._timed("encode", self.encoder, batch).float()
         with self._count_lock:
             self.encoded_slices += len(images)
-        return [Embedding(features[i:i + 1].clone(), tuple(image.shape[:2]), input_size)
-                for i, (image, (_, input_size)) in enumerate(zip(images, prepared))]
+        return [
+            Embedding(features[i : i + 1].clone(), tuple(image.shape[:2]), input_size)
+            for i, (image, (_, input_size)) in enumerate(zip(images, prepared, strict=True))
+        ]
 
-    def encode(self, images: Sequence[np.ndarray]) -> List[Embedding]:
+    def encode(self, images: Sequence[np.ndarray]) -> list[Embedding]:
         """Embeddings of uint8 RGB images, from the cache where possible, the rest in batches."""
-        results: List[Optional[Embedding]] = [None] * len(images)
+        results: list[Embedding | None] = [None] * len(images)
         keys = [None] * len(images)
         todo = []
         for index, image in enumerate(images):
@@ -198,8 +219,10 @@ class SamEngine:
             if results[index] is None:
                 todo.append(index)
         for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            for index, embedding in zip(chunk, self._encode_batch([images[i] for i in chunk])):
+            chunk = todo[start : start + self.batch_size]
+            for index, embedding in zip(
+                chunk, self._encode_batch([images[i] for i in chunk]), strict=True
+            ):
                 results[index] = embedding
                 if self.cache is not None:
                     self.cache.put(keys[index], embedding)
@@ -207,8 +230,13 @@ class SamEngine:
 
     # -- decoder -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, embedding: Embedding, prompts: Sequence[Prompt],
-               mask_inputs: Optional[Sequence[Optional[np.ndarray]]] = None, logits: bool = False) -> List[Prediction]:
+    def decode(
+        self,
+        embedding: Embedding,
+        prompts: Sequence[Prompt],
+        mask_inputs: Sequence[np.ndarray | None] | None = None,
+        logits: bool = False,
+    ) -> list[Prediction]:
         """Masks for ``prompts`` on one slice; prompts of the same shape share one decoder call.
 
         ``mask_inputs`` optionally gives each prompt a 1 x 256 x 256 low-resolution logit mask
@@ -216,27 +244,47 @@ class SamEngine:
         full-resolution logits (mask = logits > 0).
         """
         mask_inputs = list(mask_inputs) if mask_inputs is not None else [None] * len(prompts)
-        groups: Dict[tuple, List[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for index, prompt in enumerate(prompts):
-            shape = (None if prompt.points is None else len(prompt.points), prompt.box is not None,
-                     mask_inputs[index] is not None, prompt.multimask)
+            shape = (
+                None if prompt.points is None else len(prompt.points),
+                prompt.box is not None,
+                mask_inputs[index] is not None,
+                prompt.multimask,
+            )
             groups.setdefault(shape, []).append(index)
-        results: List[Optional[Prediction]] = [None] * len(prompts)
-        for (n_points, has_box, has_mask, multimask), indices in groups.items():
-            for index, prediction in zip(indices, self._decode_group(
-                    embedding, [prompts[i] for i in indices], [mask_inputs[i] for i in indices] if has_mask else None,
-                    multimask, logits)):
+        results: list[Prediction | None] = [None] * len(prompts)
+        for (_n_points, _has_box, has_mask, multimask), indices in groups.items():
+            for index, prediction in zip(
+                indices,
+                self._decode_group(
+                    embedding,
+                    [prompts[i] for i in indices],
+                    [mask_inputs[i] for i in indices] if has_mask else None,
+                    multimask,
+                    logits,
+                ),
+                strict=True,
+            ):
                 results[index] = prediction
         return results
 
-    def _sparse_inputs(self, prompts: Sequence[Prompt], original_size) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _sparse_inputs(
+        self, prompts: Sequence[Prompt], original_size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Points and box corners of same-shaped prompts, in the model's input frame."""
         coords, labels = [], []
         for prompt in prompts:
-            points = [] if prompt.points is None else [self.transform.apply_coords(prompt.points, original_size)]
+            points = (
+                []
+                if prompt.points is None
+                else [self.transform.apply_coords(prompt.points, original_size)]
+            )
             kinds = [] if prompt.labels is None else [prompt.labels.astype(np.float32)]
             if prompt.box is not None:
-                points.append(self.transform.apply_boxes(prompt.box[None], original_size).reshape(2, 2))
+                points.append(
+                    self.transform.apply_boxes(prompt.box[None], original_size).reshape(2, 2)
+                )
                 kinds.append(np.array([2.0, 3.0], np.float32))
             else:  # SamPredictor pads a prompt without a box with one "not a point"
                 points.append(np.zeros((1, 2), np.float32))
@@ -249,12 +297,22 @@ class SamEngine:
         coords, labels = self._sparse_inputs(prompts, embedding.original_size)
         mask_size = self.model.prompt_encoder.mask_input_size
         if mask_inputs is not None:
-            masks, has_mask = torch.from_numpy(np.stack(mask_inputs).astype(np.float32)), torch.ones(1)
+            masks, has_mask = (
+                torch.from_numpy(np.stack(mask_inputs).astype(np.float32)),
+                torch.ones(1),
+            )
         else:
             masks, has_mask = torch.zeros(len(prompts), 1, *mask_size), torch.zeros(1)
         device = self.device
-        low_res, scores = self._timed("decode", self.decoder, embedding.features.to(device), coords.to(device),
-                                      labels.to(device), masks.to(device), has_mask.to(device))
+        low_res, scores = self._timed(
+            "decode",
+            self.decoder,
+            embedding.features.to(device),
+            coords.to(device),
+            labels.to(device),
+            masks.to(device),
+            has_mask.to(device),
+        )
         if multimask:
             # SAM's advice for ambiguous prompts: of the three multimask outputs, keep the one with
             # the best predicted IoU.
@@ -264,9 +322,18 @@ class SamEngine:
         rows = torch.arange(len(prompts), device=scores.device)
         low_res, scores = low_res[rows, best][:, None], scores[rows, best][:, None]
         with torch.inference_mode():
-            full = self.model.postprocess_masks(low_res.to(device), embedding.input_size, embedding.original_size)
+            full = self.model.postprocess_masks(
+                low_res.to(device), embedding.input_size, embedding.original_size
+            )
         full_logits = (full - self.model.mask_threshold).float().cpu().numpy()
         low_res = low_res.float().cpu().numpy()
         scores = scores.float().cpu().numpy()
-        return [Prediction(full_logits[i, 0] > 0, float(scores[i, 0]), low_res[i],
-                           full_logits[i, 0] if want_logits else None) for i in range(len(prompts))]
+        return [
+            Prediction(
+                full_logits[i, 0] > 0,
+                float(scores[i, 0]),
+                low_res[i],
+                full_logits[i, 0] if want_logits else None,
+            )
+            for i in range(len(prompts))
+        ]

@@ -5,7 +5,8 @@ out of scoring and never a prompt), every other label is one prompt segment. An 
 slice. Outputs (a stable interface, read by scripts outside this project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
-  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all segments;
+  sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all
+  segments;
 * ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
   the modality the strategy was told and why;
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
@@ -16,17 +17,19 @@ slice. Outputs (a stable interface, read by scripts outside this project):
 The files are written case by case by :class:`~.results.ResultsFolder`, so a stopped run keeps its
 finished cases and a second run with the same settings carries on from them.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import __version__, imaging, metrics, voxels
+from .errors import BadVoxels, Cancelled, CaseError
 from .results import CaseResult, ResultsFolder
 
 IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
@@ -35,18 +38,6 @@ IGNORE_LABEL = 255
 
 # LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-class CaseError(ValueError):
-    """A bad input file: ``str(error)`` is one line naming the file and the problem."""
-
-    def __init__(self, path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-    def __reduce__(self):  # pickled as made (a cluster's worker sends it back to the client)
-        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True)
@@ -60,21 +51,22 @@ class MaskFile:
     """
 
     path: Path
-    label: Optional[int] = None
-    relabel: Tuple[Tuple[int, int], ...] = ()
+    label: int | None = None
+    relabel: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
 class Case:
-    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see :func:`case_settings`)."""
+    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see
+    :func:`case_settings`)."""
 
     name: str
     image_path: Path
-    masks: Tuple[MaskFile, ...]
-    settings: Dict[str, str] = field(default_factory=dict)
+    masks: tuple[MaskFile, ...]
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
-    def mask_paths(self) -> List[Path]:
+    def mask_paths(self) -> list[Path]:
         return [mask.path for mask in self.masks]
 
 
@@ -83,8 +75,9 @@ class Case:
 CASE_SETTINGS = ("window",)
 
 
-def case_settings(case: Case, parameters) -> Dict[str, str]:
-    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is ``auto``."""
+def case_settings(case: Case, parameters) -> dict[str, str]:
+    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is
+    ``auto``."""
     chosen = {name: getattr(parameters, name) for name in CASE_SETTINGS}
     for name, value in case.settings.items():
         if name not in CASE_SETTINGS:
@@ -94,8 +87,9 @@ def case_settings(case: Case, parameters) -> Dict[str, str]:
     return chosen
 
 
-def file_stem(path: Path, extensions: Sequence[str]) -> Optional[str]:
-    """The name without its (possibly double) extension, or None if it has none of ``extensions``."""
+def file_stem(path: Path, extensions: Sequence[str]) -> str | None:
+    """The name without its (possibly double) extension, or None if it has none of
+    ``extensions``."""
     lower = path.name.lower()
     for extension in extensions:
         if lower.endswith(extension):
@@ -123,7 +117,7 @@ def _as_volume(image):
     return sitk.JoinSeries([image])
 
 
-def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
+def read_image(path) -> tuple[np.ndarray, np.ndarray]:
     """Voxels ``[K, J, I]`` (float32; colour becomes luminance) and the IJK-to-RAS matrix.
 
     DICOM MONOCHROME1 images (white = low values) are inverted so that air is dark, as on a CT.
@@ -135,10 +129,14 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        photometric = reader.GetMetaData("0028|0004").strip() if reader.HasMetaDataKey("0028|0004") else ""
+        photometric = (
+            reader.GetMetaData("0028|0004").strip() if reader.HasMetaDataKey("0028|0004") else ""
+        )
         image = reader.Execute()
     except RuntimeError as error:
-        raise CaseError(path, f"not a readable image ({str(error).strip().splitlines()[-1][:120]})") from None
+        raise CaseError(
+            path, f"not a readable image ({str(error).strip().splitlines()[-1][:120]})"
+        ) from None
     components = image.GetNumberOfComponentsPerPixel()
     try:
         image = _as_volume(image)
@@ -150,13 +148,15 @@ def read_image(path) -> Tuple[np.ndarray, np.ndarray]:
     elif components in (3, 4):
         array = imaging.luminance(array[..., :3])
     else:
-        raise CaseError(path, f"{components} values per pixel (a 4D or multi-channel image); expected one image")
+        raise CaseError(
+            path, f"{components} values per pixel (a 4D or multi-channel image); expected one image"
+        )
     if photometric == "MONOCHROME1":
         array = array.max() - array
     return array, _ijk_to_ras(image)
 
 
-def declared_modality(path) -> Optional[str]:
+def declared_modality(path) -> str | None:
     """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
     import SimpleITK as sitk
 
@@ -170,17 +170,22 @@ def declared_modality(path) -> Optional[str]:
 
 
 def _mask_values(path: Path, shape) -> np.ndarray:
-    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one label map."""
+    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one
+    label map."""
     import SimpleITK as sitk
 
     try:
         image = _as_volume(sitk.ReadImage(str(path)))
     except (RuntimeError, ValueError) as error:
-        raise CaseError(path, f"not a readable mask ({str(error).strip().splitlines()[-1][:120]})") from None
+        raise CaseError(
+            path, f"not a readable mask ({str(error).strip().splitlines()[-1][:120]})"
+        ) from None
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         if not path.name.lower().endswith(".seg.nrrd"):
-            raise CaseError(path, "a colour image, not a label mask: save the labels as one channel")
+            raise CaseError(
+                path, "a colour image, not a label mask: save the labels as one channel"
+            )
         layers = np.moveaxis(array, -1, 0).astype(np.int64)
         combined = np.zeros(layers.shape[1:], dtype=np.int64)
         offset = 0
@@ -189,14 +194,15 @@ def _mask_values(path: Path, shape) -> np.ndarray:
             offset += int(layer.max())
         array = combined
     if tuple(array.shape) != tuple(shape):
-        raise CaseError(path, f"mask size {_size(array.shape)} differs from its image's {_size(shape)}")
-    if array.dtype.kind == "f":
-        if not np.all(array == np.round(array)):
-            raise CaseError(path, "not a label mask: it holds non-integer values")
+        raise CaseError(
+            path, f"mask size {_size(array.shape)} differs from its image's {_size(shape)}"
+        )
+    if array.dtype.kind == "f" and not np.all(array == np.round(array)):
+        raise CaseError(path, "not a label mask: it holds non-integer values")
     return array.astype(np.int64)
 
 
-def _relabelled(values: np.ndarray, relabel: Sequence[Tuple[int, int]]) -> np.ndarray:
+def _relabelled(values: np.ndarray, relabel: Sequence[tuple[int, int]]) -> np.ndarray:
     labels = values.copy()
     for value, label in relabel:
         labels[values == value] = label
@@ -207,7 +213,7 @@ def _has_labels(labels: np.ndarray) -> bool:
     return bool(np.any((labels != 0) & (labels != IGNORE_LABEL)))
 
 
-def read_labels(path, shape, relabel: Sequence[Tuple[int, int]] = ()) -> np.ndarray:
+def read_labels(path, shape, relabel: Sequence[tuple[int, int]] = ()) -> np.ndarray:
     """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
 
     A ``.seg.nrrd`` with several layers (overlapping segments) gets one label per layer and value.
@@ -228,10 +234,14 @@ def read_case_labels(case: Case, shape) -> np.ndarray:
     for mask in case.masks:
         values = _mask_values(mask.path, shape)
         inside = values != 0
-        labels[inside] = mask.label if mask.label is not None else _relabelled(values, mask.relabel)[inside]
+        labels[inside] = (
+            mask.label if mask.label is not None else _relabelled(values, mask.relabel)[inside]
+        )
     if not _has_labels(labels):
         names = ", ".join(mask.path.name for mask in case.masks)
-        raise CaseError(case.image_path, f"its masks ({names}) hold no labels: every pixel is background")
+        raise CaseError(
+            case.image_path, f"its masks ({names}) hold no labels: every pixel is background"
+        )
     return labels
 
 
@@ -246,7 +256,7 @@ def _voxels(case: Case, image: np.ndarray, ijk_to_ras: np.ndarray, fill_nonfinit
     geometry = imaging.slice_geometry(ijk_to_ras, image.shape)
     try:
         image, notes = voxels.checked(image, geometry, fill=fill_nonfinite)
-    except voxels.BadVoxels as error:
+    except BadVoxels as error:
         raise CaseError(case.image_path, str(error)) from None
     return image, geometry, notes
 
@@ -262,74 +272,126 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     read_case_labels(case, image.shape)
 
 
-def prompt_only_dice(prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry) -> np.ndarray:
-    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the reference."""
+def prompt_only_dice(
+    prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry
+) -> np.ndarray:
+    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the
+    reference."""
     from .strategies import fill_boxes
 
     filled = np.zeros(reference_union.shape, bool)
     views = {key: geometry.view(mask) for key, mask in prompts.items()}
-    for s in np.flatnonzero(np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])):
+    for s in np.flatnonzero(
+        np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])
+    ):
         for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
             filled[s] |= box
     return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
 
 
-def evaluate_case(case: Case, engine, parameters, propagate_from: Optional[str] = None, cancel=None) -> CaseResult:
+def evaluate_case(
+    case: Case, engine, parameters, propagate_from: str | None = None, cancel=None
+) -> CaseResult:
     """Segment one case with ``parameters`` (and the case's own settings) and score it.
 
     The one function that computes a case, in this process or on a cluster's worker. Each row
     also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled, a
     baseline that costs no model call.
     """
-    from . import modality as modalities, pipeline
+    from . import modality as modalities
+    from . import pipeline
     from .strategies import resolve
 
     started = time.perf_counter()
-    strategy = resolve(parameters.strategy, engine.model.spec.name)[0]
-    window = case_settings(case, parameters)["window"]
-    volume, ijk_to_ras = read_image(case.image_path)
-    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, parameters.fill_nonfinite)
-    labels = read_case_labels(case, volume.shape)
-    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
-    reference = {value: labels == value for value in segment_labels}
-    ignore = labels == IGNORE_LABEL
+    volume, geometry, notes, reference, ignore = _read_case(case, parameters.fill_nonfinite)
     prompts = reference
     if propagate_from is not None:
-        prompts = pipeline.keep_slices(reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from))
-    modality, reason = modalities.decide(parameters.modality, geometry.view(volume),
-                                         declared_modality(case.image_path))
-    result = pipeline.segment_volume(volume, geometry, prompts, engine, strategy=strategy, window=window,
-                                     cancel=cancel, propagate=propagate_from is not None, modality=modality)
-    predicted_union = geometry.view(np.logical_or.reduce(list(result.masks.values())))
-    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
-    ignore_view = geometry.view(ignore)
-    scores = metrics.per_slice_overlap(predicted_union, reference_union, ignore_view)
-    prompted = {outcome.slice for outcome in result.slices}
-    scored = np.flatnonzero(scores["reference_pixels"] > 0)
-    baseline = prompt_only_dice(prompts, reference_union, ignore_view, geometry)
-    slice_rows = [{"case": case.name, "slice": int(s),
-                   **{name: float(scores[name][s]) for name in metrics.SLICE_COLUMNS},
-                   "reference_pixels": int(scores["reference_pixels"][s]),
-                   "predicted_pixels": int(scores["predicted_pixels"][s]),
-                   "prompted": int(s in prompted), "prompt_only_dice": float(baseline[s])} for s in scored]
-    spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
-    keep = ~ignore_view
-    pred, ref = predicted_union & keep, reference_union & keep
-    distances = metrics.surface_distances(pred, ref, spacing)
-    whole = metrics.overlap(pred, ref)
-    case_row = {"case": case.name, "n_scored_slices": len(scored), "n_segmented_slices": len(result.slices),
-                "mean_dice": float(np.mean([r["dice"] for r in slice_rows])) if slice_rows else math.nan,
-                "mean_jaccard": float(np.mean([r["jaccard"] for r in slice_rows])) if slice_rows else math.nan,
-                "volume_dice": whole["dice"], "volume_jaccard": whole["jaccard"], **distances,
-                "n_segments": len(segment_labels), "seconds": time.perf_counter() - started,
-                "prompt_only_dice": float(np.mean(baseline[scored])) if len(scored) else math.nan,
-                "modality": modality, "modality_reason": reason}
+        prompts = pipeline.keep_slices(
+            reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from)
+        )
+    modality, reason = modalities.decide(
+        parameters.modality, geometry.view(volume), declared_modality(case.image_path)
+    )
+    result = pipeline.segment_volume(
+        volume,
+        geometry,
+        prompts,
+        engine,
+        strategy=resolve(parameters.strategy, engine.model.spec.name)[0],
+        window=case_settings(case, parameters)["window"],
+        cancel=cancel,
+        propagate=propagate_from is not None,
+        modality=modality,
+    )
+    slice_rows, case_row = _case_scores(case.name, result, reference, prompts, ignore, geometry)
+    case_row.update(
+        n_segments=len(reference),
+        seconds=time.perf_counter() - started,
+        modality=modality,
+        modality_reason=reason,
+    )
     return CaseResult(case.name, slice_rows, case_row, notes)
 
 
-def prepare(found: Tuple[List[Case], List[CaseError]], where, keep_going: bool = False,
-            fill_nonfinite: bool = False) -> Tuple[List[Case], List[CaseError]]:
-    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to the model.
+def _read_case(case: Case, fill_nonfinite: bool):
+    """``(voxels, geometry, notes, {label: reference mask}, ignore mask)`` of a case."""
+    volume, ijk_to_ras = read_image(case.image_path)
+    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
+    labels = read_case_labels(case, volume.shape)
+    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
+    reference = {value: labels == value for value in segment_labels}
+    return volume, geometry, notes, reference, labels == IGNORE_LABEL
+
+
+def _case_scores(name: str, result, reference, prompts, ignore, geometry):
+    """A case's slice rows (scored slices) and the scores of its case row, from
+    :func:`~.metrics.score_volume` on the union of its segments."""
+    records = metrics.score_volume(
+        result.masks, reference, geometry, ignore=ignore, union_only=True
+    )
+    prompted = {outcome.slice for outcome in result.slices}
+    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
+    baseline = prompt_only_dice(prompts, reference_union, geometry.view(ignore), geometry)
+    row_fields = metrics.SLICE_COLUMNS + ("reference_pixels", "predicted_pixels")
+    slice_rows = [
+        {
+            "case": name,
+            "slice": r["slice"],
+            **{field: r[field] for field in row_fields},
+            "prompted": int(r["slice"] in prompted),
+            "prompt_only_dice": float(baseline[r["slice"]]),
+        }
+        for r in records
+        if r["scope"] == "slice" and r["scored"]
+    ]
+    whole = next(r for r in records if r["scope"] == "volume")
+    scored = [r["slice"] for r in slice_rows]
+
+    def mean(column: str) -> float:
+        return float(np.mean([r[column] for r in slice_rows])) if slice_rows else math.nan
+
+    case_row = {
+        "case": name,
+        "n_scored_slices": len(scored),
+        "n_segmented_slices": len(result.slices),
+        "mean_dice": mean("dice"),
+        "mean_jaccard": mean("jaccard"),
+        "volume_dice": whole["dice"],
+        "volume_jaccard": whole["jaccard"],
+        **{column: whole[column] for column in metrics.DISTANCE_COLUMNS},
+        "prompt_only_dice": float(np.mean(baseline[scored])) if scored else math.nan,
+    }
+    return slice_rows, case_row
+
+
+def prepare(
+    found: tuple[list[Case], list[CaseError]],
+    where,
+    keep_going: bool = False,
+    fill_nonfinite: bool = False,
+) -> tuple[list[Case], list[CaseError]]:
+    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to
+    the model.
 
     ``found`` is a layout's ``(cases, problems)``; ``where`` names the data in the error raised
     when nothing is usable. Raises the first :class:`CaseError` unless ``keep_going``.
@@ -350,8 +412,9 @@ def prepare(found: Tuple[List[Case], List[CaseError]], where, keep_going: bool =
     return good, problems
 
 
-def run_settings(parameters, source: Dict[str, str], propagate_from: Optional[str] = None) -> dict:
-    """What an evaluation's results depend on: a results folder made with other settings is not resumed.
+def run_settings(parameters, source: dict[str, str], propagate_from: str | None = None) -> dict:
+    """What an evaluation's results depend on: a results folder made with other settings is not
+    resumed.
 
     ``source`` names the data (a layout's :func:`~.layouts.source`). A setting added to
     :class:`~.parameters.Parameters` that changes results goes in here too.
@@ -373,10 +436,15 @@ def run_settings(parameters, source: Dict[str, str], propagate_from: Optional[st
     }
 
 
-def engine_about(engine) -> Dict[str, str]:
-    """Where and how an engine runs, for the summary (``threads``: of each process that ran cases)."""
-    return {"device": engine.device, "precision": engine.precision, "backend": engine.backend,
-            "threads": str(engine.threads)}
+def engine_about(engine) -> dict[str, str]:
+    """Where and how an engine runs, for the summary (``threads``: of each process that ran
+    cases)."""
+    return {
+        "device": engine.device,
+        "precision": engine.precision,
+        "backend": engine.backend,
+        "threads": str(engine.threads),
+    }
 
 
 class Recorder:
@@ -386,28 +454,45 @@ class Recorder:
     here, so that a cohort's files and log are the same however it was computed.
     """
 
-    def __init__(self, cases: Sequence[Case], folder: ResultsFolder, parameters, propagate_from: Optional[str],
-                 skipped: Sequence[CaseError] = (), progress: Optional[Callable[[int, int], object]] = None):
-        """``progress(total, done)`` makes the view of the run's progress (a :class:`~.progress.Counter`;
-        default: silent)."""
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        folder: ResultsFolder,
+        parameters,
+        propagate_from: str | None,
+        skipped: Sequence[CaseError] = (),
+        progress: Callable[[int, int], object] | None = None,
+    ):
+        """``progress(total, done)`` makes the view of the run's progress (a
+        :class:`~.progress.Counter`; default: silent)."""
         from .progress import Counter
         from .strategies import resolve
 
-        about = {"model": parameters.model, "strategy": resolve(parameters.strategy, parameters.model)[0],
-                 "window": parameters.window, "modality": parameters.modality, "propagate_from": propagate_from}
+        about = {
+            "model": parameters.model,
+            "strategy": resolve(parameters.strategy, parameters.model)[0],
+            "window": parameters.window,
+            "modality": parameters.modality,
+            "propagate_from": propagate_from,
+        }
         own = {case.name: case.settings for case in cases if case.settings}
         if own:
             about["case_settings"] = own
         self.folder, self.n_cases = folder, len(cases)
-        self.todo = folder.plan([case.name for case in cases], [{"file": p.path, "problem": p.problem} for p in skipped],
-                                about)
+        self.todo = folder.plan(
+            [case.name for case in cases],
+            [{"file": p.path, "problem": p.problem} for p in skipped],
+            about,
+        )
         self.progress = (progress or Counter)(len(cases), len(cases) - len(self.todo))
         if len(self.todo) < len(cases):
-            self.progress.note(f"resuming: {len(cases) - len(self.todo)} of {len(cases)} cases are already in "
-                               f"{folder.folder}")
-        self._engines: Dict[str, List[str]] = {}
+            self.progress.note(
+                f"resuming: {len(cases) - len(self.todo)} of {len(cases)} cases are already in "
+                f"{folder.folder}"
+            )
+        self._engines: dict[str, list[str]] = {}
 
-    def engine_used(self, about: Dict[str, str]) -> None:
+    def engine_used(self, about: dict[str, str]) -> None:
         """Note where a case ran (device, precision, backend); workers that differ are all named."""
         for key, value in about.items():
             seen = self._engines.setdefault(key, [])
@@ -420,8 +505,11 @@ class Recorder:
         for note in result.notes:
             self.progress.note(f"{result.name}: {note}")
         row = result.case_row
-        self.progress.advance(f"{result.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices "
-                              f"({row['seconds']:.1f} s)", slices=row["n_segmented_slices"])
+        self.progress.advance(
+            f"{result.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices "
+            f"({row['seconds']:.1f} s)",
+            slices=row["n_segmented_slices"],
+        )
 
     def fail(self, case: Case, reason: str) -> None:
         """A case that could not be computed: listed in the summary; a later run tries it again."""
@@ -432,16 +520,23 @@ class Recorder:
         return self.folder.finish()
 
 
-def evaluate(cases: Sequence[Case], folder: ResultsFolder, engine, parameters,
-             propagate_from: Optional[str] = None, skipped: Sequence[CaseError] = (), progress=None,
-             cancel: Optional[Callable[[], bool]] = None) -> dict:
-    """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the summary.
+def evaluate(
+    cases: Sequence[Case],
+    folder: ResultsFolder,
+    engine,
+    parameters,
+    propagate_from: str | None = None,
+    skipped: Sequence[CaseError] = (),
+    progress=None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the
+    summary.
 
     ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
-    cases: when it returns True, :class:`~.pipeline.Cancelled` is raised and the folder keeps
+    cases: when it returns True, :class:`~.errors.Cancelled` is raised and the folder keeps
     every case finished so far.
     """
-    from .pipeline import Cancelled
 
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     recorder.engine_used(engine_about(engine))

@@ -9,20 +9,19 @@
   the new complete file, never a mixture, whatever stops the run.
 * :func:`append_synced` appends and forces the lines to disk, or leaves the file as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping, Union
 
-PathLike = Union[str, os.PathLike]
+from .errors import OutputError
 
-
-class OutputError(ValueError):
-    """An output cannot be written where asked: one line naming the file and what to do."""
+PathLike = str | os.PathLike
 
 
 def real_path(path: PathLike) -> Path:
@@ -49,14 +48,18 @@ def check_apart(outputs: Mapping[str, PathLike], inputs: Mapping[str, PathLike])
     for out_name, out_path in outputs.items():
         for in_name, in_path in inputs.items():
             if same_file(out_path, in_path):
-                raise OutputError(f"{out_path}: the {out_name} would overwrite the {in_name} {in_path}: "
-                                  "choose another output name.")
+                raise OutputError(
+                    f"{out_path}: the {out_name} would overwrite the {in_name} {in_path}: "
+                    "choose another output name."
+                )
     named = list(outputs.items())
     for index, (name, path) in enumerate(named):
-        for other_name, other_path in named[index + 1:]:
+        for other_name, other_path in named[index + 1 :]:
             if same_file(path, other_path):
-                raise OutputError(f"{path}: the {name} and the {other_name} {other_path} are the same file: "
-                                  "give them different names.")
+                raise OutputError(
+                    f"{path}: the {name} and the {other_name} {other_path} are the same file: "
+                    "give them different names."
+                )
 
 
 def writable_folder(folder: PathLike) -> Path:
@@ -73,8 +76,10 @@ def writable_folder(folder: PathLike) -> Path:
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"{folder}: cannot write in this folder ({error.strerror or error}): "
-                          "choose another output folder.") from None
+        raise OutputError(
+            f"{folder}: cannot write in this folder ({error.strerror or error}): "
+            "choose another output folder."
+        ) from None
     return folder
 
 
@@ -84,14 +89,17 @@ def check_output_file(path: PathLike) -> Path:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder: give a file name for this output.")
     if path.exists() and not path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        raise OutputError(f"{path}: the existing file is read-only: make it writable to replace it, "
-                          "or choose another output name.")
+        raise OutputError(
+            f"{path}: the existing file is read-only: make it writable to replace it, "
+            "or choose another output name."
+        )
     writable_folder(real_path(path).parent)
     return path
 
 
 def _temporary_beside(path: Path):
-    """A new empty file next to ``path`` whose name ends like it (writers pick the format by name)."""
+    """A new empty file next to ``path`` whose name ends like it (writers pick the format by
+    name)."""
     name = f".{secrets.token_hex(4)}.partial-{path.name}"
     target = path.parent / name
     return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), target
@@ -141,7 +149,8 @@ def write_text_atomically(path: PathLike, text: str) -> None:
 
 
 def append_synced(path: PathLike, text: str) -> None:
-    """Append ``text`` to ``path`` and force it to disk; on failure the file is cut back as it was."""
+    """Append ``text`` to ``path`` and force it to disk; on failure the file is cut back as it
+    was."""
     data = text.encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -157,4 +166,3 @@ def append_synced(path: PathLike, text: str) -> None:
             raise
     finally:
         os.close(descriptor)
-

@@ -6,12 +6,14 @@ orientation whatever the acquisition (rows run anterior-to-posterior or superior
 columns run from the patient's right to left), so that a re-oriented copy of a volume gives
 SAM the very same 2D images. The volume's own voxels are never modified.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
 
 import numpy as np
+
+from .errors import SettingError
 
 # RAS unit vectors, used to name the anatomical axes.
 _R, _A, _S = np.eye(3)
@@ -35,8 +37,8 @@ class Window:
     """
 
     name: str
-    level: Optional[float] = None
-    width: Optional[float] = None
+    level: float | None = None
+    width: float | None = None
 
 
 WINDOW_PRESETS = {
@@ -60,7 +62,7 @@ def looks_like_hounsfield(volume: np.ndarray) -> bool:
     return volume.size > 0 and float(volume.min()) < _HU_AIR_THRESHOLD
 
 
-def resolve_window(name: Union[str, Window], volume: np.ndarray) -> Window:
+def resolve_window(name: str | Window, volume: np.ndarray) -> Window:
     """The window for ``name``; ``auto`` picks ``ct-lung`` for HU-like values, else ``min-max``.
 
     The window follows the values only; whether the image is a CT or a radiograph is decided
@@ -71,7 +73,9 @@ def resolve_window(name: Union[str, Window], volume: np.ndarray) -> Window:
     if name == "auto":
         return WINDOW_PRESETS["ct-lung" if looks_like_hounsfield(volume) else "min-max"]
     if name not in WINDOW_PRESETS:
-        raise ValueError(f"Unknown window preset {name!r}: choose one of {', '.join(WINDOW_NAMES)}.")
+        raise SettingError(
+            f"Unknown window preset {name!r}: choose one of {', '.join(WINDOW_NAMES)}."
+        )
     return WINDOW_PRESETS[name]
 
 
@@ -113,11 +117,12 @@ class SliceGeometry:
     flip_rows: bool
     flip_cols: bool
     orientation: str
-    pixel_spacing: Tuple[float, float] = (1.0, 1.0)  # mm, (row, column)
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)  # mm, (row, column)
     slice_spacing: float = 1.0  # mm
 
     def view(self, volume: np.ndarray) -> np.ndarray:
-        """A view of ``volume`` indexed ``[slice, row, column]``; writing to it writes the volume."""
+        """A view of ``volume`` indexed ``[slice, row, column]``; writing to it writes the
+        volume."""
         if volume.ndim != 3:
             raise ValueError(f"Expected a 3D array, got shape {volume.shape}.")
         ordered = np.moveaxis(volume, (self.axis, self.row_axis, self.col_axis), (0, 1, 2))
@@ -129,7 +134,7 @@ def _array_axis(ijk: int) -> int:
     return 2 - ijk
 
 
-def slice_geometry(ijk_to_ras, shape, axis: Union[str, int] = "auto") -> SliceGeometry:
+def slice_geometry(ijk_to_ras, shape, axis: str | int = "auto") -> SliceGeometry:
     """Pick the slice axis and in-plane layout of an array of ``shape`` with ``ijk_to_ras``.
 
     ``axis``: ``auto`` takes the single slice of a one-slice volume (an X-ray) and otherwise the
@@ -161,7 +166,10 @@ def slice_geometry(ijk_to_ras, shape, axis: Union[str, int] = "auto") -> SliceGe
         orientation = axis
         slice_ijk = int(np.argmax(np.abs(_ORIENTATIONS[axis][0] @ directions)))
     else:
-        raise ValueError(f"Unknown slice axis {axis!r}: choose one of {', '.join(SLICE_AXIS_NAMES)} or an array axis.")
+        raise SettingError(
+            f"Unknown slice axis {axis!r}: choose one of {', '.join(SLICE_AXIS_NAMES)} or an array"
+            " axis."
+        )
 
     _, row_direction, col_direction = _ORIENTATIONS[orientation]
     in_plane = [ijk for ijk in range(3) if ijk != slice_ijk]

@@ -17,26 +17,35 @@ Overlap comes from confusion counts summed with NumPy over whole stacks of slice
 also settles the empty cases above; surface distances use SimpleITK's contour and Maurer distance
 filters.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def confusion_counts(predicted: np.ndarray, reference: np.ndarray, axes=None, ignore: Optional[np.ndarray] = None):
+def confusion_counts(
+    predicted: np.ndarray, reference: np.ndarray, axes=None, ignore: np.ndarray | None = None
+):
     """True-positive, false-positive and false-negative counts, summed over ``axes``."""
     predicted = np.asarray(predicted, dtype=bool)
     reference = np.asarray(reference, dtype=bool)
     if predicted.shape != reference.shape:
-        raise ValueError(f"Prediction {predicted.shape} and reference {reference.shape} differ in shape.")
+        raise ValueError(
+            f"Prediction {predicted.shape} and reference {reference.shape} differ in shape."
+        )
     if ignore is not None:
         keep = ~np.asarray(ignore, dtype=bool)
         predicted, reference = predicted & keep, reference & keep
     tp = np.count_nonzero(predicted & reference, axis=axes)
     fp = np.count_nonzero(predicted & ~reference, axis=axes)
     fn = np.count_nonzero(~predicted & reference, axis=axes)
-    return np.asarray(tp, dtype=np.int64), np.asarray(fp, dtype=np.int64), np.asarray(fn, dtype=np.int64)
+    return (
+        np.asarray(tp, dtype=np.int64),
+        np.asarray(fp, dtype=np.int64),
+        np.asarray(fn, dtype=np.int64),
+    )
 
 
 def _ratio(numerator, denominator, when_empty):
@@ -47,7 +56,7 @@ def _ratio(numerator, denominator, when_empty):
     return np.where(denominator == 0, when_empty, value)
 
 
-def overlap_from_counts(tp, fp, fn) -> Dict[str, np.ndarray]:
+def overlap_from_counts(tp, fp, fn) -> dict[str, np.ndarray]:
     """Dice, Jaccard, sensitivity and precision from counts (arrays broadcast)."""
     tp, fp, fn = (np.asarray(x, dtype=np.int64) for x in (tp, fp, fn))
     return {
@@ -58,13 +67,17 @@ def overlap_from_counts(tp, fp, fn) -> Dict[str, np.ndarray]:
     }
 
 
-def overlap(predicted: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray] = None) -> Dict[str, float]:
+def overlap(
+    predicted: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None = None
+) -> dict[str, float]:
     """Overlap scores of two masks of any dimension, as plain floats."""
     scores = overlap_from_counts(*confusion_counts(predicted, reference, ignore=ignore))
     return {name: float(value) for name, value in scores.items()}
 
 
-def per_slice_overlap(predicted: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray] = None):
+def per_slice_overlap(
+    predicted: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None = None
+):
     """Scores of every slice of ``[slice, row, col]`` stacks, plus pixel counts of both masks."""
     tp, fp, fn = confusion_counts(predicted, reference, axes=(1, 2), ignore=ignore)
     scores = overlap_from_counts(tp, fp, fn)
@@ -73,7 +86,9 @@ def per_slice_overlap(predicted: np.ndarray, reference: np.ndarray, ignore: Opti
     return scores
 
 
-def surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> Dict[str, float]:
+def surface_distances(
+    predicted: np.ndarray, reference: np.ndarray, spacing: Sequence[float]
+) -> dict[str, float]:
     """HD95 and mean surface distance in mm between two masks (2D or 3D, array axis order).
 
     ``spacing`` is the pixel size along each array axis. Boundary pixels come from SimpleITK's
@@ -87,7 +102,10 @@ def surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: Seq
     kept = [axis for axis, size in enumerate(predicted.shape) if size > 1]
     if len(kept) < predicted.ndim:
         spacing = [spacing[axis] for axis in kept]
-        predicted, reference = predicted.reshape([predicted.shape[a] for a in kept]), reference.reshape([reference.shape[a] for a in kept])
+        predicted, reference = (
+            predicted.reshape([predicted.shape[a] for a in kept]),
+            reference.reshape([reference.shape[a] for a in kept]),
+        )
     if not predicted.any() or not reference.any():
         return {"hd95_mm": float("nan"), "mean_surface_distance_mm": float("nan")}
 
@@ -96,17 +114,25 @@ def surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: Seq
         result.SetSpacing([float(s) for s in reversed(spacing)])  # SimpleITK wants x, y, z
         return result
 
-    contours = [sitk.LabelContour(image(mask), fullyConnected=True) for mask in (predicted, reference)]
+    contours = [
+        sitk.LabelContour(image(mask), fullyConnected=True) for mask in (predicted, reference)
+    ]
     on_contour = [sitk.GetArrayViewFromImage(contour) > 0 for contour in contours]
 
     def distances_to(contour):
-        distance = sitk.SignedMaurerDistanceMap(contour, insideIsPositive=False, squaredDistance=False,
-                                                useImageSpacing=True)
+        distance = sitk.SignedMaurerDistanceMap(
+            contour, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+        )
         return np.abs(sitk.GetArrayFromImage(distance))
 
     # Each contour's pixels measured to the other contour, both ways, pooled.
-    pooled = np.concatenate([distances_to(contours[1])[on_contour[0]], distances_to(contours[0])[on_contour[1]]])
-    return {"hd95_mm": float(np.percentile(pooled, 95)), "mean_surface_distance_mm": float(pooled.mean())}
+    pooled = np.concatenate(
+        [distances_to(contours[1])[on_contour[0]], distances_to(contours[0])[on_contour[1]]]
+    )
+    return {
+        "hd95_mm": float(np.percentile(pooled, 95)),
+        "mean_surface_distance_mm": float(pooled.mean()),
+    }
 
 
 def volume_ml(mask: np.ndarray, voxel_volume_mm3: float) -> float:
@@ -116,18 +142,26 @@ def volume_ml(mask: np.ndarray, voxel_volume_mm3: float) -> float:
 
 UNION = "all segments"  # name of the union of all segments in records
 SLICE_COLUMNS = ("dice", "jaccard", "sensitivity", "precision")
+DISTANCE_COLUMNS = ("hd95_mm", "mean_surface_distance_mm")
 
 
-def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarray], geometry,
-                 names: Optional[Dict[str, str]] = None, ignore: Optional[np.ndarray] = None,
-                 surface: bool = True):
+def score_volume(
+    predicted: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    geometry,
+    names: dict[str, str] | None = None,
+    ignore: np.ndarray | None = None,
+    surface: bool = True,
+    union_only: bool = False,
+):
     """Records of every metric, per slice and per volume, for each segment and their union.
 
     ``predicted``/``reference`` map segment keys to bool arrays in the volume's layout;
     ``geometry`` (an :class:`imaging.SliceGeometry`) gives the slices and the spacing. Returns a
     list of dicts with ``scope`` = ``slice`` (slices where reference or prediction has any
     pixel; ``scored`` = 1 where the reference has any label), ``slice mean`` (the paper's
-    mean over scored slices) or ``volume``.
+    mean over scored slices) or ``volume``. ``union_only``: records of the union of all
+    segments only (what a cohort's tables keep).
     """
     names = names or {key: str(key) for key in predicted}
     keys = list(predicted)
@@ -140,22 +174,19 @@ def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
     spacing = (geometry.slice_spacing,) + tuple(geometry.pixel_spacing)
     voxel_mm3 = float(np.prod(spacing))
     slice_records, summary_records = [], []
-    for key in keys + [UNION]:
+    for key in ([] if union_only else keys) + [UNION]:
         pred, ref = views_pred[key], views_ref[key]
         scores = per_slice_overlap(pred, ref, ignore_view)
-        present = np.flatnonzero((scores["reference_pixels"] > 0) | (scores["predicted_pixels"] > 0))
-        for s in present:
-            record = {"scope": "slice", "slice": int(s), "segment": names[key],
-                      "scored": int(scores["reference_pixels"][s] > 0)}
-            record.update({column: float(scores[column][s]) for column in SLICE_COLUMNS})
-            record["reference_pixels"] = int(scores["reference_pixels"][s])
-            record["predicted_pixels"] = int(scores["predicted_pixels"][s])
-            slice_records.append(record)
+        slice_records += _slice_records(scores, names[key])
         scored = scores["reference_pixels"] > 0
         mean = {"scope": "slice mean", "segment": names[key], "scored": int(scored.sum())}
         for column in SLICE_COLUMNS:
             values = scores[column][scored]
-            mean[column] = float(np.nanmean(values)) if values.size and not np.all(np.isnan(values)) else float("nan")
+            mean[column] = (
+                float(np.nanmean(values))
+                if values.size and not np.all(np.isnan(values))
+                else float("nan")
+            )
         summary_records.append(mean)
         keep_pred = pred if ignore_view is None else pred & ~ignore_view
         keep_ref = ref if ignore_view is None else ref & ~ignore_view
@@ -167,3 +198,21 @@ def score_volume(predicted: Dict[str, np.ndarray], reference: Dict[str, np.ndarr
         volume["predicted_ml"] = volume_ml(keep_pred, voxel_mm3)
         summary_records.append(volume)
     return slice_records + summary_records
+
+
+def _slice_records(scores: dict[str, np.ndarray], segment: str) -> list[dict]:
+    """One record per slice where the reference or the prediction has any pixel."""
+    records = []
+    present = np.flatnonzero((scores["reference_pixels"] > 0) | (scores["predicted_pixels"] > 0))
+    for s in present:
+        record = {
+            "scope": "slice",
+            "slice": int(s),
+            "segment": segment,
+            "scored": int(scores["reference_pixels"][s] > 0),
+        }
+        record.update({column: float(scores[column][s]) for column in SLICE_COLUMNS})
+        record["reference_pixels"] = int(scores["reference_pixels"][s])
+        record["predicted_pixels"] = int(scores["predicted_pixels"][s])
+        records.append(record)
+    return records

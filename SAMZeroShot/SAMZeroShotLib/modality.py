@@ -14,11 +14,12 @@ CT slice is a CT shown with its stored grey levels, an HU CT gets the lung windo
 
 The value range alone never decides (8-bit CT exports are common).
 """
+
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
+
+from .errors import SettingError
 
 MODALITY_NAMES = ("auto", "ct", "xray")
 
@@ -35,7 +36,7 @@ MAX_BORDER_TOUCH = 0.114
 MAX_BODY_EXTENT = 0.89
 
 
-def from_dicom(value: Optional[str]) -> Optional[str]:
+def from_dicom(value: str | None) -> str | None:
     """``ct``/``xray`` for a DICOM Modality value, None when it says neither."""
     return DICOM_MODALITIES.get((value or "").strip().upper())
 
@@ -49,7 +50,7 @@ def _ring(shape, fraction: float = 0.02) -> np.ndarray:
     return ring
 
 
-def body_measures(plane: np.ndarray) -> Tuple[float, float]:
+def body_measures(plane: np.ndarray) -> tuple[float, float]:
     """``(border touch, body extent)`` of one 2D slice.
 
     The body is the largest bright region (Otsu's threshold, computed without the image's
@@ -91,14 +92,16 @@ def looks_like_axial_slice(plane: np.ndarray) -> bool:
     return touch <= MAX_BORDER_TOUCH and extent <= MAX_BODY_EXTENT
 
 
-def decide(setting: str, slices: np.ndarray, declared: Optional[str] = None) -> Tuple[str, str]:
+def decide(setting: str, slices: np.ndarray, declared: str | None = None) -> tuple[str, str]:
     """``(modality, why)`` for a ``[slice, row, column]`` array.
 
     ``setting``: ``ct`` or ``xray`` are taken as given; ``auto`` goes by ``declared`` (a DICOM
     Modality value), then the number of slices, then the content of the one slice.
     """
     if setting not in MODALITY_NAMES:
-        raise ValueError(f"Unknown modality {setting!r}: choose one of {', '.join(MODALITY_NAMES)}.")
+        raise SettingError(
+            f"Unknown modality {setting!r}: choose one of {', '.join(MODALITY_NAMES)}."
+        )
     if setting != "auto":
         return setting, "set by the user"
     recorded = from_dicom(declared)

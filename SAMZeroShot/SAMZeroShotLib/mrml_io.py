@@ -1,21 +1,23 @@
-"""MRML nodes to arrays and back.
+"""MRML nodes to arrays and back: volumes, segments, and the result's table and plot.
 
 Works in the Slicer application and headless with slicer-core alike: the scene always comes from
 ``node.GetScene()`` and segment conversion uses the static ``vtkSlicerSegmentationsModuleLogic``
-methods. Every function that creates helper nodes removes them before it returns.
+methods. Every function that creates helper nodes removes them before it returns. (Setting up a
+headless scene and reading or writing files: :mod:`headless`.)
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-import errno
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .errors import InputError
 from .imaging import luminance
 
 #: Node reference role from the metrics table to its Dice-per-slice plot chart.
@@ -26,93 +28,19 @@ SUMMARY_ATTRIBUTE = "SAMZeroShot.Summary"
 MODALITY_ATTRIBUTE = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()
 
 
-class InputError(ValueError):
-    """An input node cannot be used; the message says which and what to do."""
-
-
-# -- headless scene -------------------------------------------------------------------------
-def new_scene():
-    """A scene with the application, Colors, Volumes, Segmentations, Tables and Data logics.
-
-    Returns ``(scene, application_logic)``; the module logics are kept alive as an attribute
-    of the application logic. (Inside Slicer, use ``slicer.mrmlScene`` instead.)
-    """
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    logics = {}
-    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic),
-                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                      ("Tables", slicer.vtkSlicerTablesLogic),
-                      ("Data", slicer.vtkSlicerDataModuleLogic)):
-        logic = cls()
-        logic.SetMRMLApplicationLogic(app)
-        logic.SetMRMLScene(scene)
-        app.SetModuleLogic(name, logic)
-        logics[name] = logic
-    app.samzeroshot_logics = logics  # VTK keeps no Python reference to them
-    return scene, app
-
-
-@contextlib.contextmanager
-def vtk_errors_silenced():
-    """VTK's own error text off: a reader that fails prints pages of it, and we report the failure."""
-    previous = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.GlobalWarningDisplayOff()
-    try:
-        yield
-    finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(previous)
-
-
-def load_volume(app, path, name: Optional[str] = None):
-    """Load an image file as a volume node (raises :class:`InputError` naming the file)."""
-    import os
-
-    logic = app.samzeroshot_logics["Volumes"]
-    name = name or os.path.basename(str(path)).split(".")[0]
-    with vtk_errors_silenced():
-        node = logic.AddArchetypeVolume(str(path), name, 0)
-    if node is None or node.GetImageData() is None:
-        raise InputError(f"{path}: not a readable volume.")
-    return node
-
-
-# A labelmap file with more labels than this is an image given by mistake (a CT read as labels
-# has thousands); the largest anatomical label sets (e.g. TotalSegmentator's 117) stay well below.
-MAX_SEGMENTS_IN_FILE = 255
-# Image formats whose damage is checked before Slicer reads them (see load_segmentation).
-_IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-
-
-def _label_file_problem(path) -> Optional[str]:
-    """Why the image file ``path`` cannot be read as labels, or None when it can."""
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        return f"not a readable segmentation ({str(error).strip().splitlines()[-1].strip()[:120]})."
-    if not str(path).lower().endswith(".seg.nrrd"):  # a plain labelmap: one segment per value
-        count = len(np.unique(sitk.GetArrayViewFromImage(image))) - 1
-        if count > MAX_SEGMENTS_IN_FILE:
-            return (f"holds {count} different labels, more than a segmentation has (at most "
-                    f"{MAX_SEGMENTS_IN_FILE}): is it an image rather than a segmentation?")
-    return None
-
-
-def declared_modality(volume_node) -> Optional[str]:
+# -- node attributes ----------------------------------------------------------------------
+def declared_modality(volume_node) -> str | None:
     """The DICOM Modality recorded for a volume, or None.
 
     Slicer's DICOM loader stores it as the attribute ``DICOM.Modality`` of the volume's own
     subject hierarchy item (the series item); volumes from other formats have none.
     """
     scene = volume_node.GetScene() if volume_node is not None else None
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    hierarchy = (
+        slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        if scene is not None
+        else None
+    )
     item = hierarchy.GetItemByDataNode(volume_node) if hierarchy is not None else 0
     if not item:
         return None
@@ -120,26 +48,13 @@ def declared_modality(volume_node) -> Optional[str]:
 
 
 def record_modality(volume_node, value: str) -> None:
-    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see :func:`declared_modality`)."""
+    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see
+    :func:`declared_modality`)."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
-    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume_node)
+    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(
+        hierarchy.GetSceneItemID(), volume_node
+    )
     hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
-
-
-def load_segmentation(app, path):
-    """Load a ``.seg.nrrd`` (or labelmap) file as a segmentation node."""
-    logic = app.samzeroshot_logics["Segmentations"]
-    # Slicer's segmentation reader aborts the whole process on a truncated .seg.nrrd (an
-    # uncaught ITK exception), so image files are read once with SimpleITK first.
-    if str(path).lower().endswith(_IMAGE_SUFFIXES):
-        problem = _label_file_problem(path)
-        if problem:
-            raise InputError(f"{path}: {problem}")
-    with vtk_errors_silenced():
-        node = logic.LoadSegmentationFromFile(str(path), False)
-    if node is None:
-        raise InputError(f"{path}: not a readable segmentation.")
-    return node
 
 
 # -- volumes --------------------------------------------------------------------------------
@@ -157,7 +72,9 @@ def volume_array(volume_node) -> np.ndarray:
     if volume_node is None:
         raise InputError("No input volume: select a volume.")
     if not volume_node.IsA("vtkMRMLVolumeNode"):
-        raise InputError(f"{volume_node.GetName()} is a {volume_node.GetClassName()}, not a volume.")
+        raise InputError(
+            f"{volume_node.GetName()} is a {volume_node.GetClassName()}, not a volume."
+        )
     if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputError(f"{volume_node.GetName()} is a labelmap: select the image volume instead.")
     image = volume_node.GetImageData()
@@ -170,25 +87,36 @@ def volume_array(volume_node) -> np.ndarray:
         return scalars.reshape(dims[::-1]).copy()
     if components in (3, 4):
         return luminance(scalars.reshape(dims[::-1] + (components,))[..., :3])
-    raise InputError(f"Volume {volume_node.GetName()} has {components} values per voxel (a 4D or multi-volume): "
-                     "extract one 3D frame first.")
+    raise InputError(
+        f"Volume {volume_node.GetName()} has {components} values per voxel (a 4D or multi-volume): "
+        "extract one 3D frame first."
+    )
 
 
 # -- segmentations --------------------------------------------------------------------------
-def segment_ids(segmentation_node) -> List[str]:
+def segment_ids(segmentation_node) -> list[str]:
     segmentation = segmentation_node.GetSegmentation()
     return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
 
 
-def resolve_segment_ids(segmentation_node, requested: Optional[Iterable[str]] = None) -> List[str]:
-    """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is unknown."""
+def resolve_segment_ids(segmentation_node, requested: Iterable[str] | None = None) -> list[str]:
+    """Segment IDs for ``requested`` IDs or names (default: all); :class:`InputError` if any is
+    unknown."""
     if segmentation_node is None:
-        raise InputError("No prompt segmentation: select a segmentation with the structures to segment.")
+        raise InputError(
+            "No prompt segmentation: select a segmentation with the structures to segment."
+        )
     if not segmentation_node.IsA("vtkMRMLSegmentationNode"):
-        raise InputError(f"{segmentation_node.GetName()} is a {segmentation_node.GetClassName()}, not a segmentation.")
+        raise InputError(
+            f"{segmentation_node.GetName()} is a {segmentation_node.GetClassName()}, not a"
+            " segmentation."
+        )
     existing = segment_ids(segmentation_node)
     if not existing:
-        raise InputError(f"Segmentation {segmentation_node.GetName()} has no segments: draw the structures first.")
+        raise InputError(
+            f"Segmentation {segmentation_node.GetName()} has no segments: draw the structures"
+            " first."
+        )
     if requested is None:
         return existing
     segmentation = segmentation_node.GetSegmentation()
@@ -200,8 +128,10 @@ def resolve_segment_ids(segmentation_node, requested: Optional[Iterable[str]] = 
         by_name = segmentation.GetSegmentIdBySegmentName(item)
         if not by_name:
             names = ", ".join(segmentation.GetSegment(i).GetName() for i in existing)
-            raise InputError(f"Segmentation {segmentation_node.GetName()} has no segment {item!r} "
-                             f"(it has: {names}).")
+            raise InputError(
+                f"Segmentation {segmentation_node.GetName()} has no segment {item!r} "
+                f"(it has: {names})."
+            )
         resolved.append(by_name)
     if not resolved:
         raise InputError("No segments were selected.")
@@ -212,7 +142,7 @@ def _color_table_ids(scene) -> set:
     return {node.GetID() for node in scene.GetNodesByClass("vtkMRMLColorTableNode")}
 
 
-def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[str, np.ndarray]:
+def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> dict[str, np.ndarray]:
     """Each segment as a bool ``[K, J, I]`` array in the geometry of ``volume_node``.
 
     Segments are exported one at a time so that overlapping segments keep their overlap; Slicer
@@ -224,19 +154,28 @@ def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[st
     for segment_id in ids:
         # Export also makes a colour table for the labelmap: note the existing ones to remove it.
         color_tables = _color_table_ids(scene)
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"SAMZeroShotTemp_{segment_id}")
+        labelmap = scene.AddNewNodeByClass(
+            "vtkMRMLLabelMapVolumeNode", f"SAMZeroShotTemp_{segment_id}"
+        )
         try:
             id_array = vtk.vtkStringArray()
             id_array.InsertNextValue(segment_id)
             ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, id_array, labelmap, volume_node)
+                segmentation_node, id_array, labelmap, volume_node
+            )
             image = labelmap.GetImageData()
             if not ok or image is None:
-                raise InputError(f"Segment {segment_id!r} of {segmentation_node.GetName()} could not be "
-                                 f"resampled onto {volume_node.GetName()}.")
-            array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
+                raise InputError(
+                    f"Segment {segment_id!r} of {segmentation_node.GetName()} could not be "
+                    f"resampled onto {volume_node.GetName()}."
+                )
+            array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+                image.GetDimensions()[::-1]
+            )
             if array.shape != tuple(shape):
-                raise InputError(f"Segment {segment_id!r} came out {array.shape}, the volume is {tuple(shape)}.")
+                raise InputError(
+                    f"Segment {segment_id!r} came out {array.shape}, the volume is {tuple(shape)}."
+                )
             masks[segment_id] = array > 0
         finally:
             remove_nodes([labelmap])
@@ -245,7 +184,7 @@ def segment_masks(segmentation_node, ids: Sequence[str], volume_node) -> Dict[st
     return masks
 
 
-def _matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
+def vtk_matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
     matrix = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
@@ -253,15 +192,24 @@ def _matrix(ijk_to_ras_array) -> vtk.vtkMatrix4x4:
     return matrix
 
 
-def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array) -> None:
-    """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by ``ijk_to_ras``."""
+def set_segment_mask(
+    segmentation_node, segment_id: str, mask: np.ndarray, ijk_to_ras_array
+) -> None:
+    """Replace a segment's binary labelmap with ``mask`` (``[K, J, I]``) placed by
+    ``ijk_to_ras``."""
     labelmap = slicer.vtkOrientedImageData()
     labelmap.SetDimensions(mask.shape[::-1])
-    labelmap.SetImageToWorldMatrix(_matrix(ijk_to_ras_array))
+    labelmap.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras_array))
     labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(mask, np.uint8).ravel()
+    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = np.asarray(
+        mask, np.uint8
+    ).ravel()
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        labelmap, segmentation_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        labelmap,
+        segmentation_node,
+        segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+    )
 
 
 @dataclass(frozen=True)
@@ -269,23 +217,29 @@ class SegmentDescription:
     """What a new segment copies from a prompt segment: its name, colour and terminology."""
 
     name: str
-    color: Tuple[float, float, float]
+    color: tuple[float, float, float]
     terminology: str
 
 
-def segment_descriptions(segmentation_node, ids: Sequence[str]) -> Dict[str, SegmentDescription]:
-    """Name, colour and terminology of each segment, read once so that later steps need not touch the node."""
+def segment_descriptions(segmentation_node, ids: Sequence[str]) -> dict[str, SegmentDescription]:
+    """Name, colour and terminology of each segment, read once so that later steps need not touch
+    the node."""
     segmentation = segmentation_node.GetSegmentation()
     descriptions = {}
     for segment_id in ids:
         segment = segmentation.GetSegment(segment_id)
-        descriptions[segment_id] = SegmentDescription(segment.GetName(), tuple(segment.GetColor()),
-                                                      segment.GetTerminology())
+        descriptions[segment_id] = SegmentDescription(
+            segment.GetName(), tuple(segment.GetColor()), segment.GetTerminology()
+        )
     return descriptions
 
 
-def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions: Dict[str, SegmentDescription],
-                        name: str):
+def create_segmentation(
+    volume_node,
+    masks: dict[str, np.ndarray],
+    descriptions: dict[str, SegmentDescription],
+    name: str,
+):
     """A new segmentation node on ``volume_node`` with one segment per mask.
 
     Segment IDs key ``masks``; names, colours and terminology come from ``descriptions``.
@@ -301,7 +255,7 @@ def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions:
             description = descriptions[segment_id]
             segmentation.AddEmptySegment(segment_id, description.name, description.color)
             segmentation.GetSegment(segment_id).SetTerminology(description.terminology)
-            _set_segment_mask(node, segment_id, mask, matrix)
+            set_segment_mask(node, segment_id, mask, matrix)
         parent = volume_node.GetParentTransformNode()
         if parent is not None:
             node.SetAndObserveTransformNodeID(parent.GetID())
@@ -311,39 +265,16 @@ def create_segmentation(volume_node, masks: Dict[str, np.ndarray], descriptions:
     return node
 
 
-def add_volume(scene, array: np.ndarray, ijk_to_ras_array, name: str):
-    """A scalar volume node holding a copy of ``array`` (``[K, J, I]``, or ``[K, J, I, C]``)."""
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode" if array.ndim == 3 else "vtkMRMLVectorVolumeNode", name)
-    image = vtk.vtkImageData()
-    image.SetDimensions(array.shape[:3][::-1])
-    components = 1 if array.ndim == 3 else array.shape[3]
-    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).reshape(-1, components), deep=True)
-    image.GetPointData().SetScalars(vtk_array)
-    node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(_matrix(ijk_to_ras_array))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def add_segmentation(scene, masks: Dict[str, np.ndarray], ijk_to_ras_array, name: str,
-                     colors: Optional[Dict[str, Tuple[float, float, float]]] = None):
-    """A segmentation node with one segment per named mask (``[K, J, I]`` placed by the matrix)."""
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
-    for segment_name, mask in masks.items():
-        color = (colors or {}).get(segment_name, (0.5, 0.5, 0.5))
-        segment_id = node.GetSegmentation().AddEmptySegment("", segment_name, color)
-        _set_segment_mask(node, segment_id, mask, ijk_to_ras_array)
-    return node
-
-
 # -- tables and plots -----------------------------------------------------------------------
 def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[str]):
     """A ``vtkMRMLTableNode`` with one row per record; numbers become double columns."""
     arrays = []
     for column in columns:
         values = [record.get(column) for record in records]
-        numeric = all(value is None or isinstance(value, (int, float, np.integer, np.floating)) for value in values)
+        numeric = all(
+            value is None or isinstance(value, (int, float, np.integer, np.floating))
+            for value in values
+        )
         array = vtk.vtkDoubleArray() if numeric else vtk.vtkStringArray()
         array.SetName(column)
         array.SetNumberOfValues(len(records))
@@ -361,8 +292,14 @@ def create_table(scene, records: Sequence[dict], name: str, columns: Sequence[st
     return node
 
 
-def create_dice_plot(scene, series_columns: Dict[str, np.ndarray], slices: np.ndarray, name: str,
-                     colors: Dict[str, Tuple[float, float, float]], created: List):
+def create_dice_plot(
+    scene,
+    series_columns: dict[str, np.ndarray],
+    slices: np.ndarray,
+    name: str,
+    colors: dict[str, tuple[float, float, float]],
+    created: list,
+):
     """A plot chart of Dice per slice (one line per column) over its own small table.
 
     Every node made is appended to ``created`` as soon as it exists, so the caller can remove
@@ -396,7 +333,8 @@ def create_dice_plot(scene, series_columns: Dict[str, np.ndarray], slices: np.nd
 
 
 def remove_nodes(nodes: Iterable) -> None:
-    """Remove nodes (and their display/storage nodes) from their scene, ignoring ones already gone."""
+    """Remove nodes (and their display/storage nodes) from their scene, ignoring ones already
+    gone."""
     for node in nodes:
         scene = node.GetScene() if node is not None else None
         if scene is None:
@@ -415,33 +353,10 @@ def remove_nodes(nodes: Iterable) -> None:
 
 
 @contextlib.contextmanager
-def removed_on_failure(created: List):
+def removed_on_failure(created: list):
     """Collect nodes in ``created``; if the block raises (or is cancelled), remove them all."""
     try:
         yield created
     except BaseException:
         remove_nodes(reversed(created))
         raise
-
-
-# -- files ----------------------------------------------------------------------------------
-def write_segmentation(segmentation_node, path) -> None:
-    """Write a segmentation node as ``.seg.nrrd`` with Slicer's own storage node."""
-    # Made here rather than by CreateDefaultStorageNode(), whose new reference Python would leak.
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.WriteData(segmentation_node):
-        raise OSError(errno.EIO, "Slicer's segmentation writer failed: is the disk full?", str(path))
-
-
-def write_table_tsv(table_node, path) -> None:
-    """Write a table node as tab-separated text (header row, then one line per row)."""
-    import csv
-
-    table = table_node.GetTable()
-    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t")
-        writer.writerow(columns)
-        for row in range(table.GetNumberOfRows()):
-            writer.writerow([table.GetValue(row, c).ToString() for c in range(len(columns))])

@@ -14,14 +14,15 @@ Prompt makers (the strategies in :mod:`strategies` use them):
     One SAM call per segment with that segment's own box, the prompt that box-trained models such
     as LiteMedSAM expect; optionally the segment's positive point as well.
 """
+
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-Masks = Dict[Hashable, np.ndarray]
+Masks = dict[Hashable, np.ndarray]
 
 
 @dataclass
@@ -32,10 +33,10 @@ class Prompt:
     :func:`split_among_segments` hands each predicted pixel to the nearest of those segments.
     """
 
-    segments: Tuple[Hashable, ...]
-    points: Optional[np.ndarray] = None  # (N, 2) float, (x, y)
-    labels: Optional[np.ndarray] = None  # (N,) int, 1 = foreground, 0 = background
-    box: Optional[np.ndarray] = None  # (4,) float, (x0, y0, x1, y1)
+    segments: tuple[Hashable, ...]
+    points: np.ndarray | None = None  # (N, 2) float, (x, y)
+    labels: np.ndarray | None = None  # (N,) int, 1 = foreground, 0 = background
+    box: np.ndarray | None = None  # (4,) float, (x0, y0, x1, y1)
     multimask: bool = False
 
     def __post_init__(self):
@@ -48,8 +49,9 @@ class Prompt:
             self.box = np.asarray(self.box, dtype=np.float32).reshape(4)
 
 
-def bounding_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
-    """``(min_row, min_col, max_row + 1, max_col + 1)`` of a non-empty mask (scikit-image's bbox)."""
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(min_row, min_col, max_row + 1, max_col + 1)`` of a non-empty mask (scikit-image's
+    bbox)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
@@ -63,16 +65,16 @@ def box_prompt(mask: np.ndarray) -> np.ndarray:
     return np.array([min_col, min_row, max_col, max_row], dtype=np.float32)
 
 
-def _run_lengths(line: np.ndarray, index: int) -> Tuple[int, int]:
+def _run_lengths(line: np.ndarray, index: int) -> tuple[int, int]:
     """Lengths of the runs of True just before and just after ``index`` (excluding it)."""
     before = line[:index][::-1]
-    after = line[index + 1:]
+    after = line[index + 1 :]
     n_before = int(np.argmin(before)) if not before.all() else before.size
     n_after = int(np.argmin(after)) if not after.all() else after.size
     return n_before, n_after
 
 
-def center_in_mask(mask: np.ndarray, row: int, col: int) -> Tuple[int, int]:
+def center_in_mask(mask: np.ndarray, row: int, col: int) -> tuple[int, int]:
     """Move ``(row, col)`` to the middle of its longer run, horizontal or vertical.
 
     The run lengths exclude the point itself; a tie goes vertical; the middle is rounded up. A run
@@ -85,7 +87,7 @@ def center_in_mask(mask: np.ndarray, row: int, col: int) -> Tuple[int, int]:
     return row + (below - above + 1) // 2, col
 
 
-def move_inside(mask: np.ndarray, row: int, col: int) -> Tuple[int, int]:
+def move_inside(mask: np.ndarray, row: int, col: int) -> tuple[int, int]:
     """Move a point that lies outside ``mask`` onto it, as the paper's code does.
 
     Look along the four rays from the point (left, right, up, down); take the ray that crosses the
@@ -95,9 +97,9 @@ def move_inside(mask: np.ndarray, row: int, col: int) -> Tuple[int, int]:
     """
     rays = [
         (np.flatnonzero(mask[row, :col]), "col"),
-        (col + 1 + np.flatnonzero(mask[row, col + 1:]), "col"),
+        (col + 1 + np.flatnonzero(mask[row, col + 1 :]), "col"),
         (np.flatnonzero(mask[:row, col]), "row"),
-        (row + 1 + np.flatnonzero(mask[row + 1:, col]), "row"),
+        (row + 1 + np.flatnonzero(mask[row + 1 :, col]), "row"),
     ]
     counts = [indices.size for indices, _ in rays]
     best = int(np.argmax(counts))
@@ -110,7 +112,7 @@ def move_inside(mask: np.ndarray, row: int, col: int) -> Tuple[int, int]:
     return int(mask_rows[nearest]), int(mask_cols[nearest])
 
 
-def positive_point(mask: np.ndarray) -> Tuple[int, int]:
+def positive_point(mask: np.ndarray) -> tuple[int, int]:
     """The paper's positive point of a segment, as ``(row, col)``.
 
     The centroid, truncated to integers; moved onto the mask when it falls outside (a C-shaped
@@ -125,13 +127,13 @@ def positive_point(mask: np.ndarray) -> Tuple[int, int]:
     return center_in_mask(mask, row, col)
 
 
-def negative_point(union: np.ndarray) -> Tuple[int, int]:
+def negative_point(union: np.ndarray) -> tuple[int, int]:
     """Centre ``(row, col)`` of the box around all segments, as the paper computes it."""
     min_row, min_col, max_row, max_col = bounding_box(union)
     return min_row + (max_row - min_row) // 2, min_col + (max_col - min_col) // 2
 
 
-def paper_prompts(masks: Masks) -> List[Prompt]:
+def paper_prompts(masks: Masks) -> list[Prompt]:
     """The paper's single prompt for all segments of a slice (see the module docstring)."""
     keys = [key for key, mask in masks.items() if mask.any()]
     if not keys:
@@ -163,14 +165,17 @@ def split_among_segments(predicted: np.ndarray, masks: Masks, keys: Sequence[Has
     parts = {key: np.zeros_like(predicted, dtype=bool) for key in keys}
     if not predicted.any():
         return parts
-    min_row, min_col, max_row, max_col = bounding_box(np.logical_or.reduce([predicted] + [masks[k] for k in keys]))
+    min_row, min_col, max_row, max_col = bounding_box(
+        np.logical_or.reduce([predicted] + [masks[k] for k in keys])
+    )
     rows = slice(max(0, min_row - 1), min(predicted.shape[0], max_row + 1))
     cols = slice(max(0, min_col - 1), min(predicted.shape[1], max_col + 1))
     distances = []
     for key in keys:
         image = sitk.GetImageFromArray(masks[key][rows, cols].astype(np.uint8))
-        distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=True,
-                                                useImageSpacing=False)
+        distance = sitk.SignedMaurerDistanceMap(
+            image, insideIsPositive=False, squaredDistance=True, useImageSpacing=False
+        )
         distances.append(sitk.GetArrayViewFromImage(distance).copy())
     nearest = np.argmin(np.stack(distances), axis=0)
     for number, key in enumerate(keys):

@@ -16,25 +16,44 @@ Files (``slices.csv``, ``cases.csv`` and ``summary.json`` are a stable interface
   slice when the run finishes, so they read as an uninterrupted run's;
 * ``summary.json`` - replaced atomically after each case; ``"complete": false`` until the end.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .files import OutputError, append_synced, check_output_file, writable_folder, write_text_atomically
+from .errors import OutputError
+from .files import append_synced, check_output_file, writable_folder, write_text_atomically
+from .metrics import SLICE_COLUMNS
 
-SLICE_FIELDS = ("case", "slice", "dice", "jaccard", "sensitivity", "precision", "reference_pixels",
-                "predicted_pixels", "prompted", "prompt_only_dice")
-CASE_FIELDS = ("case", "n_scored_slices", "n_segmented_slices", "mean_dice", "mean_jaccard", "volume_dice", "volume_jaccard",
-               "hd95_mm", "mean_surface_distance_mm", "n_segments", "seconds", "prompt_only_dice", "modality",
-               "modality_reason")
+SLICE_FIELDS = (
+    ("case", "slice")
+    + SLICE_COLUMNS
+    + ("reference_pixels", "predicted_pixels", "prompted", "prompt_only_dice")
+)
+CASE_FIELDS = (
+    "case",
+    "n_scored_slices",
+    "n_segmented_slices",
+    "mean_dice",
+    "mean_jaccard",
+    "volume_dice",
+    "volume_jaccard",
+    "hd95_mm",
+    "mean_surface_distance_mm",
+    "n_segments",
+    "seconds",
+    "prompt_only_dice",
+    "modality",
+    "modality_reason",
+)
 SETTINGS_FILE, JOURNAL_FILE, SUMMARY_FILE = "settings.json", "journal.jsonl", "summary.json"
 SLICES_FILE, CASES_FILE = "slices.csv", "cases.csv"
 #: Every file the folder's writer makes (and the only ones ``overwrite`` removes).
@@ -46,15 +65,22 @@ class CaseResult:
     """One finished case: its scored slices, its summary row and any notes about its input."""
 
     name: str
-    slice_rows: List[dict]
+    slice_rows: list[dict]
     case_row: dict
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps({"case": self.name, "slices": self.slice_rows, "row": self.case_row, "notes": self.notes})
+        return json.dumps(
+            {
+                "case": self.name,
+                "slices": self.slice_rows,
+                "row": self.case_row,
+                "notes": self.notes,
+            }
+        )
 
     @classmethod
-    def from_json(cls, line: str) -> "CaseResult":
+    def from_json(cls, line: str) -> CaseResult:
         record = json.loads(line)
         return cls(record["case"], record["slices"], record["row"], record.get("notes", []))
 
@@ -62,11 +88,18 @@ class CaseResult:
 def csv_text(rows: Iterable[dict], fields: Sequence[str], header: bool) -> str:
     """Rows as CSV text; floats with six decimals."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore", lineterminator="\r\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(fields), extrasaction="ignore", lineterminator="\r\n"
+    )
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value) for key, value in row.items()})
+        writer.writerow(
+            {
+                key: f"{value:.6f}" if isinstance(value, float) else value
+                for key, value in row.items()
+            }
+        )
     return buffer.getvalue()
 
 
@@ -98,10 +131,10 @@ class ResultsFolder:
         with open(self._path(JOURNAL_FILE), "ab") as journal:
             journal.truncate(journal_end)
         self._write_tables()
-        self.planned: List[str] = []
-        self.skipped: List[dict] = []
-        self.failed: List[dict] = []
-        self.about: Dict[str, object] = {}
+        self.planned: list[str] = []
+        self.skipped: list[dict] = []
+        self.failed: list[dict] = []
+        self.about: dict[str, object] = {}
 
     # -- opening ----------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -114,30 +147,38 @@ class ResultsFolder:
                 leftover.unlink(missing_ok=True)
 
     def _check_settings(self) -> None:
-        """Refuse to mix these results with recorded results of other settings; else store the settings."""
+        """Refuse to mix these results with recorded results of other settings; else store the
+        settings."""
         path = self._path(SETTINGS_FILE)
         if not path.exists():
             found = [name for name in FILES if self._path(name).exists()]
             if found:
-                raise OutputError(f"{self.folder}: holds results ({', '.join(found)}) without a record of their "
-                                  "settings: choose another output folder, or replace them (--overwrite).")
+                raise OutputError(
+                    f"{self.folder}: holds results ({', '.join(found)}) without a record of their "
+                    "settings: choose another output folder, or replace them (--overwrite)."
+                )
         elif self.results:
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
-                raise OutputError(f"{path}: damaged: choose another output folder, or replace the results "
-                                  "(--overwrite).") from None
+                raise OutputError(
+                    f"{path}: damaged: choose another output folder, or replace the results "
+                    "(--overwrite)."
+                ) from None
             if stored != self.settings:
-                raise OutputError(f"{self.folder}: holds results made with other settings "
-                                  f"({_differences(stored, self.settings)}): run with the same settings to resume, "
-                                  "choose another output folder, or replace them (--overwrite).")
+                raise OutputError(
+                    f"{self.folder}: holds results made with other settings"
+                    f" ({_differences(stored, self.settings)}): run with the same settings to"
+                    " resume, choose another output folder, or replace them (--overwrite)."
+                )
         # No case is recorded under other settings: from now on the folder holds these.
         text = json.dumps(self.settings, indent=2) + "\n"
         if not path.exists() or path.read_text(encoding="utf-8", errors="replace") != text:
             write_text_atomically(path, text)
 
-    def _read_journal(self) -> Tuple[Dict[str, CaseResult], int]:
-        """Recorded cases, and where the journal's last whole line ends (a stop may cut the last one short)."""
+    def _read_journal(self) -> tuple[dict[str, CaseResult], int]:
+        """Recorded cases, and where the journal's last whole line ends (a stop may cut the last one
+        short)."""
         path = self._path(JOURNAL_FILE)
         data = path.read_bytes() if path.exists() else b""
         results, offset = {}, 0
@@ -149,19 +190,23 @@ class ResultsFolder:
             except (ValueError, KeyError, TypeError):
                 if offset + len(line) == len(data):  # the last line: a write that was stopped
                     break
-                raise OutputError(f"{path}: damaged at line {number}: choose another output folder, "
-                                  "or start again (--overwrite).") from None
+                raise OutputError(
+                    f"{path}: damaged at line {number}: choose another output folder, "
+                    "or start again (--overwrite)."
+                ) from None
             results[result.name] = result
             offset += len(line)
         return results, offset
 
     # -- writing ----------------------------------------------------------------------------
     @property
-    def recorded(self) -> List[str]:
+    def recorded(self) -> list[str]:
         """Names of the cases already in the folder, sorted."""
         return sorted(self.results)
 
-    def plan(self, cases: Sequence[str], skipped: Sequence[dict] = (), about: Optional[Mapping] = None) -> List[str]:
+    def plan(
+        self, cases: Sequence[str], skipped: Sequence[dict] = (), about: Mapping | None = None
+    ) -> list[str]:
         """Declare the run's cases; return those still to do, in the order given.
 
         ``skipped`` lists bad inputs left out (``{"file", "problem"}``); ``about`` adds fields to
@@ -170,20 +215,27 @@ class ResultsFolder:
         """
         foreign = sorted(set(self.results) - set(cases))
         if foreign:
-            raise OutputError(f"{self.folder}: holds results for cases that are not in this cohort "
-                              f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): choose another "
-                              "output folder, or replace them (--overwrite).")
+            raise OutputError(
+                f"{self.folder}: holds results for cases that are not in this cohort "
+                f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}): choose another "
+                "output folder, or replace them (--overwrite)."
+            )
         self.planned, self.skipped, self.about = list(cases), list(skipped), dict(about or {})
         return [name for name in cases if name not in self.results]
 
     def record(self, result: CaseResult) -> dict:
-        """Keep one finished case on disk (journal first, then tables, then summary); the summary."""
+        """Keep one finished case on disk (journal first, then tables, then summary); the
+        summary."""
         if result.name in self.results:
             raise ValueError(f"case {result.name!r} is already recorded")
         append_synced(self._path(JOURNAL_FILE), result.to_json() + "\n")
         self.results[result.name] = result
-        append_synced(self._path(SLICES_FILE), csv_text(result.slice_rows, SLICE_FIELDS, header=False))
-        append_synced(self._path(CASES_FILE), csv_text([result.case_row], CASE_FIELDS, header=False))
+        append_synced(
+            self._path(SLICES_FILE), csv_text(result.slice_rows, SLICE_FIELDS, header=False)
+        )
+        append_synced(
+            self._path(CASES_FILE), csv_text([result.case_row], CASE_FIELDS, header=False)
+        )
         return self._write_summary(complete=False)
 
     def fail(self, case: str, file: str, reason: str) -> dict:
@@ -192,28 +244,40 @@ class ResultsFolder:
         return self._write_summary(complete=False)
 
     def finish(self) -> dict:
-        """Tables sorted by case and slice, and the summary marked complete (when every planned case is in)."""
+        """Tables sorted by case and slice, and the summary marked complete (when every planned case
+        is in)."""
         self._write_tables()
         return self._write_summary(complete=all(name in self.results for name in self.planned))
 
-    def _ordered(self) -> List[CaseResult]:
+    def _ordered(self) -> list[CaseResult]:
         return [self.results[name] for name in sorted(self.results)]
 
     def _write_tables(self) -> None:
-        """Both tables as the journal has them, sorted by case and slice; a table already so is left alone."""
+        """Both tables as the journal has them, sorted by case and slice; a table already so is left
+        alone."""
         ordered = self._ordered()
-        slice_rows = sorted((row for r in ordered for row in r.slice_rows), key=lambda row: (row["case"], row["slice"]))
-        for name, text in ((SLICES_FILE, csv_text(slice_rows, SLICE_FIELDS, header=True)),
-                           (CASES_FILE, csv_text([r.case_row for r in ordered], CASE_FIELDS, header=True))):
+        slice_rows = sorted(
+            (row for r in ordered for row in r.slice_rows),
+            key=lambda row: (row["case"], row["slice"]),
+        )
+        for name, text in (
+            (SLICES_FILE, csv_text(slice_rows, SLICE_FIELDS, header=True)),
+            (CASES_FILE, csv_text([r.case_row for r in ordered], CASE_FIELDS, header=True)),
+        ):
             path = self._path(name)
             if not path.exists() or path.read_bytes() != text.encode("utf-8"):
                 write_text_atomically(path, text)
 
     def _write_summary(self, complete: bool) -> dict:
         summary = summarize(self._ordered(), self.about)
-        summary.update(complete=complete, n_cases_planned=len(self.planned),
-                       skipped=self.skipped, failed=self.failed, notes={r.name: r.notes for r in self._ordered() if r.notes},
-                       settings=self.settings)
+        summary.update(
+            complete=complete,
+            n_cases_planned=len(self.planned),
+            skipped=self.skipped,
+            failed=self.failed,
+            notes={r.name: r.notes for r in self._ordered() if r.notes},
+            settings=self.settings,
+        )
         write_text_atomically(self._path(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -246,4 +310,3 @@ def summarize(results: Sequence[CaseResult], about: Mapping) -> dict:
         "seconds": seconds,
         "seconds_per_slice": seconds / max(sum(r["n_segmented_slices"] for r in case_rows), 1),
     }
-

@@ -17,6 +17,7 @@ the SHA-256 of the rest; a file whose key or digest does not match is rebuilt, n
 are written under a temporary name and renamed, so processes preparing at once never see (or
 leave) a half-written file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,17 +30,19 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from segment_anything.utils.onnx import SamOnnxModel
 
 from . import cpu
+from .errors import SettingError
 from .parameters import BACKEND_NAMES
+
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _OPENVINO_TYPES = {"fp32": "f32", "bf16": "bf16"}
@@ -83,8 +86,11 @@ class PromptDecoder(SamOnnxModel):
         sparse = self._embed_points(point_coords, point_labels)
         dense = self._embed_masks(mask_input, has_mask_input)
         return self.model.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings, image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+            image_embeddings=image_embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
 
 
 class TorchDecoder:
@@ -105,13 +111,13 @@ class PartSpec:
 
     kind: str  # "encoder" or "decoder"
     module: torch.nn.Module
-    sample: Tuple[torch.Tensor, ...]
-    inputs: Tuple[str, ...]
-    outputs: Tuple[str, ...]
-    dynamic_axes: Optional[dict] = None
+    sample: tuple[torch.Tensor, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict | None = None
 
     @torch.inference_mode()
-    def expected(self) -> Tuple[torch.Tensor, ...]:
+    def expected(self) -> tuple[torch.Tensor, ...]:
         result = self.module(*self.sample)
         return result if isinstance(result, tuple) else (result,)
 
@@ -127,15 +133,28 @@ def decoder_spec(model) -> PartSpec:
     channels = model.prompt_encoder.embed_dim
     height, width = model.prompt_encoder.image_embedding_size
     generator = torch.Generator().manual_seed(0)
-    sample = (torch.randn(1, channels, height, width, generator=generator),
-              torch.tensor([[[10.0, 20.0], [120.0, 90.0], [60.0, 50.0]]] * 2),
-              torch.tensor([[2.0, 3.0, 1.0]] * 2),
-              torch.zeros(2, 1, *model.prompt_encoder.mask_input_size), torch.zeros(1))
-    axes = {"point_coords": {0: "prompts", 1: "points"}, "point_labels": {0: "prompts", 1: "points"},
-            "mask_input": {0: "prompts"}, "low_res_masks": {0: "prompts"}, "iou_predictions": {0: "prompts"}}
-    return PartSpec("decoder", PromptDecoder(model).eval(), sample,
-                    ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
-                    ("low_res_masks", "iou_predictions"), axes)
+    sample = (
+        torch.randn(1, channels, height, width, generator=generator),
+        torch.tensor([[[10.0, 20.0], [120.0, 90.0], [60.0, 50.0]]] * 2),
+        torch.tensor([[2.0, 3.0, 1.0]] * 2),
+        torch.zeros(2, 1, *model.prompt_encoder.mask_input_size),
+        torch.zeros(1),
+    )
+    axes = {
+        "point_coords": {0: "prompts", 1: "points"},
+        "point_labels": {0: "prompts", 1: "points"},
+        "mask_input": {0: "prompts"},
+        "low_res_masks": {0: "prompts"},
+        "iou_predictions": {0: "prompts"},
+    }
+    return PartSpec(
+        "decoder",
+        PromptDecoder(model).eval(),
+        sample,
+        ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
+        ("low_res_masks", "iou_predictions"),
+        axes,
+    )
 
 
 #: Largest difference from PyTorch's float32 output accepted for a float32 export.
@@ -148,16 +167,23 @@ BF16_RELATIVE_TOLERANCE = 0.1
 
 def check_outputs(spec: PartSpec, got: Sequence[torch.Tensor], precision: str, what: str) -> None:
     """Raise RuntimeError unless ``got`` reproduces PyTorch's output on the part's test input."""
-    for want, have in zip(spec.expected(), got):
+    for want, have in zip(spec.expected(), got, strict=True):
         if tuple(have.shape) != tuple(want.shape):
-            raise RuntimeError(f"{what} gives shape {tuple(have.shape)}, PyTorch {tuple(want.shape)}")
+            raise RuntimeError(
+                f"{what} gives shape {tuple(have.shape)}, PyTorch {tuple(want.shape)}"
+            )
         if precision == "fp32":
             error, limit = float((have - want).abs().max()), FP32_TOLERANCE
         else:
-            error = float(torch.linalg.vector_norm(have - want) / torch.linalg.vector_norm(want).clamp_min(1e-12))
+            error = float(
+                torch.linalg.vector_norm(have - want)
+                / torch.linalg.vector_norm(want).clamp_min(1e-12)
+            )
             limit = BF16_RELATIVE_TOLERANCE
         if not error <= limit:
-            raise RuntimeError(f"{what} does not reproduce PyTorch's output (difference {error:.3g} > {limit})")
+            raise RuntimeError(
+                f"{what} does not reproduce PyTorch's output (difference {error:.3g} > {limit})"
+            )
 
 
 @contextmanager
@@ -179,9 +205,16 @@ def export_onnx(spec: PartSpec) -> bytes:
     with tempfile.TemporaryDirectory(prefix="samzeroshot-export-") as folder, _quiet():
         path = Path(folder) / f"{spec.kind}.onnx"
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(spec.module, spec.sample, str(path), input_names=list(spec.inputs),
-                              output_names=list(spec.outputs), dynamic_axes=spec.dynamic_axes,
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(
+                spec.module,
+                spec.sample,
+                str(path),
+                input_names=list(spec.inputs),
+                output_names=list(spec.outputs),
+                dynamic_axes=spec.dynamic_axes,
+                opset_version=17,
+                dynamo=False,
+            )
         return path.read_bytes()
 
 
@@ -206,7 +239,7 @@ def write_cache_file(path: Path, key: str, payload: bytes) -> None:
         raise
 
 
-def read_cache_file(path: Path, key: str) -> Optional[bytes]:
+def read_cache_file(path: Path, key: str) -> bytes | None:
     """The payload of a cache file, or None when it is missing, made for another key (stale) or
     not what was written (corrupt or cut short)."""
     try:
@@ -216,13 +249,13 @@ def read_cache_file(path: Path, key: str) -> Optional[bytes]:
     header, newline, payload = data.partition(b"\n")
     if not newline or not header.startswith(_MAGIC):
         return None
-    digest, _, stored_key = header[len(_MAGIC):].decode(errors="replace").partition(" ")
+    digest, _, stored_key = header[len(_MAGIC) :].decode(errors="replace").partition(" ")
     if stored_key != key or hashlib.sha256(payload).hexdigest() != digest:
         return None
     return payload
 
 
-def cached(path: Path, key: str, build: Callable[[], bytes]) -> Tuple[bytes, bool]:
+def cached(path: Path, key: str, build: Callable[[], bytes]) -> tuple[bytes, bool]:
     """``(payload, built)``: the cache file's payload when intact, else ``build()``'s, written."""
     payload = read_cache_file(path, key)
     if payload is not None:
@@ -249,7 +282,11 @@ def model_stem(model) -> str:
     from . import models
 
     spec = model.spec
-    digest = spec.sha256 if spec.sha256 and model.checkpoint_verified else models.file_sha256(model.checkpoint)
+    digest = (
+        spec.sha256
+        if spec.sha256 and model.checkpoint_verified
+        else models.file_sha256(model.checkpoint)
+    )
     return f"{spec.architecture}-{digest[:16]}"
 
 
@@ -257,19 +294,24 @@ def _torch_version() -> str:
     return torch.__version__.split("+")[0]
 
 
-def onnx_path(model, kind: str) -> Tuple[Path, str]:
+def onnx_path(model, kind: str) -> tuple[Path, str]:
     """Where a part's ONNX export is kept, and its cache key."""
     path = runtimes_dir() / f"onnx-torch{_torch_version()}" / f"{model_stem(model)}-{kind}.onnx"
     return path, f"{path.name} torch {_torch_version()}"
 
 
-def onnx_file(model, spec: PartSpec) -> Tuple[bytes, bool]:
+def onnx_file(model, spec: PartSpec) -> tuple[bytes, bool]:
     """The part's ONNX export, from the cache or exported now (and checked with ONNX Runtime)."""
+
     def build() -> bytes:
         payload = export_onnx(spec)
         if "onnxruntime" in installed_runtimes():  # else OpenVINO checks what it compiles from it
-            check_outputs(spec, OnnxRuntimePart(payload, spec.inputs, 1).run(*spec.sample), "fp32",
-                          f"the ONNX export of the {spec.kind}")
+            check_outputs(
+                spec,
+                OnnxRuntimePart(payload, spec.inputs, 1).run(*spec.sample),
+                "fp32",
+                f"the ONNX export of the {spec.kind}",
+            )
         return payload
 
     return cached(*onnx_path(model, spec.kind), build)
@@ -283,7 +325,7 @@ class _LanedPart:
     def __init__(self, inputs: Sequence[str], threads: int):
         self.inputs = tuple(inputs)
         self.threads = threads
-        self._opened: Dict[int, object] = {}
+        self._opened: dict[int, object] = {}
         self._lock = threading.Lock()
 
     def _open(self, threads: int):
@@ -299,7 +341,7 @@ class _LanedPart:
                     item = self._opened[threads] = self._open(threads)
         return item
 
-    def run(self, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
 
@@ -322,10 +364,12 @@ class OnnxRuntimePart(_LanedPart):
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: its notes on unused initialisers are noise
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return onnxruntime.InferenceSession(self.payload, options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(
+            self.payload, options, providers=["CPUExecutionProvider"]
+        )
 
     def run(self, *inputs):
-        feed = {name: value.numpy() for name, value in zip(self.inputs, inputs)}
+        feed = {name: value.numpy() for name, value in zip(self.inputs, inputs, strict=True)}
         return tuple(torch.from_numpy(output) for output in self.opened().run(None, feed))
 
 
@@ -353,8 +397,11 @@ class OpenVinoPart(_LanedPart):
         # slice, one 2-thread stream 0.50 s, two 1-thread streams 0.485 s). So a lane of
         # ``threads`` gets a model with one stream per lane, sharing the part's threads.
         streams = max(1, self.threads // threads)
-        config = {"INFERENCE_NUM_THREADS": max(threads, self.threads) if streams > 1 else threads,
-                  "NUM_STREAMS": streams, "INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[self.precision]}
+        config = {
+            "INFERENCE_NUM_THREADS": max(threads, self.threads) if streams > 1 else threads,
+            "NUM_STREAMS": streams,
+            "INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[self.precision],
+        }
         return openvino.Core().import_model(self.blob, "CPU", config)
 
     def run(self, *inputs):
@@ -364,7 +411,9 @@ class OpenVinoPart(_LanedPart):
         if request is None:
             request = requests[id(compiled)] = compiled.create_infer_request()
         outputs = request.infer([value.numpy() for value in inputs], share_inputs=True)
-        return tuple(torch.from_numpy(np.array(outputs[port], copy=True)) for port in compiled.outputs)
+        return tuple(
+            torch.from_numpy(np.array(outputs[port], copy=True)) for port in compiled.outputs
+        )
 
 
 class PartCall:
@@ -381,19 +430,23 @@ class PartCall:
             return self.part.run(*inputs)
         # The encoder's batch size is fixed to 1 (see encoder_spec).
         batch = inputs[0]
-        return torch.cat([self.part.run(batch[i:i + 1])[0] for i in range(len(batch))])
+        return torch.cat([self.part.run(batch[i : i + 1])[0] for i in range(len(batch))])
 
 
-def openvino_path(model, kind: str, precision: str) -> Tuple[Path, str]:
+def openvino_path(model, kind: str, precision: str) -> tuple[Path, str]:
     """Where a part compiled by OpenVINO for this kind of CPU is kept, and its cache key."""
     info = cpu.current()
     version = _version("openvino")
-    path = (runtimes_dir() / f"openvino-{version}" / info.key()
-            / f"{model_stem(model)}-torch{_torch_version()}-{kind}-{precision}.blob")
+    path = (
+        runtimes_dir()
+        / f"openvino-{version}"
+        / info.key()
+        / f"{model_stem(model)}-torch{_torch_version()}-{kind}-{precision}.blob"
+    )
     return path, f"{path.name} openvino {version} {info.model} {' '.join(info.relevant_flags)}"
 
 
-def openvino_blob(model, spec: PartSpec, onnx_payload: bytes, precision: str) -> Tuple[bytes, bool]:
+def openvino_blob(model, spec: PartSpec, onnx_payload: bytes, precision: str) -> tuple[bytes, bool]:
     """The part compiled by OpenVINO for this CPU in ``precision``, from the cache or compiled
     now (and checked against PyTorch)."""
     import openvino
@@ -404,11 +457,17 @@ def openvino_blob(model, spec: PartSpec, onnx_payload: bytes, precision: str) ->
         stream = io.BytesIO(onnx_payload)
         with _quiet():
             source = core.read_model(stream)
-            compiled = core.compile_model(source, "CPU", {"INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[precision]})
+            compiled = core.compile_model(
+                source, "CPU", {"INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[precision]}
+            )
         blob = compiled.export_model().getvalue()
         del compiled, source, stream
-        check_outputs(spec, OpenVinoPart(blob, spec.inputs, 1, precision).run(*spec.sample), precision,
-                      f"OpenVINO's {precision} {spec.kind}")
+        check_outputs(
+            spec,
+            OpenVinoPart(blob, spec.inputs, 1, precision).run(*spec.sample),
+            precision,
+            f"OpenVINO's {precision} {spec.kind}",
+        )
         return blob
 
     return cached(*openvino_path(model, spec.kind, precision), build)
@@ -428,8 +487,9 @@ class Choice:
     because: str  # the facts that decided it, for the log line
 
 
-def installed_runtimes() -> FrozenSet[str]:
+def installed_runtimes() -> frozenset[str]:
     """The CPU runtimes this environment can use (both export through the onnx package)."""
+
     def present(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
 
@@ -438,7 +498,9 @@ def installed_runtimes() -> FrozenSet[str]:
     return frozenset(name for name in ("onnxruntime", "openvino") if present(name))
 
 
-def _auto_backend(flags: FrozenSet[str], installed: FrozenSet[str], device: str, architecture: str) -> Tuple[str, str]:
+def _auto_backend(
+    flags: frozenset[str], installed: frozenset[str], device: str, architecture: str
+) -> tuple[str, str]:
     if device != "cpu":
         return "torch", f"device {device}"
     if architecture != "litemedsam":
@@ -447,15 +509,24 @@ def _auto_backend(flags: FrozenSet[str], installed: FrozenSet[str], device: str,
     if "openvino" in installed and "avx512f" in flags:
         return "openvino", "avx512f: OpenVINO is faster there"
     if "onnxruntime" in installed:
-        return "onnxruntime", ("no avx512f: OpenVINO is no faster there" if "openvino" in installed
-                               else "OpenVINO not installed")
+        return "onnxruntime", (
+            "no avx512f: OpenVINO is no faster there"
+            if "openvino" in installed
+            else "OpenVINO not installed"
+        )
     if "openvino" in installed:
         return "openvino", "ONNX Runtime not installed"
     return "torch", "no ONNX Runtime or OpenVINO installed"
 
 
-def choose(flags: Iterable[str], installed: Iterable[str], device: str = "cpu", architecture: str = "litemedsam",
-           backend: str = "auto", precision: str = "auto") -> Choice:
+def choose(
+    flags: Iterable[str],
+    installed: Iterable[str],
+    device: str = "cpu",
+    architecture: str = "litemedsam",
+    backend: str = "auto",
+    precision: str = "auto",
+) -> Choice:
     """The backend and precision for a model, from the CPU's flags and the installed runtimes.
 
     Measured with LiteMedSAM's encoder, 2 threads: on an Intel Xeon with AVX-512 and AMX, PyTorch
@@ -469,26 +540,42 @@ def choose(flags: Iterable[str], installed: Iterable[str], device: str = "cpu", 
     """
     flags, installed = frozenset(flags), frozenset(installed)
     if backend not in BACKEND_NAMES:
-        raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}.")
+        raise SettingError(
+            f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}."
+        )
     if precision not in ("auto",) + PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}.")
+        raise SettingError(
+            f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}."
+        )
     if backend == "auto":
         backend, because = _auto_backend(flags, installed, device, architecture)
     else:
         because = "as asked"
         if backend != "torch" and device != "cpu":
-            raise ValueError(f"The {backend} backend runs on the CPU only (device is {device}).")
+            raise SettingError(f"The {backend} backend runs on the CPU only (device is {device}).")
         if backend != "torch" and backend not in installed:
-            raise ValueError(f"The {backend} backend is not installed: pip install {backend} onnx.")
+            raise SettingError(
+                f"The {backend} backend is not installed: pip install {backend} onnx."
+            )
     native = cpu.has_native_bf16(flags)
     if precision != "auto":
         if precision not in SUPPORTED_PRECISIONS[backend]:
-            raise ValueError(f"The {backend} backend runs {', '.join(SUPPORTED_PRECISIONS[backend])} only, not {precision}.")
+            raise SettingError(
+                f"The {backend} backend runs {', '.join(SUPPORTED_PRECISIONS[backend])} only, not"
+                f" {precision}."
+            )
         return Choice(backend, precision, False, f"{because}; {precision} as asked")
-    if device == "cpu" and native and architecture == "litemedsam" and "bf16" in SUPPORTED_PRECISIONS[backend]:
+    if (
+        device == "cpu"
+        and native
+        and architecture == "litemedsam"
+        and "bf16" in SUPPORTED_PRECISIONS[backend]
+    ):
         found = " ".join(flag for flag in cpu.NATIVE_BF16_FLAGS if flag in flags)
         return Choice(backend, "bf16", True, f"{because}; {found}: native bf16")
-    return Choice(backend, "fp32", False, f"{because}; {'no native bf16' if not native else 'fp32'}")
+    return Choice(
+        backend, "fp32", False, f"{because}; {'no native bf16' if not native else 'fp32'}"
+    )
 
 
 # -- preparing the choice -------------------------------------------------------------------
@@ -510,13 +597,21 @@ class Runtime:
 _BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 12}
 
 
-def _verdict_path(model, backend: str) -> Tuple[Path, str]:
+def _verdict_path(model, backend: str) -> tuple[Path, str]:
     info = cpu.current()
-    path = runtimes_dir() / f"{backend}-{_version(backend)}" / info.key() / f"{model_stem(model)}-bf16-verdict.json"
-    return path, f"{path.name} {backend} {_version(backend)} {info.model} {' '.join(info.relevant_flags)}"
+    path = (
+        runtimes_dir()
+        / f"{backend}-{_version(backend)}"
+        / info.key()
+        / f"{model_stem(model)}-bf16-verdict.json"
+    )
+    return (
+        path,
+        f"{path.name} {backend} {_version(backend)} {info.model} {' '.join(info.relevant_flags)}",
+    )
 
 
-def part_runtimes(backend: str, precision: str) -> Tuple[str, str]:
+def part_runtimes(backend: str, precision: str) -> tuple[str, str]:
     """The runtimes of the encoder and the decoder for a CPU backend.
 
     OpenVINO's float32 decoder was slower than ONNX Runtime's (0.28 s against 0.20 s for two
@@ -531,12 +626,19 @@ def part_runtimes(backend: str, precision: str) -> Tuple[str, str]:
 def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
     """The ONNX Runtime or OpenVINO parts (ONNX files exported, compiled models made as needed)."""
     parts = []
-    for spec, runtime in zip((encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision)):
+    for spec, runtime in zip(
+        (encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision), strict=True
+    ):
         onnx_payload, _ = onnx_file(model, spec)
         if runtime == "onnxruntime":
             part = OnnxRuntimePart(onnx_payload, spec.inputs, threads)
         else:
-            part = OpenVinoPart(openvino_blob(model, spec, onnx_payload, precision)[0], spec.inputs, threads, precision)
+            part = OpenVinoPart(
+                openvino_blob(model, spec, onnx_payload, precision)[0],
+                spec.inputs,
+                threads,
+                precision,
+            )
         parts.append(PartCall(part, spec.kind, precision))
     return Runtime(parts[0], parts[1], precision)
 
@@ -557,8 +659,13 @@ def _missing_seconds(model, choice: Choice) -> float:
     if choice.backend == "torch":
         return seconds
     for precision in precisions:
-        for kind, runtime in zip(("encoder", "decoder"), part_runtimes(choice.backend, precision)):
-            if runtime == "openvino" and read_cache_file(*openvino_path(model, kind, precision)) is None:
+        for kind, runtime in zip(
+            ("encoder", "decoder"), part_runtimes(choice.backend, precision), strict=True
+        ):
+            if (
+                runtime == "openvino"
+                and read_cache_file(*openvino_path(model, kind, precision)) is None
+            ):
                 seconds += _BUILD_SECONDS["openvino"]
     for kind in ("encoder", "decoder"):
         if read_cache_file(*onnx_path(model, kind)) is None:
@@ -576,14 +683,17 @@ def _stored_verdict(path: Path, key: str):
         return None
 
 
-def _guarded(model, choice: Choice, threads: int) -> Tuple[Runtime, str]:
+def _guarded(model, choice: Choice, threads: int) -> tuple[Runtime, str]:
     """The bf16 runtime if it passes the accuracy guard (verdict kept on disk), else float32."""
     from . import accuracy_guard
 
     path, key = _verdict_path(model, choice.backend)
     verdict = _stored_verdict(path, key)
     if verdict is not None and not verdict.passed:
-        return _runtime(model, choice.backend, "fp32", threads), f"bf16 failed the accuracy check ({verdict.summary()})"
+        return (
+            _runtime(model, choice.backend, "fp32", threads),
+            f"bf16 failed the accuracy check ({verdict.summary()})",
+        )
     candidate = _runtime(model, choice.backend, "bf16", threads)
     if verdict is None:
         reference = _runtime(model, choice.backend, "fp32", threads)
@@ -597,23 +707,37 @@ def _guarded(model, choice: Choice, threads: int) -> Tuple[Runtime, str]:
     return candidate, f"bf16 passed the accuracy check ({verdict.summary()})"
 
 
-def prepare(model, backend: str = "auto", precision: str = "auto", threads: int = 1,
-            log: Optional[Callable[[str], None]] = None) -> Runtime:
+def prepare(
+    model,
+    backend: str = "auto",
+    precision: str = "auto",
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> Runtime:
     """The runtime for ``model``: chosen (:func:`choose`), built or taken from the cache, bf16
     checked by the accuracy guard. Logs one line saying what was chosen and why (and, when
     something must be built first, one line saying so). A runtime that fails to build falls
     back to PyTorch unless ``backend`` asked for it."""
     say = log or logging.getLogger(__name__).info
     info = cpu.current()
-    choice = choose(info.flags, installed_runtimes(), str(model.device).split(":")[0],
-                    model.spec.architecture, backend, precision)
+    choice = choose(
+        info.flags,
+        installed_runtimes(),
+        str(model.device).split(":")[0],
+        model.spec.architecture,
+        backend,
+        precision,
+    )
     started = time.perf_counter()
     seconds = _missing_seconds(model, choice)
     if seconds:
         say(f"Preparing the CPU runtime, once, about {seconds:.0f} s")
     try:
-        runtime, note = (_guarded(model, choice, threads) if choice.guarded
-                         else (_runtime(model, choice.backend, choice.precision, threads), ""))
+        runtime, note = (
+            _guarded(model, choice, threads)
+            if choice.guarded
+            else (_runtime(model, choice.backend, choice.precision, threads), "")
+        )
     except Exception as error:
         if backend != "auto":
             raise
@@ -622,6 +746,8 @@ def prepare(model, backend: str = "auto", precision: str = "auto", threads: int 
         runtime, note = _runtime(model, "torch", "fp32", threads), ""
     flags = " ".join(info.relevant_flags) or "none of " + " ".join(cpu.RELEVANT_FLAGS)
     took = f"; prepared in {time.perf_counter() - started:.0f} s" if seconds else ""
-    say(f"Runtime: {runtime.backend}, {runtime.precision} (CPU {info.model}, flags {flags}: "
-        f"{choice.because}{'; ' + note if note else ''}{took})")
+    say(
+        f"Runtime: {runtime.backend}, {runtime.precision} (CPU {info.model}, flags {flags}: "
+        f"{choice.because}{'; ' + note if note else ''}{took})"
+    )
     return runtime

@@ -37,16 +37,18 @@ Each strategy is told the modality (``ct`` or ``xray``, see :mod:`modality`); on
 radiograph cut-off of ``flip4-xray`` depends on it. Parameters chosen from the dev sets are
 named in :data:`CHOSEN_FROM_DATA`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
-from typing import Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
+from .errors import SettingError
 from .prompts import Masks, Prompt, bounding_box, box_prompt, paper_prompts, split_among_segments
 
-Region = Tuple[int, int, int, int]  # row0, row1, col0, col1 (exclusive ends)
+Region = tuple[int, int, int, int]  # row0, row1, col0, col1 (exclusive ends)
 
 
 class PromptStrategy:
@@ -63,7 +65,7 @@ class PromptStrategy:
         if not prompts:
             return outputs
         [embedding] = engine.encode([image])
-        for prompt, prediction in zip(prompts, engine.decode(embedding, prompts)):
+        for prompt, prediction in zip(prompts, engine.decode(embedding, prompts), strict=True):
             for key, part in split_among_segments(prediction.mask, masks, prompt.segments).items():
                 outputs[key] |= part
         return outputs
@@ -90,8 +92,8 @@ class PromptOnlyStrategy:
 
 
 def crop_region(mask: np.ndarray, margin: float, min_size: int) -> Region:
-    """The mask's box grown by ``margin`` x its size on each side, at least ``min_size`` pixels a side,
-    clipped to the image."""
+    """The mask's box grown by ``margin`` x its size on each side, at least ``min_size`` pixels a
+    side, clipped to the image."""
     min_row, min_col, max_row, max_col = bounding_box(mask)
     region = []
     for low, high, limit in ((min_row, max_row, mask.shape[0]), (min_col, max_col, mask.shape[1])):
@@ -120,7 +122,9 @@ def zoom_region(mask: np.ndarray, fraction: float, min_size: int) -> Region:
     return tuple(region)
 
 
-def correction_click(target: np.ndarray, predicted: np.ndarray, min_pixels: int) -> Optional[Tuple[int, int, int]]:
+def correction_click(
+    target: np.ndarray, predicted: np.ndarray, min_pixels: int
+) -> tuple[int, int, int] | None:
     """``(row, col, label)`` inside the larger error region, at its point farthest from the region's
     border; None when both errors are smaller than ``min_pixels``."""
     import SimpleITK as sitk
@@ -129,8 +133,12 @@ def correction_click(target: np.ndarray, predicted: np.ndarray, min_pixels: int)
     error, label = (missed, 1) if missed.sum() >= spurious.sum() else (spurious, 0)
     if error.sum() < min_pixels:
         return None
-    distance = sitk.SignedMaurerDistanceMap(sitk.GetImageFromArray(error.astype(np.uint8)),
-                                            insideIsPositive=True, squaredDistance=False, useImageSpacing=False)
+    distance = sitk.SignedMaurerDistanceMap(
+        sitk.GetImageFromArray(error.astype(np.uint8)),
+        insideIsPositive=True,
+        squaredDistance=False,
+        useImageSpacing=False,
+    )
     depth = sitk.GetArrayViewFromImage(distance)
     row, col = np.unravel_index(int(np.argmax(np.where(error, depth, -np.inf))), error.shape)
     return int(row), int(col), label
@@ -138,7 +146,8 @@ def correction_click(target: np.ndarray, predicted: np.ndarray, min_pixels: int)
 
 @dataclass(frozen=True)
 class ViewStrategy:
-    """Box prompts per segment, on the whole slice or a zoomed crop, with optional refinement and flips.
+    """Box prompts per segment, on the whole slice or a zoomed crop, with optional refinement and
+    flips.
 
     ``margin``: None segments on the whole slice; a number crops each segment's box grown by that
     fraction of its size on each side. ``min_size``: smallest crop side in pixels.
@@ -146,25 +155,32 @@ class ViewStrategy:
     """
 
     name: str
-    margin: Optional[float] = None
+    margin: float | None = None
     min_size: int = 0
-    zoom: Optional[float] = None
+    zoom: float | None = None
     refine: int = 0
     flip: str = ""  # "", "h" (mirror left-right), "v" (upside down) or "hv" (all four)
     threshold: float = 0.0  # mean logit above which a pixel is kept (SAM's own: 0)
-    xray_threshold: Optional[float] = None  # the same for radiographs; None: ``threshold``
+    xray_threshold: float | None = None  # the same for radiographs; None: ``threshold``
     #: Smallest error region (pixels of the view) worth a correction click.
     min_click_pixels: int = 4
 
     def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
-        threshold = self.xray_threshold if modality == "xray" and self.xray_threshold is not None else self.threshold
+        threshold = (
+            self.xray_threshold
+            if modality == "xray" and self.xray_threshold is not None
+            else self.threshold
+        )
         outputs = {key: np.zeros(image.shape[:2], bool) for key in masks}
-        for key, ((row0, row1, col0, col1), mean) in self.region_logits(image, masks, engine, threshold).items():
+        for key, ((row0, row1, col0, col1), mean) in self.region_logits(
+            image, masks, engine, threshold
+        ).items():
             outputs[key][row0:row1, col0:col1] = mean > threshold
         return outputs
 
     def region_logits(self, image: np.ndarray, masks: Masks, engine, threshold: float = 0.0):
-        """``{key: (region, mean logits of its views over that region)}`` for each non-empty segment.
+        """``{key: (region, mean logits of its views over that region)}`` for each non-empty
+        segment.
 
         ``threshold`` decides, between correction passes, what counts as predicted.
         """
@@ -175,13 +191,22 @@ class ViewStrategy:
         regions = {key: self._region(masks[key], full) for key in keys}
         flips = self.flips()
         views = list(dict.fromkeys((regions[key], flipped) for key in keys for flipped in flips))
-        embeddings = dict(zip(views, engine.encode([self._view(image, region, flipped) for region, flipped in views])))
+        embeddings = dict(
+            zip(
+                views,
+                engine.encode([self._view(image, region, flipped) for region, flipped in views]),
+                strict=True,
+            )
+        )
 
-        targets = {key: masks[key][regions[key][0]:regions[key][1], regions[key][2]:regions[key][3]] for key in keys}
-        clicks: Dict[Hashable, List[Tuple[int, int, int]]] = {key: [] for key in keys}
-        low_res: Dict[tuple, np.ndarray] = {}
+        targets = {
+            key: masks[key][regions[key][0] : regions[key][1], regions[key][2] : regions[key][3]]
+            for key in keys
+        }
+        clicks: dict[Hashable, list[tuple[int, int, int]]] = {key: [] for key in keys}
+        low_res: dict[tuple, np.ndarray] = {}
         active = set(keys)
-        means: Dict[Hashable, np.ndarray] = {}
+        means: dict[Hashable, np.ndarray] = {}
         for step in range(1 + self.refine):
             logits = {key: 0.0 for key in active}
             for view in views:
@@ -190,15 +215,23 @@ class ViewStrategy:
                 if not users:
                     continue
                 size = (region[1] - region[0], region[3] - region[2])
-                prompts = [self._prompt(key, targets[key], clicks[key], flipped, size) for key in users]
+                prompts = [
+                    self._prompt(key, targets[key], clicks[key], flipped, size) for key in users
+                ]
                 inputs = [low_res.get((key, view)) for key in users] if step else None
-                for key, prediction in zip(users, engine.decode(embeddings[view], prompts, inputs, logits=True)):
+                for key, prediction in zip(
+                    users,
+                    engine.decode(embeddings[view], prompts, inputs, logits=True),
+                    strict=True,
+                ):
                     low_res[(key, view)] = prediction.low_res_logits
                     logits[key] = logits[key] + self._unflip(prediction.logits, flipped)
             for key in list(active):
                 means[key] = logits[key] / len(flips)
                 if step < self.refine:
-                    click = correction_click(targets[key], means[key] > threshold, self.min_click_pixels)
+                    click = correction_click(
+                        targets[key], means[key] > threshold, self.min_click_pixels
+                    )
                     if click is None:
                         active.discard(key)  # already right: no more passes for this segment
                     else:
@@ -224,7 +257,9 @@ class ViewStrategy:
 
     @classmethod
     def _view(cls, image, region, flipped):
-        return np.ascontiguousarray(cls._unflip(image[region[0]:region[1], region[2]:region[3]], flipped))
+        return np.ascontiguousarray(
+            cls._unflip(image[region[0] : region[1], region[2] : region[3]], flipped)
+        )
 
     @staticmethod
     def _prompt(key, target, clicks, flipped, size) -> Prompt:
@@ -237,9 +272,13 @@ class ViewStrategy:
             box = np.array([box[0], height - box[3], box[2], height - box[1]], dtype=np.float32)
         if not clicks:
             return Prompt(segments=(key,), box=box)
-        points = [((width - 1 - col) if flipped[1] else col, (height - 1 - row) if flipped[0] else row)
-                  for row, col, _ in clicks]
-        return Prompt(segments=(key,), points=points, labels=[label for _, _, label in clicks], box=box)
+        points = [
+            ((width - 1 - col) if flipped[1] else col, (height - 1 - row) if flipped[0] else row)
+            for row, col, _ in clicks
+        ]
+        return Prompt(
+            segments=(key,), points=points, labels=[label for _, _, label in clicks], box=box
+        )
 
 
 @dataclass(frozen=True)
@@ -251,17 +290,21 @@ class EnsembleStrategy:
     """
 
     name: str
-    members: Tuple[ViewStrategy, ...]
+    members: tuple[ViewStrategy, ...]
     threshold: float = 0.0
 
     def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
         totals = {key: np.zeros(image.shape[:2], np.float32) for key in masks}
         counts = {key: np.zeros(image.shape[:2], np.int32) for key in masks}
         for member in self.members:
-            for key, ((row0, row1, col0, col1), mean) in member.region_logits(image, masks, engine).items():
+            for key, ((row0, row1, col0, col1), mean) in member.region_logits(
+                image, masks, engine
+            ).items():
                 totals[key][row0:row1, col0:col1] += mean
                 counts[key][row0:row1, col0:col1] += 1
-        return {key: (counts[key] > 0) & (totals[key] > self.threshold * counts[key]) for key in masks}
+        return {
+            key: (counts[key] > 0) & (totals[key] > self.threshold * counts[key]) for key in masks
+        }
 
 
 @dataclass(frozen=True)
@@ -273,7 +316,9 @@ class ByModality:
     xray: object
 
     def segment(self, image: np.ndarray, masks: Masks, engine, modality: str = "ct") -> Masks:
-        return (self.xray if modality == "xray" else self.ct).segment(image, masks, engine, modality)
+        return (self.xray if modality == "xray" else self.ct).segment(
+            image, masks, engine, modality
+        )
 
 
 #: Every setting below that was picked by measuring on the dev sets (README, Accuracy), and on what.
@@ -285,7 +330,8 @@ CHOSEN_FROM_DATA = {
     # the heart, which this cut-off adds: masks that leave it out lose with it. Not used by auto.
     "xray_threshold": -6.0,
     # zoom: the structure spans this fraction of its view. First chosen on the whole of ct_dev
-    # (0.25, 0.35, 0.5); on the selection half alone 0.35 is still the best (0.9459, 0.9518, 0.9496).
+    # (0.25, 0.35, 0.5); on the selection half alone 0.35 is still the best (0.9459, 0.9518,
+    # 0.9496).
     "zoom": 0.35,
 }
 
@@ -298,7 +344,9 @@ STRATEGIES = {
     "zoom": ViewStrategy("zoom", zoom=CHOSEN_FROM_DATA["zoom"], min_size=32),
     "refine": ViewStrategy("refine", margin=0.1, min_size=48, refine=2),
     "flip4": ViewStrategy("flip4", flip="hv"),
-    "flip4-xray": ViewStrategy("flip4-xray", flip="hv", xray_threshold=CHOSEN_FROM_DATA["xray_threshold"]),
+    "flip4-xray": ViewStrategy(
+        "flip4-xray", flip="hv", xray_threshold=CHOSEN_FROM_DATA["xray_threshold"]
+    ),
     "prompt-only": PromptOnlyStrategy(),
 }
 # The whole slice (context) and each segment's crop (resolution), half and half.
@@ -311,7 +359,12 @@ STRATEGIES["flip4+crop"] = EnsembleStrategy("flip4+crop", (STRATEGIES["flip4"], 
 #: +0.017 on CT, +0.004 on radiographs; flip4: +0.021, +0.001); on the held-out halves it is
 #: better than box on both (README, Accuracy). It has no setting of its own for either
 #: modality. The SAM ViT models cannot be run here; the paper measured its own prompt with ViT-L.
-AUTO = {"litemedsam": "flip4+crop", "sam_vit_b": "paper", "sam_vit_l": "paper", "sam_vit_h": "paper"}
+AUTO = {
+    "litemedsam": "flip4+crop",
+    "sam_vit_b": "paper",
+    "sam_vit_l": "paper",
+    "sam_vit_h": "paper",
+}
 DEFAULT_AUTO = "box"
 
 
@@ -329,5 +382,8 @@ def resolve(strategy, model_name: str = ""):
     if strategy == "auto":
         strategy = AUTO.get(model_name, DEFAULT_AUTO)
     if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}: choose one of {', '.join(('auto',) + tuple(STRATEGIES))}.")
+        raise SettingError(
+            f"Unknown strategy {strategy!r}: choose one of"
+            f" {', '.join(('auto',) + tuple(STRATEGIES))}."
+        )
     return strategy, STRATEGIES[strategy]

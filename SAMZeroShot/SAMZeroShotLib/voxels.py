@@ -5,12 +5,14 @@ infinite voxel squashes the rest of its slice to zero), so they are refused, or 
 replaced by their slice's minimum. A volume of one constant value is allowed, with a warning:
 the model sees a blank image, so the prompt alone decides the mask.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import BadVoxels
 from .imaging import SliceGeometry
 
 #: The option that fills non-finite voxels, on the command line and in the Slicer module (named in
@@ -18,13 +20,9 @@ from .imaging import SliceGeometry
 FILL_OPTION = "--fill-nonfinite (in Slicer: Replace NaN voxels)"
 
 
-class BadVoxels(ValueError):
-    """The voxels cannot be used as they are; the message says how many, where and what to do."""
-
-
 def slice_list(slices: Sequence[int], most: int = 10) -> str:
     """Slice numbers as ``3-5, 9`` (runs joined), the first ``most`` runs only."""
-    runs: List[List[int]] = []
+    runs: list[list[int]] = []
     for s in slices:
         if runs and s == runs[-1][1] + 1:
             runs[-1][1] = s
@@ -34,7 +32,9 @@ def slice_list(slices: Sequence[int], most: int = 10) -> str:
     return ", ".join(text) + (f" and {len(runs) - most} more runs" if len(runs) > most else "")
 
 
-def checked(volume: np.ndarray, geometry: SliceGeometry, fill: bool = False) -> Tuple[np.ndarray, List[str]]:
+def checked(
+    volume: np.ndarray, geometry: SliceGeometry, fill: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """``(voxels to use, notes)`` for ``volume``, whose slices ``geometry`` says how to take.
 
     Without ``fill``, NaN/infinite voxels raise :class:`BadVoxels` with their count and slice
@@ -55,8 +55,10 @@ def checked(volume: np.ndarray, geometry: SliceGeometry, fill: bool = False) -> 
         raise BadVoxels("every voxel is NaN or infinite: there is no image to segment.")
     if not fill:
         counted = f"{count} voxel is" if count == 1 else f"{count} voxels are"
-        raise BadVoxels(f"{counted} NaN or infinite ({where}): repair the image, or replace them "
-                        f"by their slice's minimum with {FILL_OPTION}.")
+        raise BadVoxels(
+            f"{counted} NaN or infinite ({where}): repair the image, or replace them "
+            f"by their slice's minimum with {FILL_OPTION}."
+        )
     filled = volume.copy()
     volume_minimum = float(volume[finite].min())
     for plane in (geometry.view(filled)[s] for s in bad):
@@ -66,9 +68,11 @@ def checked(volume: np.ndarray, geometry: SliceGeometry, fill: bool = False) -> 
     return filled, [note] + constant_note(filled)
 
 
-def constant_note(volume: np.ndarray) -> List[str]:
+def constant_note(volume: np.ndarray) -> list[str]:
     """A warning when every voxel has the same value (the model then sees a blank image)."""
     if volume.size and float(volume.min()) == float(volume.max()):
-        return [f"every voxel has the value {float(volume.min()):g}: the image carries no information, "
-                "so the prompt alone decides the mask."]
+        return [
+            f"every voxel has the value {float(volume.min()):g}: the image carries no information, "
+            "so the prompt alone decides the mask."
+        ]
     return []

@@ -1,0 +1,343 @@
+"""The one entry point shared by the Slicer module and the command line.
+
+:func:`process` reads the volume and prompt segments from MRML nodes, runs the slice pipeline,
+scores the result against a reference, and writes a *new* segmentation node, a metrics table and
+a Dice-per-slice plot into the volume's scene. Input nodes are never modified; on cancel or
+error every node it created is removed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import imaging, metrics, mrml_io, voxels
+from . import modality as modalities
+from .errors import BadVoxels, Cancelled, InputError
+from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE
+from .parameters import Parameters
+
+__all__ = [
+    "process",
+    "read_inputs",
+    "Inputs",
+    "Parameters",
+    "Cancelled",
+    "InputError",
+    "get_engine",
+    "release_engine",
+    "TABLE_COLUMNS",
+]
+
+TABLE_COLUMNS = (
+    ("scope", "slice", "segment", "scored")
+    + metrics.SLICE_COLUMNS
+    + ("reference_pixels", "predicted_pixels")
+    + metrics.DISTANCE_COLUMNS
+    + ("reference_ml", "predicted_ml", "model", "strategy")
+)
+
+_engine: dict[
+    str, object
+] = {}  # "key" and "engine": the one loaded model, reused while its settings hold
+_engine_lock = threading.Lock()
+
+
+def get_engine(
+    parameters: Parameters, progress=None, cancel=None, log: Callable[[str], None] | None = None
+):
+    """The engine for these model settings, reused (with its embedding cache) while they stay the
+    same.
+
+    Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
+    2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
+    a download of the weights; ``log`` receives the line saying which runtime and precision were
+    chosen, when an engine is made.
+    """
+    from . import models
+    from .engine import EmbeddingCache, SamEngine
+
+    device = models.resolve_device(parameters.device)
+    key = (
+        parameters.model,
+        parameters.checkpoint,
+        device,
+        parameters.precision,
+        parameters.backend,
+    )
+    with _engine_lock:
+        if _engine.get("key") != key:
+            _engine.clear()  # release the previous model before loading the next
+            model = models.load_model(
+                parameters.model, parameters.checkpoint, device, progress=progress, cancel=cancel
+            )
+            engine = SamEngine(
+                model, precision=parameters.precision, backend=parameters.backend, log=log
+            )
+            _engine.update(key=key, engine=engine, cache=EmbeddingCache())
+        engine = _engine["engine"]
+        # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
+        engine.cache = _engine["cache"] if parameters.embedding_cache else None
+    return engine
+
+
+def release_engine() -> None:
+    """Drop the kept model and its embedding cache; the next :func:`get_engine` loads it again."""
+    with _engine_lock:
+        _engine.clear()
+
+
+def _reference_masks(reference_node, prompt_node, ids, volume_node):
+    """Reference masks keyed like the prompts; segments of another node are matched by name."""
+    if reference_node is None or reference_node is prompt_node:
+        return None
+    names = [prompt_node.GetSegmentation().GetSegment(segment_id).GetName() for segment_id in ids]
+    reference_ids = [
+        reference_node.GetSegmentation().GetSegmentIdBySegmentName(name) for name in names
+    ]
+    missing = [
+        name for name, reference_id in zip(names, reference_ids, strict=True) if not reference_id
+    ]
+    if missing:
+        have = ", ".join(
+            reference_node.GetSegmentation().GetSegment(i).GetName()
+            for i in mrml_io.segment_ids(reference_node)
+        )
+        raise InputError(
+            f"Reference {reference_node.GetName()} has no segment named"
+            f" {', '.join(map(repr, missing))} (it has: {have or 'no segments'}); name its segments"
+            " like the prompt segments."
+        )
+    masks = mrml_io.segment_masks(reference_node, reference_ids, volume_node)
+    return {
+        segment_id: masks[reference_id]
+        for segment_id, reference_id in zip(ids, reference_ids, strict=True)
+    }
+
+
+@dataclass
+class Inputs:
+    """The checked inputs of one run, as arrays in the volume's geometry."""
+
+    volume: np.ndarray
+    geometry: imaging.SliceGeometry
+    ids: list[str]
+    prompt_masks: dict[str, np.ndarray]
+    reference_masks: dict[str, np.ndarray] | None
+    modality: str  # ct or xray: what the strategy is told
+
+
+def read_inputs(
+    volume_node,
+    prompt_node,
+    segment_ids: Sequence[str] | None = None,
+    reference_node=None,
+    parameters: Parameters | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Inputs:
+    """Every check :func:`process` makes of its inputs, without the model; raises
+    :class:`InputError`.
+
+    Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
+    ``parameters.fill_nonfinite``. Nothing is added to the scene.
+    """
+    parameters = parameters or Parameters()
+    say = log or logging.getLogger(__name__).info
+    volume = mrml_io.volume_array(volume_node)
+    if volume.ndim != 3:
+        raise InputError(f"Volume {volume_node.GetName()} is not a 3D image.")
+    geometry = imaging.slice_geometry(
+        mrml_io.ijk_to_ras(volume_node), volume.shape, parameters.slice_axis
+    )
+    try:
+        volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
+    except BadVoxels as error:
+        raise InputError(f"Volume {volume_node.GetName()}: {error}") from None
+    for note in notes:
+        say(f"{volume_node.GetName()}: {note}")
+    ids = mrml_io.resolve_segment_ids(prompt_node, segment_ids)
+    prompt_masks = mrml_io.segment_masks(prompt_node, ids, volume_node)
+    empty = [
+        prompt_node.GetSegmentation().GetSegment(i).GetName()
+        for i, mask in prompt_masks.items()
+        if not mask.any()
+    ]
+    if len(empty) == len(ids):
+        raise InputError(
+            f"The selected segments of {prompt_node.GetName()} do not overlap "
+            f"{volume_node.GetName()}: draw them on this volume or pick other segments."
+        )
+    if empty:
+        say(f"Skipping empty segments: {', '.join(empty)}")
+        ids = [i for i in ids if prompt_masks[i].any()]
+        prompt_masks = {i: prompt_masks[i] for i in ids}
+    reference_masks = _reference_masks(reference_node, prompt_node, ids, volume_node)
+    modality, why = modalities.decide(
+        parameters.modality, geometry.view(volume), mrml_io.declared_modality(volume_node)
+    )
+    say(
+        f"{volume_node.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+        f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
+        f"segments: {', '.join(prompt_node.GetSegmentation().GetSegment(i).GetName() for i in ids)}"
+    )
+    return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
+
+
+def process(
+    volume_node,
+    prompt_node,
+    segment_ids: Sequence[str] | None = None,
+    reference_node=None,
+    parameters: Parameters | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
+    compute: Callable[[Callable], object] | None = None,
+    inputs: Inputs | None = None,
+) -> tuple[object, object]:
+    """Segment ``volume_node`` with prompts from ``prompt_node``.
+
+    :param segment_ids: IDs or names of the prompt segments (default: all).
+    :param reference_node: segments scored against, matched by name (default: the prompt
+        segmentation itself: the paper's evaluation with oracle prompts).
+    :param parameters: model, strategy, window, modality, device, ... (:class:`Parameters`). With
+        ``modality`` ``auto``, the DICOM Modality recorded for the volume decides, then the number
+        of slices, then the image content (:mod:`modality`).
+    :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
+    :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
+    :param log: receives one line per step.
+    :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
+        default runs it inline. MRML work stays on the calling thread.
+    :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
+        caller checked them already (e.g. before loading the model).
+    :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
+        with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
+        :data:`SUMMARY_ATTRIBUTE`.
+    :raises InputError: an input node cannot be used (the message says why and what to do).
+    """
+    parameters = (parameters or Parameters()).validate()
+    say = log or logging.getLogger(__name__).info
+    started = time.perf_counter()
+    if inputs is None:
+        inputs = read_inputs(volume_node, prompt_node, segment_ids, reference_node, parameters, say)
+    # Everything the results need from the input nodes is read now: the Slicer module keeps its
+    # event loop running during the job, so a user may delete an input meanwhile.
+    scene = volume_node.GetScene()
+    descriptions = mrml_io.segment_descriptions(prompt_node, inputs.ids)
+    input_nodes = [node for node in (volume_node, prompt_node, reference_node) if node is not None]
+
+    result = (compute or (lambda fn: fn()))(
+        lambda: _segment(inputs, parameters, progress, cancel, say)
+    )
+    if cancel is not None and cancel():
+        raise Cancelled()
+    _check_still_in_scene(input_nodes, scene)
+    records, summary = _score(result, inputs, descriptions, parameters.model, started)
+    say(summary)
+    return _write_nodes(
+        volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model
+    )
+
+
+def _check_still_in_scene(input_nodes, scene) -> None:
+    removed = [node.GetName() for node in input_nodes if node.GetScene() is not scene]
+    if removed:
+        raise InputError(
+            f"{', '.join(removed)} left the scene during the run: nothing was created. "
+            "Keep the inputs until the run ends."
+        )
+
+
+def _score(result, inputs: Inputs, descriptions, model: str, started: float):
+    """The metrics table's records and the one-line summary of a run."""
+    names = {i: descriptions[i].name for i in inputs.ids}
+    records = metrics.score_volume(
+        result.masks, inputs.reference_masks or inputs.prompt_masks, inputs.geometry, names
+    )
+    for record in records:
+        record["model"], record["strategy"] = model, result.strategy
+    seconds = time.perf_counter() - started
+    oracle = inputs.reference_masks is None
+    summary = summarize(records, model, result.strategy, seconds, len(result.slices), oracle=oracle)
+    return records, summary
+
+
+def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
+    """The model's part of :func:`process` (no MRML): load the engine, run the slice pipeline."""
+    from . import pipeline
+
+    report = progress or (lambda fraction, message: None)
+    report(0.0, f"Loading model {parameters.model}")
+    engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
+    return pipeline.segment_volume(
+        inputs.volume,
+        inputs.geometry,
+        inputs.prompt_masks,
+        engine,
+        strategy=parameters.strategy,
+        window=parameters.window,
+        progress=report,
+        cancel=cancel,
+        propagate=parameters.propagate,
+        modality=inputs.modality,
+    )
+
+
+def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary: str, model: str):
+    """The output segmentation, metrics table and Dice plot; all removed again if one fails."""
+    base = volume_node.GetName()
+    created = []
+    with mrml_io.removed_on_failure(created):
+        segmentation = mrml_io.create_segmentation(
+            volume_node, result.masks, descriptions, f"{base} SAM segmentation"
+        )
+        created.append(segmentation)
+        table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
+        created.append(table)
+        slice_numbers, columns = dice_series(records, [descriptions[i].name for i in ids])
+        colors = {descriptions[i].name: descriptions[i].color for i in ids}
+        chart = mrml_io.create_dice_plot(
+            scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created
+        )
+        table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
+        table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
+        table.SetAttribute("SAMZeroShot.Model", model)
+        table.SetAttribute("SAMZeroShot.Strategy", result.strategy)
+        table.SetAttribute("SAMZeroShot.Modality", result.modality)
+    return segmentation, table
+
+
+def dice_series(records, segment_names):
+    """Slice numbers and, per segment and for the union, Dice on each scored slice (NaN
+    elsewhere)."""
+    slice_rows = [r for r in records if r["scope"] == "slice" and r["scored"]]
+    slices = sorted({r["slice"] for r in slice_rows})
+    position = {s: n for n, s in enumerate(slices)}
+    columns = {}
+    for name in [metrics.UNION] + list(segment_names):
+        values = np.full(len(slices), np.nan)
+        for r in slice_rows:
+            if r["segment"] == name:
+                values[position[r["slice"]]] = r["dice"]
+        columns[name] = values
+    return np.array(slices), columns
+
+
+def summarize(
+    records, model: str, strategy: str, seconds: float, n_slices: int, oracle: bool
+) -> str:
+    """One line: mean Dice over scored slices, volume Dice per segment, model, strategy, time."""
+    mean = next(r for r in records if r["scope"] == "slice mean" and r["segment"] == metrics.UNION)
+    volumes = [r for r in records if r["scope"] == "volume" and r["segment"] != metrics.UNION]
+    per_segment = ", ".join(f"{r['segment']} {r['dice']:.3f}" for r in volumes)
+    note = " (oracle prompts from the reference)" if oracle else ""
+    return (
+        f"Mean Dice {mean['dice']:.3f} / Jaccard {mean['jaccard']:.3f} over {mean['scored']} scored"
+        f" slices{note}; volume Dice: {per_segment}; {model}, {strategy}; {n_slices} slices in"
+        f" {seconds:.1f} s"
+    )

@@ -1,0 +1,23 @@
+"""Output files written safely: an append cut short leaves the file as it was."""
+
+import os
+
+import pytest
+
+from SAMZeroShotLib.files import append_synced
+
+
+def test_an_append_cut_short_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "table.csv"
+    path.write_bytes(b"header\r\nrow 1\r\n")
+    real_write = os.write
+
+    def disk_full_halfway(descriptor, data):  # a stand-in for a disk that fills up mid-write
+        real_write(descriptor, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full_halfway)
+    with pytest.raises(OSError, match="No space"):
+        append_synced(path, "row 2 that does not fit\r\n")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"header\r\nrow 1\r\n"
