@@ -69,6 +69,16 @@ def open_module(activation):
     return widget
 
 
+def module_on_chest_ct(app):
+    """The module opened with the shipped chest CT as its volume and the lungs' segmentation as
+    its prompts: ``(widget, volume, segmentation, {name: segment ID})``."""
+    widget = open_module(app)
+    volume, segmentation, ids = load_chest_ct()
+    widget._parameterNode.inputVolume = volume
+    widget._parameterNode.promptSegmentation = segmentation
+    return widget, volume, segmentation, ids
+
+
 def load_chest_ct():
     """CTChest4 and its segmentation loaded as a user does (slicer.util on the IO manager)."""
     import slicer
@@ -177,10 +187,7 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
 def test_apply_segments_the_lungs_and_shows_the_result(default_whole_volume_run, slicer_app):
     import slicer
 
-    widget = open_module(slicer_app)
-    volume, segmentation, _ = load_chest_ct()
-    widget._parameterNode.inputVolume = volume
-    widget._parameterNode.promptSegmentation = segmentation
+    widget, volume, segmentation, _ = module_on_chest_ct(slicer_app)
     widget.ui.strategyComboBox.select("box")
     before = node_ids(slicer.mrmlScene)
     widget.ui.applyButton.click()
@@ -215,10 +222,7 @@ def _start_after(pumps, action):
 def test_removing_an_input_during_a_run_cancels_it_and_creates_nothing(slicer_app, what):
     import slicer
 
-    widget = open_module(slicer_app)
-    volume, segmentation, ids = load_chest_ct()
-    widget._parameterNode.inputVolume = volume
-    widget._parameterNode.promptSegmentation = segmentation
+    widget, volume, segmentation, ids = module_on_chest_ct(slicer_app)
     widget._parameterNode.embeddingCache = False  # slow enough to be caught mid-run
     widget.ui.strategyComboBox.select("box")
     if what == "prompt segmentation":
@@ -284,10 +288,7 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
 ):
     import slicer
 
-    widget = open_module(user_app)
-    volume, segmentation, _ = load_chest_ct()
-    widget._parameterNode.inputVolume = volume
-    widget._parameterNode.promptSegmentation = segmentation
+    widget, volume, segmentation, _ = module_on_chest_ct(user_app)
     widget.ui.strategyComboBox.select("box")
     state = user_app.state
 
@@ -349,10 +350,7 @@ def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake
 def test_a_declined_install_changes_nothing(user_app, fake_install):
     import slicer
 
-    widget = open_module(user_app)
-    volume, segmentation, _ = load_chest_ct()
-    widget._parameterNode.inputVolume = volume
-    widget._parameterNode.promptSegmentation = segmentation
+    widget, volume, segmentation, _ = module_on_chest_ct(user_app)
     before = node_ids(slicer.mrmlScene)
     slicer_layer.answer(slicer_layer.QMessageBox.Cancel)
     widget.ui.applyButton.click()
@@ -432,10 +430,7 @@ def slow_weights_url(monkeypatch, tmp_path):
 def test_a_download_asks_first_with_its_size_and_cancel_stops_it(user_app, slow_weights_url):
     import slicer
 
-    widget = open_module(user_app)
-    volume, segmentation, _ = load_chest_ct()
-    widget._parameterNode.inputVolume = volume
-    widget._parameterNode.promptSegmentation = segmentation
+    widget, volume, segmentation, _ = module_on_chest_ct(user_app)
     widget.ui.modelComboBox.select("sam_vit_b")
     before = node_ids(slicer.mrmlScene)
 
