@@ -152,7 +152,7 @@ def _engine(parameters, threads: int):
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-        segment_nodes.release_engine()  # its ONNX Runtime sessions took the old thread count
+        segment_nodes.release_engine()  # its runtime sessions took the old thread count
     return segment_nodes.get_engine(parameters)
 
 
