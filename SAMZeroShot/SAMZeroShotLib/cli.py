@@ -139,11 +139,24 @@ def _add_evaluate_command(commands) -> None:
     )
     evaluate.add_argument(
         "--propagate-from",
-        choices=("middle",),
-        help="prompt only the slice with the largest reference area and propagate to the rest",
+        type=_propagate_from,
+        metavar="{middle,K}",
+        help=(
+            "keep the reference only on some slices and propagate to the rest: middle (the slice"
+            " with the largest reference area) or K slices evenly spaced among those with labels"
+        ),
     )
     _add_run_options(evaluate)
     _add_model_options(evaluate)
+
+
+def _propagate_from(value: str) -> str:
+    """``middle`` or a whole number of annotated slices, 1 or more (as given)."""
+    if value != "middle" and not (value.isdigit() and int(value) >= 1):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give middle or a number of annotated slices (1 or more)"
+        )
+    return value
 
 
 def _add_compare_command(commands) -> None:

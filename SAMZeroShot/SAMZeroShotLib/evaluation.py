@@ -8,7 +8,8 @@ slice. Outputs (a stable interface, read by scripts outside this project):
   sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all
   segments;
 * ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
-  the modality the strategy was told and why;
+  the modality the strategy was told and why, and with ``propagate_from`` where each segment's
+  walk stopped and why (``propagation_stops``, also in ``summary.json``);
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
   scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
   the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
@@ -299,7 +300,7 @@ def evaluate_case(
     baseline that costs no model call.
     """
     from . import modality as modalities
-    from . import pipeline
+    from . import pipeline, propagation
     from .strategies import resolve
 
     started = time.perf_counter()
@@ -330,6 +331,9 @@ def evaluate_case(
         modality=modality,
         modality_reason=reason,
     )
+    if propagate_from is not None:
+        names = {key: f"label {key}" for key in reference}
+        case_row["propagation_stops"] = propagation.describe_stops(result.stops, names)
     return CaseResult(case.name, slice_rows, case_row, notes)
 
 
@@ -505,6 +509,8 @@ class Recorder:
         for note in result.notes:
             self.progress.note(f"{result.name}: {note}")
         row = result.case_row
+        if row.get("propagation_stops"):
+            self.progress.note(f"{result.name}: propagation stopped: {row['propagation_stops']}")
         self.progress.advance(
             f"{result.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices "
             f"({row['seconds']:.1f} s)",

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import imaging, strategies
+from . import imaging, propagation, strategies
 from . import modality as modalities
 from .engine import SamEngine
-from .errors import Cancelled, SettingError
-from .prompts import bounding_box
+from .errors import Cancelled
+from .propagation import Stop, annotated_slices, keep_slices  # noqa: F401 (their old home)
+
+#: The propagation rules (see :class:`propagation.Rules`), by their old name.
+Propagation = propagation.Rules
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -43,6 +45,7 @@ class PipelineResult:
     strategy: str
     slices: list[SliceOutcome]
     modality: str = "ct"  # what the strategy was told: ct or xray
+    stops: list[Stop] = field(default_factory=list)  # where propagated segments stopped, and why
 
 
 def _check_inputs(volume: np.ndarray, prompt_masks: dict[Hashable, np.ndarray]) -> None:
@@ -57,34 +60,6 @@ def _check_inputs(volume: np.ndarray, prompt_masks: dict[Hashable, np.ndarray]) 
             raise ValueError(
                 f"Prompt segment {key!r} has shape {mask.shape}, the volume {volume.shape}."
             )
-
-
-@dataclass(frozen=True)
-class Propagation:
-    """How prompts travel from annotated slices to their neighbours, and when they stop.
-
-    Each new slice is prompted with the previous slice's result, dilated by ``grow`` of its size
-    (at least one pixel) so that a structure that widens still fits in its box. A segment stops
-    (in that direction) when its new mask is smaller than ``min_area`` of its annotated area, when
-    it overlaps the previous mask less than ``min_overlap`` (intersection over the smaller mask), or
-    when its mean 8-bit intensity moves more than ``max_intensity_shift`` grey levels away from the
-    annotated slice's (the box slid onto another tissue). These values were set before measuring
-    and not tuned on the dev sets.
-    """
-
-    grow: float = 0.05
-    min_area: float = 0.002
-    min_overlap: float = 0.5
-    max_intensity_shift: float = 40.0
-
-
-def _grown(mask: np.ndarray, fraction: float) -> np.ndarray:
-    import SimpleITK as sitk
-
-    min_row, min_col, max_row, max_col = bounding_box(mask)
-    radius = max(1, int(round(fraction * max(max_row - min_row, max_col - min_col))))
-    image = sitk.BinaryDilate(sitk.GetImageFromArray(mask.astype(np.uint8)), [radius, radius])
-    return sitk.GetArrayFromImage(image) > 0
 
 
 def _in_order(
@@ -170,19 +145,34 @@ def segment_volume(
         return (slice_masks,) + slices.segment(s, slice_masks, segmenter)
 
     done = _in_order(annotated_slice, annotated, engine, cancel)
+    stops = []
     if not rules:
         for s, (slice_masks, predicted, _) in done:
             written.record(s, slice_masks, predicted)
-    else:  # Propagation: correction clicks need a true mask, which propagated slices lack.
-        carrier = strategies.without_refinement(segmenter)
-        walk = PropagationWalk(
-            rules, {}, partial(slices.segment, chooser=carrier), written.record, cancel
-        )
-        walk.run(walk.start(done), set(annotated), len(volume_view), written.views)
+    else:
+        model = propagation.StrategyModel(volume_view, window, engine, segmenter, modality)
+        stops = _propagated(done, model, rules, written, len(volume_view), cancel)
         report(1.0, f"Segmented {len(written.outcomes)} slices")
     return PipelineResult(
-        written.outputs, geometry, window, strategy_name, written.outcomes, modality
+        written.outputs, geometry, window, strategy_name, written.outcomes, modality, stops
     )
+
+
+def _propagated(done, model, rules, written, n_slices: int, cancel) -> list[Stop]:
+    """Record the annotated slices as they finish (``(slice, (prompts, predicted, image))``), walk
+    from them (:func:`propagation.walk_volume`) and record the slices the walks reached; the
+    stops."""
+    annotated, predicted = {}, {}
+    for s, (slice_masks, masks, _) in done:
+        written.record(s, slice_masks, masks)
+        annotated[s], predicted[s] = slice_masks, masks
+    walked = propagation.walk_volume(
+        n_slices, annotated, predicted, model, rules, cancel, on_slice=written.walked
+    )
+    for s, masks in sorted(walked.masks.items()):
+        if s not in annotated and masks:
+            written.place(s, masks)
+    return walked.stops
 
 
 class _SliceSegmenter:
@@ -213,6 +203,7 @@ class _Written:
         self.views = {key: geometry.view(mask) for key, mask in self.outputs.items()}
         self.outcomes: list[SliceOutcome] = []
         self.total, self.report, self.open_ended = total, report, open_ended
+        self.walked_count = 0
 
     def record(self, s: int, slice_masks, predicted) -> None:
         for key, mask in predicted.items():
@@ -226,100 +217,14 @@ class _Written:
             + ("" if self.open_ended else f" of {self.total}"),
         )
 
+    def walked(self, s: int) -> None:
+        """A slice segmented by propagation (placed later, once the walks are joined)."""
+        self.walked_count += 1
+        done = len(self.outcomes) + self.walked_count
+        self.report(min(done / self.total, 1.0), f"Segmented {done} slices")
 
-@dataclass
-class PropagationWalk:
-    """Carries segments from the annotated slices outward, one slice at a time.
-
-    Each step prompts slice ``t`` with the neighbour's result grown by ``rules.grow`` pixels; a
-    segment goes on only while its mask keeps ``rules.min_area`` of its largest annotated area,
-    overlaps the neighbour's by ``rules.min_overlap`` and stays within
-    ``rules.max_intensity_shift`` of its annotated mean intensity; where it stops, it keeps
-    nothing on that slice.
-    """
-
-    rules: Propagation
-    references: dict[
-        Hashable, tuple[int, list[float]]
-    ]  # per key: largest annotated area, mean intensities
-    segment: Callable  # (slice, {key: prompt mask}) -> ({key: mask}, image)
-    record: Callable  # (slice, prompts, predicted) -> None
-    cancel: CancelCallback | None = None
-
-    def start(self, annotated) -> list:
-        """Record the annotated slices (``(slice, (prompts, predicted, image))`` as they finish),
-        note each segment's annotated area and intensity; the frontier to walk from."""
-        frontier = []
-        for s, (slice_masks, predicted, image) in annotated:
-            self.record(s, slice_masks, predicted)
-            for key, mask in slice_masks.items():
-                if mask.any():
-                    area, intensity = self.references.get(key, (0, []))
-                    self.references[key] = (
-                        max(area, int(mask.sum())),
-                        intensity + [float(image[..., 0][mask].mean())],
-                    )
-            live = {key: m for key, m in predicted.items() if m.any()}
-            frontier += [(s, -1, live), (s, +1, live)]
-        return frontier
-
-    def carries(self, key, mask: np.ndarray, previous: np.ndarray, image: np.ndarray) -> bool:
-        area, intensities = self.references[key]
-        if mask.sum() < self.rules.min_area * area:
-            return False
-        if (mask & previous).sum() / max(
-            1, min(mask.sum(), previous.sum())
-        ) < self.rules.min_overlap:
-            return False
-        return (
-            abs(float(image[..., 0][mask].mean()) - float(np.mean(intensities)))
-            <= self.rules.max_intensity_shift
-        )
-
-    def run(self, frontier, done: set, n_slices: int, output_views) -> None:
-        """Walk from ``frontier`` (``(slice, direction, {key: mask})``) over slices not ``done``."""
-        while frontier:
-            s, direction, previous = frontier.pop(0)
-            t = s + direction
-            if not previous or t < 0 or t >= n_slices or t in done:
-                continue
-            done.add(t)
-            if self.cancel is not None and self.cancel():
-                raise Cancelled()
-            prompts = {key: _grown(mask, self.rules.grow) for key, mask in previous.items()}
-            predicted, image = self.segment(t, prompts)
-            self.record(t, prompts, predicted)
-            carried = {
-                key: mask
-                for key, mask in predicted.items()
-                if self.carries(key, mask, previous[key], image)
-            }
-            for key in set(predicted) - set(carried):
-                output_views[key][t] = False
-            frontier.append((t, direction, carried))
-
-
-def annotated_slices(
-    masks: dict[Hashable, np.ndarray], geometry: imaging.SliceGeometry, which: str = "middle"
-) -> list[int]:
-    """Slices to keep prompts on when simulating a user who annotated only some slices.
-
-    ``middle``: the one slice with the largest area of all segments together.
-    """
-    if which != "middle":
-        raise SettingError(f"Unknown annotated-slice choice {which!r}: use 'middle'.")
-    union = geometry.view(np.logical_or.reduce(list(masks.values())))
-    return [int(np.argmax(union.sum(axis=(1, 2))))]
-
-
-def keep_slices(
-    masks: dict[Hashable, np.ndarray], geometry: imaging.SliceGeometry, slices: Sequence[int]
-):
-    """Copies of ``masks`` emptied everywhere except on ``slices``."""
-    kept = {}
-    for key, mask in masks.items():
-        copy = np.zeros_like(mask)
-        for s in slices:
-            geometry.view(copy)[s] = geometry.view(mask)[s]
-        kept[key] = copy
-    return kept
+    def place(self, s: int, masks) -> None:
+        """The masks a slice got from propagation."""
+        for key, mask in masks.items():
+            self.views[key][s] |= mask
+        self.outcomes.append(SliceOutcome(slice=s, segments=list(masks)))

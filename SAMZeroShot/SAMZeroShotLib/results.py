@@ -53,6 +53,7 @@ CASE_FIELDS = (
     "prompt_only_dice",
     "modality",
     "modality_reason",
+    "propagation_stops",
 )
 SETTINGS_FILE, JOURNAL_FILE, SUMMARY_FILE = "settings.json", "journal.jsonl", "summary.json"
 SLICES_FILE, CASES_FILE = "slices.csv", "cases.csv"
@@ -276,6 +277,11 @@ class ResultsFolder:
             skipped=self.skipped,
             failed=self.failed,
             notes={r.name: r.notes for r in self._ordered() if r.notes},
+            propagation_stops={
+                r.name: r.case_row["propagation_stops"]
+                for r in self._ordered()
+                if r.case_row.get("propagation_stops")
+            },
             settings=self.settings,
         )
         write_text_atomically(self._path(SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")

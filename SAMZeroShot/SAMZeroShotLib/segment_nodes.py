@@ -269,12 +269,12 @@ def _score(result, inputs: Inputs, descriptions, model: str, started: float):
 
 def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
     """The model's part of :func:`process` (no MRML): load the engine, run the slice pipeline."""
-    from . import pipeline
+    from . import pipeline, propagation
 
     report = progress or (lambda fraction, message: None)
     report(0.0, f"Loading model {parameters.model}")
     engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
-    return pipeline.segment_volume(
+    result = pipeline.segment_volume(
         inputs.volume,
         inputs.geometry,
         inputs.prompt_masks,
@@ -286,6 +286,9 @@ def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
         propagate=parameters.propagate,
         modality=inputs.modality,
     )
+    if result.stops:
+        say(f"Propagation stopped: {propagation.describe_stops(result.stops)}")
+    return result
 
 
 def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary: str, model: str):
