@@ -330,3 +330,16 @@ def test_propagate_takes_any_set_of_annotated_slices(dark_lungs):
     with pytest.raises(SettingError, match="No annotated slice"):
         empty = {key: np.zeros_like(mask) for key, mask in annotated[5].items()}
         propagation.propagate(volume, geometry, {5: empty}, NoEngine(), DarkInBox())
+
+
+def test_with_patience_a_segment_lost_on_one_slice_carries_on_from_its_last_good_mask():
+    truth = two_lungs()
+    strict, _ = walk(truth, [10], model=FailsOnFirstVisit(truth, 13, "left"))
+    assert all("left" not in strict.masks[s] for s in range(13, 30))
+    patient, _ = walk(truth, [10], Rules(patience=1), FailsOnFirstVisit(truth, 13, "left"))
+    assert "left" not in patient.masks[13]  # the slice it missed stays empty
+    for s in list(range(14, 25)):
+        assert np.array_equal(patient.masks[s]["left"], truth[s]["left"]), s
+    # It stops where the lung ends, at the first slice it missed there, after one more try.
+    up = [stop for stop in patient.stops if stop.segment == "left" and stop.direction > 0]
+    assert [(stop.slice, stop.reason) for stop in up] == [(25, "empty")]

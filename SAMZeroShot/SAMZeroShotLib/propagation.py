@@ -44,6 +44,7 @@ CHOSEN_FROM_DATA = {
     "max_intensity_shift": 40.0,
     "small_piece": 0,
     "intensity_from": "annotated",
+    "patience": 0,
 }
 
 
@@ -61,7 +62,10 @@ class Rules:
     (intersection over the smaller mask), or its mean 8-bit intensity differs from the
     neighbour's mask's by more than ``max_intensity_shift`` grey levels (the box slid onto other
     tissue; ``intensity_from="annotated"``: from the annotated slice's, the rule before these
-    were chosen). A stopped segment keeps nothing on the slice where it stopped.
+    were chosen). A stopped segment keeps nothing on the slice where it stopped. With
+    ``patience``, a segment that breaks a rule is tried again on up to that many further slices,
+    each prompted from its last mask that kept the rules; the slices it missed stay empty, and it
+    stops (at the first missed slice) only when none of them keeps the rules.
     """
 
     grow: float = CHOSEN_FROM_DATA["grow"]
@@ -71,6 +75,7 @@ class Rules:
     max_intensity_shift: float = CHOSEN_FROM_DATA["max_intensity_shift"]
     small_piece: int = CHOSEN_FROM_DATA["small_piece"]
     intensity_from: str = CHOSEN_FROM_DATA["intensity_from"]
+    patience: int = CHOSEN_FROM_DATA["patience"]
 
     def __post_init__(self):
         if self.intensity_from not in ("neighbour", "annotated"):
@@ -205,20 +210,33 @@ class _Walker:
         else:
             image = self.model.image(walk.start)
             intensities = {key: float(image[mask].mean()) for key, mask in live.items()}
-        t = walk.start
+        t, missed = walk.start, {}  # missed: key -> (slices missed in a row, the first stop)
         while live and t != walk.limit:
             t += walk.direction
             if self.cancel is not None and self.cancel():
                 raise Cancelled()
             carried, failed, image = self.step(t, live, intensities)
-            walk.masks[t] = carried
+            walk.masks[t] = dict(carried)
+            for key in carried:
+                missed.pop(key, None)
             for key, (reason, detail) in failed.items():
-                walk.stops.append(Stop(key, walk.start, walk.direction, t, reason, detail))
+                count, first = missed.get(key, (0, None))
+                first = first or Stop(key, walk.start, walk.direction, t, reason, detail)
+                if count < self.rules.patience:  # try the next slice from the last good mask
+                    missed[key] = (count + 1, first)
+                    carried[key] = live[key]
+                else:
+                    missed.pop(key, None)
+                    walk.stops.append(first)
             if self.rules.intensity_from == "neighbour":
-                intensities = {key: float(image[mask].mean()) for key, mask in carried.items()}
+                intensities = {
+                    key: intensities[key] if key in missed else float(image[mask].mean())
+                    for key, mask in carried.items()
+                }
             live = carried
             if self.on_slice is not None:
                 self.on_slice(t)
+        walk.stops += [first for _, first in missed.values()]
         return walk
 
     def step(self, t: int, previous: Masks, intensities: dict):
