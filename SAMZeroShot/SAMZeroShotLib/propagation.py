@@ -45,6 +45,7 @@ CHOSEN_FROM_DATA = {
     "small_piece": 0,
     "intensity_from": "annotated",
     "patience": 0,
+    "max_growth": 0.0,
 }
 
 
@@ -58,11 +59,12 @@ class Rules:
     a zoomed view of its box instead of the whole slice (0: never).
 
     Stop (for that segment, in that direction), when the new mask is empty, under ``min_area`` of
-    the segment's largest annotated area, overlaps the neighbour's mask less than ``min_overlap``
-    (intersection over the smaller mask), or its mean 8-bit intensity differs from the
-    neighbour's mask's by more than ``max_intensity_shift`` grey levels (the box slid onto other
-    tissue; ``intensity_from="annotated"``: from the annotated slice's, the rule before these
-    were chosen). A stopped segment keeps nothing on the slice where it stopped. With
+    the segment's largest annotated area, is more than ``max_growth`` times the neighbour's mask (0:
+    no limit; a walk that leaves the lung at its end tends to spread), overlaps the neighbour's mask
+    less than ``min_overlap`` (intersection over the smaller mask), or its mean 8-bit intensity
+    differs from the neighbour's mask's by more than ``max_intensity_shift`` grey levels (the box
+    slid onto other tissue; ``intensity_from="annotated"``: from the annotated slice's, the rule
+    before these were chosen). A stopped segment keeps nothing on the slice where it stopped. With
     ``patience``, a segment that breaks a rule is tried again on up to that many further slices,
     each prompted from its last mask that kept the rules; the slices it missed stay empty, and it
     stops (at the first missed slice) only when none of them keeps the rules.
@@ -76,6 +78,7 @@ class Rules:
     small_piece: int = CHOSEN_FROM_DATA["small_piece"]
     intensity_from: str = CHOSEN_FROM_DATA["intensity_from"]
     patience: int = CHOSEN_FROM_DATA["patience"]
+    max_growth: float = CHOSEN_FROM_DATA["max_growth"]
 
     def __post_init__(self):
         if self.intensity_from not in ("neighbour", "annotated"):
@@ -168,6 +171,8 @@ def stop_reason(
         return "empty", "no pixels"
     if area < rules.min_area * largest_area:
         return "small area", f"{area / largest_area:.2%} of annotated < {rules.min_area:.2%}"
+    if rules.max_growth and area > rules.max_growth * int(previous.sum()):
+        return "grew", f"{area / int(previous.sum()):.1f} x the neighbour's > {rules.max_growth}"
     overlap = float((mask & previous).sum()) / max(1, min(area, int(previous.sum())))
     if overlap < rules.min_overlap:
         return "low overlap", f"{overlap:.2f} < {rules.min_overlap}"
