@@ -15,7 +15,8 @@ machine), then ``sweep`` with rule settings, e.g.::
 
 Each run appends one JSON line per (rules, volume, annotated slices) to ``--out`` (default
 propagation_dev.jsonl): mean slice Dice over the scored slices, the volume's stops, seconds.
-``summary`` prints a table of the lines there (mean over the set's volumes per rule setting).
+``summary`` prints a table of the lines there (mean over the set's volumes per rule setting),
+``curve`` the Markdown table of docs/propagation.md for one rule setting.
 Asserts nothing; prints what it measured.
 """
 
@@ -202,9 +203,30 @@ def summary(args) -> None:
         print(f"{set_name} {which:>6} mean {mean:.4f} | {values} | {rules}")
 
 
+def curve(args) -> None:
+    """A Markdown table for one rule setting (``--try``, default the library's): mean Dice per
+    volume from each number of annotated slices, beside box on every slice, and seconds."""
+    wanted = json.dumps(asdict(parse_rules((args.try_ or [""])[0])), sort_keys=True)
+    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    oracle = {row["volume"]: row["oracle"]["mean_dice"] for row in rows if "oracle" in row}
+    found: dict = {}
+    for row in rows:
+        if "rules" in row and json.dumps(row["rules"], sort_keys=True) == wanted:
+            found.setdefault(row["volume"], {})[row["slices"]] = row
+    counts = sorted({k for by in found.values() for k in by}, key=lambda k: (k != "middle", k))
+    print("| volume | set | box, every slice | " + " | ".join(counts) + " | seconds |")
+    print("|---" * (len(counts) + 4) + "|")
+    for volume, by in found.items():
+        dice = " | ".join(f"{by[k]['mean_dice']:.4f}" if k in by else "" for k in counts)
+        seconds = "/".join(f"{by[k]['seconds']:.0f}" for k in counts if k in by)
+        set_name = next(name for name, volumes in SETS.items() if volume in volumes)
+        box = oracle.get(volume, float("nan"))
+        print(f"| {volume} | {set_name} | {box:.4f} | {dice} | {seconds} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("precompute", "sweep", "summary"))
+    parser.add_argument("command", choices=("precompute", "sweep", "summary", "curve"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, default=Path("propagation_dev_embeddings"))
     parser.add_argument("--out", type=Path, default=Path("propagation_dev.jsonl"))
@@ -219,7 +241,8 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--oracle", action="store_true", help="also box on every slice")
     args = parser.parse_args(argv)
-    {"precompute": precompute, "sweep": sweep, "summary": summary}[args.command](args)
+    commands = {"precompute": precompute, "sweep": sweep, "summary": summary, "curve": curve}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
