@@ -102,8 +102,12 @@ def run_propagated(volume: Volume, engine, which: str, rules) -> dict:
     )
     seconds = time.perf_counter() - started
     scores = dice_per_slice(masks, volume)
+    predicted = volume.geometry.view(np.logical_or.reduce(list(masks.values())))
+    union = volume.geometry.view(np.logical_or.reduce(list(volume.reference.values())))
+    beyond = predicted.any(axis=(1, 2)) & ~union.any(axis=(1, 2))
     return {
         "annotated": slices,
+        "slices_beyond_the_lung": int(beyond.sum()),  # slices with a mask but no reference lung
         "mean_dice": float(np.mean(list(scores.values()))),
         "dice": {str(s): round(float(d), 4) for s, d in scores.items()},
         "stops": propagation.describe_stops(stops),
@@ -183,7 +187,8 @@ def sweep(args) -> None:
                     out.flush()
                     print(
                         f"{volume.name} from {which}: {result['mean_dice']:.4f}"
-                        f" ({result['seconds']:.0f} s, {result['encoded']} encoded) {setting}",
+                        f" ({result['seconds']:.0f} s, {result['encoded']} encoded,"
+                        f" {result['slices_beyond_the_lung']} beyond) {setting}",
                         flush=True,
                     )
 
