@@ -5,6 +5,8 @@ The model here is a stand-in that returns the true mask inside the prompt's box 
 volume, the dark pixels inside it), so every difference from the truth comes from the walk.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -168,7 +170,7 @@ def test_a_walk_that_stops_in_a_gap_is_covered_by_the_other_side():
     # The walk up from 10 (which runs first) loses the left segment on slice 13; the walk down
     # from 20 carries it to 11, so slices 13-15 keep it from there.
     truth = two_lungs()
-    result, _ = walk(truth, [10, 20], model=FailsOnFirstVisit(truth, 13, "left"))
+    result, _ = walk(truth, [10, 20], Rules(patience=0), FailsOnFirstVisit(truth, 13, "left"))
     for s in range(10, 21):
         assert np.array_equal(result.masks[s]["left"], truth[s]["left"]), s
     [stop] = [stop for stop in result.stops if stop.slice == 13]
@@ -221,6 +223,7 @@ def test_a_segment_that_slides_onto_brighter_tissue_stops_there():
         (np.zeros((SIZE, SIZE), bool), Rules(), "empty"),
         (disc((20, 20), 1), Rules(min_area=0.1), "small area"),
         (disc((20, 5), 4), Rules(min_overlap=0.5), "low overlap"),
+        (disc((20, 20), 12), Rules(max_growth=2), "grew"),
         (disc((20, 20), 8), Rules(max_intensity_shift=10), "intensity shift"),
     ],
 )
@@ -247,8 +250,9 @@ def test_the_annotated_intensity_rule_compares_with_the_annotated_slice():
         image[truth[s]["right"]] = 10 + 5 * s
         images[s] = image
     model = TruthInBox(truth, images)
-    neighbour, _ = walk(truth, [0], Rules(intensity_from="neighbour"), model)
-    annotated, _ = walk(truth, [0], Rules(intensity_from="annotated"), model)
+    rules = Rules(max_intensity_shift=40, patience=0)
+    neighbour, _ = walk(truth, [0], replace(rules, intensity_from="neighbour"), model)
+    annotated, _ = walk(truth, [0], replace(rules, intensity_from="annotated"), model)
     assert not neighbour.stops
     [stop] = annotated.stops
     assert (stop.slice, stop.reason) == (9, "intensity shift")
@@ -334,7 +338,7 @@ def test_propagate_takes_any_set_of_annotated_slices(dark_lungs):
 
 def test_with_patience_a_segment_lost_on_one_slice_carries_on_from_its_last_good_mask():
     truth = two_lungs()
-    strict, _ = walk(truth, [10], model=FailsOnFirstVisit(truth, 13, "left"))
+    strict, _ = walk(truth, [10], Rules(patience=0), FailsOnFirstVisit(truth, 13, "left"))
     assert all("left" not in strict.masks[s] for s in range(13, 30))
     patient, _ = walk(truth, [10], Rules(patience=1), FailsOnFirstVisit(truth, 13, "left"))
     assert "left" not in patient.masks[13]  # the slice it missed stays empty
