@@ -141,3 +141,37 @@ def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(
     assert code == 1 and "Traceback" in stderr and "RuntimeError: a fault of ours" in stderr
     assert "internal error: please report it" in lines[-1] and __version__ in lines[-1]
     assert not (tmp_path / "o.seg.nrrd").exists()
+
+
+def test_evaluate_propagates_from_k_slices_and_says_where_each_walk_stopped(
+    samzeroshot, capsys, cohort, tmp_path
+):
+    # The 3-slice CT from 2 annotated slices: slices 0 and 2 keep the reference, slice 1 is
+    # reached from both sides. The prompt boxes alone (no model) make the walks' masks.
+    images, labels = cohort
+    out = tmp_path / "out"
+    code, _, stderr = samzeroshot.evaluate(
+        images, labels, out, "--strategy", "prompt-only", "--propagate-from", "2"
+    )
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["propagate_from"] == "2"
+    with open(out / "cases.csv") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    assert rows["ct"]["n_segmented_slices"] in ("2", "3")
+    stops = rows["ct"]["propagation_stops"]
+    assert summary["propagation_stops"] == ({"ct": stops} if stops else {})
+    for stop in filter(None, stops.split("; ")):
+        assert stop.startswith("label ") and " stopped at 1 (" in stop, stops
+    assert rows["xray"]["propagation_stops"] == ""  # one slice: nothing to walk
+
+
+@pytest.mark.parametrize("value", ["0", "top", "-1"])
+def test_evaluate_propagate_from_takes_middle_or_a_number(
+    samzeroshot, capsys, cohort, tmp_path, value
+):
+    images, labels = cohort
+    with pytest.raises(SystemExit) as stopped:
+        samzeroshot.evaluate(images, labels, tmp_path / "x", f"--propagate-from={value}")
+    assert stopped.value.code == 2
+    assert "give middle or a number of annotated slices" in capsys.readouterr().err
