@@ -424,7 +424,8 @@ def propagate(
 
     view = geometry.view(volume)
     _check_annotated(annotated, view)
-    _, chooser = strategies.resolve(strategy, getattr(engine.model.spec, "name", ""))
+    model_name = getattr(getattr(engine.model, "spec", None), "name", "")
+    _, chooser = strategies.resolve(strategy, model_name)
     model = StrategyModel(view, imaging.resolve_window(window, volume), engine, chooser, modality)
     predicted = {}
     for s, masks in sorted(annotated.items()):
