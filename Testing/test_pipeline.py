@@ -148,8 +148,10 @@ def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(
 
 
 # Propagation from the largest lung slice (12) of CTChest4 with flip4 (test-time flips on CT),
-# measured per slice: 0.718 (slice 9) ... 0.656 (11), 0.920 (12), 0.951 (13) ... 0.927 (31); mean
-# 0.70 over the 28 slices with lung (the apex slices 6-8 and base 32-33, under 600 px, are missed).
+# measured per slice with the rules chosen on the dev sets (propagation.CHOSEN_FROM_DATA): 0.718
+# (slice 9), 0.803 (10), 0.798 (11), 0.920 (12), 0.951 (13) ... 0.927 (31), 0.494 (32); mean 0.726
+# over the 28 slices with lung (the apex slices 6-8 and base slice 33 are missed); nothing outside
+# the lung. With the rules before (0.70): 0.656 on slice 11, slice 32 missed.
 MIN_PROPAGATED_MEAN_DICE = 0.62
 MIN_PROPAGATED_SLICE_DICE = 0.55
 
