@@ -594,10 +594,12 @@ class Runtime:
 
 
 #: Rough seconds to build each thing on 2 cores, for the one line announcing the preparation.
-_BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 12}
+_BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 30}
 
 
 def _verdict_path(model, backend: str) -> tuple[Path, str]:
+    from .accuracy_guard import RULE
+
     info = cpu.current()
     path = (
         runtimes_dir()
@@ -607,7 +609,8 @@ def _verdict_path(model, backend: str) -> tuple[Path, str]:
     )
     return (
         path,
-        f"{path.name} {backend} {_version(backend)} {info.model} {' '.join(info.relevant_flags)}",
+        f"{path.name} {RULE} {backend} {_version(backend)} {info.model} "
+        f"{' '.join(info.relevant_flags)}",
     )
 
 
