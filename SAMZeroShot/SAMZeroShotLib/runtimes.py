@@ -609,27 +609,31 @@ def _verdict_path(model, backend: str) -> tuple[Path, str]:
     )
     return (
         path,
-        f"{path.name} {RULE} {backend} {_version(backend)} {info.model} "
+        f"{path.name} {RULE} encoder-only {backend} {_version(backend)} {info.model} "
         f"{' '.join(info.relevant_flags)}",
     )
 
 
-def part_runtimes(backend: str, precision: str) -> tuple[str, str]:
-    """The runtimes of the encoder and the decoder for a CPU backend.
+def part_runtimes(backend: str, precision: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``((runtime, precision), (runtime, precision))`` of the encoder and the decoder.
 
-    OpenVINO's float32 decoder was slower than ONNX Runtime's (0.28 s against 0.20 s for two
-    prompts, Intel Xeon with AMX, 1 thread, measured while other jobs shared the cores), its
-    bf16 decoder faster (0.15 s): the float32 decoder stays with ONNX Runtime where installed.
+    Reduced precision is for the encoder only (where the time goes): with the decoder in bf16
+    too, one mask of the guard's 54 lost 0.069 of Dice against the reference, with the decoder in
+    float32 at most 0.048 (AMD EPYC, AVX-512 BF16). OpenVINO's float32 decoder was slower than
+    ONNX Runtime's, so a float32 decoder runs on ONNX Runtime where it is installed.
     """
-    if backend == "openvino" and precision == "fp32" and "onnxruntime" in installed_runtimes():
-        return "openvino", "onnxruntime"
-    return backend, backend
+    decoder = (
+        "onnxruntime"
+        if backend == "openvino" and "onnxruntime" in installed_runtimes()
+        else backend
+    )
+    return (backend, precision), (decoder, "fp32")
 
 
 def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
     """The ONNX Runtime or OpenVINO parts (ONNX files exported, compiled models made as needed)."""
     parts = []
-    for spec, runtime in zip(
+    for spec, (runtime, part_precision) in zip(
         (encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision), strict=True
     ):
         onnx_payload, _ = onnx_file(model, spec)
@@ -637,12 +641,12 @@ def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
             part = OnnxRuntimePart(onnx_payload, spec.inputs, threads)
         else:
             part = OpenVinoPart(
-                openvino_blob(model, spec, onnx_payload, precision)[0],
+                openvino_blob(model, spec, onnx_payload, part_precision)[0],
                 spec.inputs,
                 threads,
-                precision,
+                part_precision,
             )
-        parts.append(PartCall(part, spec.kind, precision))
+        parts.append(PartCall(part, spec.kind, part_precision))
     return Runtime(parts[0], parts[1], precision)
 
 
@@ -662,12 +666,12 @@ def _missing_seconds(model, choice: Choice) -> float:
     if choice.backend == "torch":
         return seconds
     for precision in precisions:
-        for kind, runtime in zip(
+        for kind, (runtime, part_precision) in zip(
             ("encoder", "decoder"), part_runtimes(choice.backend, precision), strict=True
         ):
             if (
                 runtime == "openvino"
-                and read_cache_file(*openvino_path(model, kind, precision)) is None
+                and read_cache_file(*openvino_path(model, kind, part_precision)) is None
             ):
                 seconds += _BUILD_SECONDS["openvino"]
     for kind in ("encoder", "decoder"):
