@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,17 +117,35 @@ class PartSpec:
     outputs: tuple[str, ...]
     dynamic_axes: dict | None = None
 
+    owner: torch.nn.Module | None = None  # the model's own part: PyTorch's output kept per owner
+
     @torch.inference_mode()
     def expected(self) -> tuple[torch.Tensor, ...]:
-        result = self.module(*self.sample)
-        return result if isinstance(result, tuple) else (result,)
+        """PyTorch's output on the test input, computed once per owner (a first run checks
+        several exports and compiled models of the same part against it)."""
+        key = self.owner if self.owner is not None else self.module
+        if key not in _EXPECTED:
+            result = self.module(*self.sample)
+            _EXPECTED[key] = result if isinstance(result, tuple) else (result,)
+        return _EXPECTED[key]
+
+
+#: PyTorch's outputs of each part on its test input, forgotten with the model.
+_EXPECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def encoder_spec(model) -> PartSpec:
     size = model.image_encoder.img_size
     sample = torch.linspace(-1.0, 1.0, 3 * size * size).reshape(1, 3, size, size)
     # The batch size is fixed to 1: TinyViT bakes it into reshapes when traced.
-    return PartSpec("encoder", model.image_encoder, (sample,), ("image",), ("features",))
+    return PartSpec(
+        "encoder",
+        model.image_encoder,
+        (sample,),
+        ("image",),
+        ("features",),
+        owner=model.image_encoder,
+    )
 
 
 def decoder_spec(model) -> PartSpec:
@@ -154,6 +173,7 @@ def decoder_spec(model) -> PartSpec:
         ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
         ("low_res_masks", "iou_predictions"),
         axes,
+        owner=model.mask_decoder,
     )
 
 
@@ -308,7 +328,7 @@ def onnx_file(model, spec: PartSpec) -> tuple[bytes, bool]:
         if "onnxruntime" in installed_runtimes():  # else OpenVINO checks what it compiles from it
             check_outputs(
                 spec,
-                OnnxRuntimePart(payload, spec.inputs, 1).run(*spec.sample),
+                OnnxRuntimePart(payload, spec.inputs, torch.get_num_threads()).run(*spec.sample),
                 "fp32",
                 f"the ONNX export of the {spec.kind}",
             )
@@ -464,7 +484,7 @@ def openvino_blob(model, spec: PartSpec, onnx_payload: bytes, precision: str) ->
         del compiled, source, stream
         check_outputs(
             spec,
-            OpenVinoPart(blob, spec.inputs, 1, precision).run(*spec.sample),
+            OpenVinoPart(blob, spec.inputs, torch.get_num_threads(), precision).run(*spec.sample),
             precision,
             f"OpenVINO's {precision} {spec.kind}",
         )
