@@ -31,6 +31,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +161,17 @@ def cost_table(engine, bench, reference) -> dict:
     """Seconds and encodes per slice and mean union Dice of every strategy on the bench slices."""
     n = len(bench["chosen"])
     table = {}
-    for name in strategies.STRATEGIES:
+    tried = {
+        f"adaptive@{score}": replace(
+            strategies.STRATEGIES["adaptive"], name=f"adaptive@{score}", min_score=score
+        )
+        for score in strategies.ADAPTIVE_MIN_SCORES_TRIED
+    }
+    for name, strategy in {**strategies.STRATEGIES, **tried}.items():
         if name == "prompt-only":
             continue
         engine.cache = EmbeddingCache()
-        wall, _, encoded, outcome = timed_run(engine, bench, name)
+        wall, _, encoded, outcome = timed_run(engine, bench, strategy)
         dice = union_dice(outcome, bench["geometry"], bench["chosen"], reference)
         table[name] = {
             "s_per_slice": round(wall / n, 3),

@@ -71,7 +71,8 @@ TUNING = {
             None,
             replace(strategies.STRATEGIES["adaptive"], name=f"adaptive@{score}", min_score=score),
         )
-        for score in (0.85, 0.88, 0.92, 0.94)
+        for score in strategies.ADAPTIVE_MIN_SCORES_TRIED
+        if score != strategies.CHOSEN_FROM_DATA["adaptive_min_score"]
     },
     "zoom@0.25": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.25", zoom=0.25)),
     "zoom@0.5": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.5", zoom=0.5)),
