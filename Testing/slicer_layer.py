@@ -445,6 +445,7 @@ class QDialog(QWidget):
 
     def __init__(self, *args, **kwargs):
         self.modal = False
+        self.windowModality = _Enum.NonModal
         self.windowTitle = ""
         super().__init__(*args, **kwargs)
 
@@ -459,6 +460,13 @@ class QDialog(QWidget):
 
     def setModal(self, modal):
         self.modal = bool(modal)
+        if self.modal and self.windowModality == _Enum.NonModal:
+            self.windowModality = _Enum.ApplicationModal
+
+    def setWindowModality(self, modality):
+        """As Qt: any modality but NonModal makes the dialog modal."""
+        self.windowModality = modality
+        self.modal = modality != _Enum.NonModal
 
 
 class QProgressDialog(QDialog):
@@ -475,7 +483,7 @@ class QProgressDialog(QDialog):
         self.autoClose = True
         self._wasCanceled = False
         super().__init__(*args, **kwargs)
-        self.modal = True
+        # Qt's QProgressDialog is not modal until told (setWindowModality or setModal).
         _state().dialogs.append(self)
 
     def setValue(self, value):
@@ -609,6 +617,7 @@ class QColor:
 
 
 class _Enum:
+    NonModal = 0
     WaitCursor = 3
     ShiftModifier = 0x02000000
     ApplicationModal = 2
