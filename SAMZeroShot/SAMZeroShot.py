@@ -272,6 +272,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelReason = None
         self._watched = ()  # (nodes, prompt segment IDs) that a running job reads
         self._updatingUnbound = False
+        self._lastTable = None  # the metrics table of the last run, for "Show plot"
+        self._lastSegmentation = None  # its segmentation, for "Show 3D"
         # Written by the progress/log callbacks, which may run on the worker thread, and read
         # on the main thread: a plain attribute swap and a deque are safe without a lock.
         self._latestProgress = None
@@ -304,6 +306,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "currentPathChanged(QString)", self.onCheckpointPathChanged
         )
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.showPlotButton.connect("clicked(bool)", self.onShowPlotButton)
+        self._showResultControls(None, None)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.progressBar.setValue(0)
 
@@ -329,6 +333,7 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Closing the scene removes the nodes a running job works on: stop it at the next check.
         if self._running:
             self._requestCancel(_("The scene was closed."))
+        self._showResultControls(None, None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -338,6 +343,8 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeAboutToBeRemoved(self, caller, event, node) -> None:
         """A running job reads its inputs: removing one stops the job (nothing is created)."""
+        if node is self._lastTable or node is self._lastSegmentation:
+            self._showResultControls(None, None)
         if self._running and self._watched and any(node is watched for watched in self._watched[0]):
             self._requestCancel(_("{name} was removed from the scene.").format(name=node.GetName()))
 
@@ -675,6 +682,22 @@ class SAMZeroShotWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._refreshProgress()
         self.ui.resultLabel.text = tableNode.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE) or ""
         self.logic.showResults(volumeNode, segmentationNode, tableNode)
+        self._showResultControls(segmentationNode, tableNode)
+
+    def _showResultControls(self, segmentationNode, tableNode) -> None:
+        """Point "Show 3D" and "Show plot" at the last result (None: no result)."""
+        self._lastTable = tableNode
+        self._lastSegmentation = segmentationNode
+        self.ui.show3DButton.setSegmentationNode(segmentationNode)
+        self.ui.show3DButton.enabled = segmentationNode is not None
+        self.ui.showPlotButton.enabled = tableNode is not None
+
+    def onShowPlotButton(self) -> None:
+        table = self._lastTable
+        if table is None or table.GetScene() is None:
+            self._showResultControls(None, None)
+            return
+        self.logic.showPlot(table)
 
 
 #
@@ -1043,7 +1066,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         from SAMZeroShotLib.segment_nodes import process
 
         self._useSlicerCache()
-        parameters = self.parameters(parameterNode)
+        parameters = self.probedParameters(self.parameters(parameterNode), compute, log)
         startTime = time.time()
         logging.info(f"SAMZeroShot: processing started ({parameters})")
         segmentationNode, tableNode = process(
@@ -1061,24 +1084,41 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         return segmentationNode, tableNode
 
     @staticmethod
-    def showResults(volumeNode, segmentationNode, tableNode) -> None:
-        """Show the new segmentation over the image, and the Dice plot and metrics table in the
-        layout."""
-        from SAMZeroShotLib import mrml_io
+    def probedParameters(parameters, compute=None, log=None):
+        """The parameters, with a CPU runtime that passed its trial in a child process of Slicer's
+        Python (SAMZeroShotLib.runtime_probe: OpenVINO's own TBB next to Slicer's could crash
+        Slicer); one log line when it falls back. The trial runs on compute's thread, once per
+        runtime and Slicer version."""
+        from SAMZeroShotLib import runtime_probe
 
+        host = f"Slicer {getattr(slicer.app, 'applicationVersion', '') or 'unknown'}"
+        say = log or (lambda line: logging.warning(f"SAMZeroShot: {line}"))
+        return (compute or (lambda fn: fn()))(
+            lambda: runtime_probe.safe_parameters(parameters, host, say)
+        )
+
+    @classmethod
+    def showResults(cls, volumeNode, segmentationNode, tableNode) -> None:
+        """Show the new segmentation over the image, and the Dice plot and metrics table in the
+        user's layout."""
         segmentationNode.CreateDefaultDisplayNodes()
         displayNode = segmentationNode.GetDisplayNode()
         if displayNode:
             displayNode.SetVisibility(True)
         if volumeNode:
             slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager:
-            # One layout with slice views, a plot view and a table view.
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
-            chartNode = tableNode.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
-            if chartNode:
-                slicer.modules.plots.logic().ShowChartInLayout(chartNode)
+        cls.showPlot(tableNode)
+
+    @staticmethod
+    def showPlot(tableNode) -> None:
+        """Show the run's Dice plot and metrics table. The layout is kept when it has a plot view
+        (ShowChartInLayout switches only when none is shown); the table goes to a table view
+        when the layout has one."""
+        from SAMZeroShotLib import mrml_io
+
+        chartNode = tableNode.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
+        if chartNode:
+            slicer.modules.plots.logic().ShowChartInLayout(chartNode)
         applicationLogic = slicer.app.applicationLogic()
         applicationLogic.GetSelectionNode().SetActiveTableID(tableNode.GetID())
         applicationLogic.PropagateTableSelection()

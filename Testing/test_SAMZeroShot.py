@@ -225,23 +225,61 @@ def test_an_empty_checkpoint_path_shows_empty_not_a_dot(slicer_app):
 def test_apply_segments_the_lungs_and_shows_the_result(default_whole_volume_run, slicer_app):
     import slicer
 
+    from SAMZeroShotLib import mrml_io
+
+    scene = slicer.mrmlScene
     widget, volume, segmentation, _ = module_on_chest_ct(slicer_app)
     widget.ui.strategyComboBox.select("box")
-    before = node_ids(slicer.mrmlScene)
+    # The user's layout has a plot view; the volume came from DICOM (patient > study > volume);
+    # an earlier run's segmentation still has the output's name.
+    layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    layouts = slicer.vtkMRMLLayoutNode
+    layout.SetViewArrangement(layouts.SlicerLayoutFourUpPlotView)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
+    study = hierarchy.CreateStudyItem(patient, "Chest study")
+    hierarchy.SetItemParent(hierarchy.GetItemByDataNode(volume), study)
+    scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CTChest4 SAM segmentation")
+    before = node_ids(scene)
     widget.ui.applyButton.click()
     assert not widget._running and widget.ui.applyButton.enabled
-    new = [slicer.mrmlScene.GetNodeByID(i) for i in node_ids(slicer.mrmlScene) - before]
-    names = sorted(
-        node.GetName()
-        for node in new
-        if node.IsA("vtkMRMLSegmentationNode") or node.IsA("vtkMRMLTableNode")
-    )
-    assert "CTChest4 SAM segmentation" in names and "CTChest4 SAM metrics" in names
+    new = [scene.GetNodeByID(i) for i in node_ids(scene) - before]
+    [output] = [node for node in new if node.IsA("vtkMRMLSegmentationNode")]
+    tables = [node for node in new if node.IsA("vtkMRMLTableNode")]
+    [table] = [node for node in tables if node.GetName().endswith("SAM metrics")]
+    assert output.GetName() == "CTChest4 SAM segmentation_1"  # GenerateUniqueName
+    assert table.GetName() == "CTChest4 SAM metrics"
     assert widget.ui.resultLabel.text.startswith("Mean Dice")
     assert widget.ui.progressBar.value == 100
-    assert slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID() in node_ids(
-        slicer.mrmlScene
-    )
+    # Placement: the results beside the volume, in its study; the plot's nodes in one folder.
+    for node in (output, table):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study, node.GetName()
+    helpers = [
+        node for node in new if node not in (output, table) and hierarchy.GetItemByDataNode(node)
+    ]
+    folders = {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) for node in helpers}
+    assert len(helpers) >= 3 and len(folders) == 1, [node.GetName() for node in helpers]
+    [folder] = folders
+    assert hierarchy.GetItemParent(folder) == study and hierarchy.GetItemLevel(folder) == "Folder"
+    # The view: the user's layout kept, the plot and table shown in it.
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    chart = table.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
+    assert layout.GetViewArrangement() == layouts.SlicerLayoutFourUpPlotView
+    assert selection.GetActivePlotChartID() == chart.GetID()
+    assert selection.GetActiveTableID() == table.GetID()
+    # Show 3D: the button holds the result and builds its closed surface on request.
+    show3D = widget.ui.show3DButton
+    assert show3D.segmentationNode() is output and show3D.enabled
+    show3D.click()
+    assert output.GetSegmentation().ContainsRepresentation("Closed surface")
+    # Show plot again after the user changed the layout to one without a plot view.
+    layout.SetViewArrangement(layouts.SlicerLayoutFourUpView)
+    selection.SetActivePlotChartID("")
+    widget.ui.showPlotButton.click()
+    assert layout.GetViewArrangement() == layouts.SlicerLayoutFourUpPlotView
+    assert selection.GetActivePlotChartID() == chart.GetID()
+    scene.RemoveNode(table)
+    assert not widget.ui.showPlotButton.enabled and not show3D.enabled
 
 
 def _start_after(pumps, action):
@@ -254,6 +292,45 @@ def _start_after(pumps, action):
             action()
 
     state.process_events_hooks.append(hook)
+
+
+def test_scoring_runs_on_the_worker_while_events_turn_and_cancel_works_through_it(
+    default_whole_volume_run, slicer_app, monkeypatch
+):
+    """Scoring (surface distances over the volume) must not block Slicer's event loop: it runs
+    on the worker thread, the main thread pumps events meanwhile, and Cancel is honoured."""
+    import slicer
+
+    from SAMZeroShotLib import segment_nodes
+
+    real_score = segment_nodes._score
+    state = slicer_app.state
+    seen = {}
+
+    def score(*args, **kwargs):
+        seen["thread"] = threading.current_thread()
+        start = state.pumps
+        deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+        while state.pumps < start + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["pumps"] = state.pumps - start
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(segment_nodes, "_score", score)
+    widget, volume, segmentation, _ = module_on_chest_ct(slicer_app)
+    widget.ui.strategyComboBox.select("box")
+
+    def user_cancels_while_scoring():
+        if "thread" in seen and widget.ui.cancelButton.enabled:
+            widget.ui.cancelButton.click()
+
+    state.process_events_hooks.append(user_cancels_while_scoring)
+    before = node_ids(slicer.mrmlScene)
+    widget.ui.applyButton.click()
+    assert seen["thread"] is not threading.main_thread(), "scoring ran on the main thread"
+    assert seen["pumps"] >= 3, "the event loop did not turn while scoring"
+    assert widget.ui.resultLabel.text == "Cancelled"
+    assert not node_ids(slicer.mrmlScene) - before and not widget._running
 
 
 @pytest.mark.parametrize("what", ["prompt segmentation", "prompt segment"])
@@ -541,6 +618,51 @@ def test_a_torch_older_than_needed_is_reported_not_used(slicer_app, monkeypatch)
     monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
     [problem] = module.SAMZeroShotLogic().dependencyProblems()
     assert "torch 1.13.1+cpu is installed; 2.1 or later is needed" in problem
+
+
+# --- the CPU runtime's trial --------------------------------------------------------------------
+
+
+def test_a_run_in_slicer_tries_the_cpu_runtime_first_and_falls_back_when_it_crashes(
+    slicer_app, monkeypatch, tmp_path
+):
+    """The module hands the library the settings after the runtime's trial (the trial itself, a
+    child process, is tested in test_runtime_probe.py); one log line says why."""
+    from SAMZeroShotLib import errors, runtime_probe, segment_nodes
+
+    monkeypatch.setattr(runtime_probe, "chosen_cpu_runtime", lambda parameters: "openvino")
+    verdicts_file = tmp_path / "runtime-probes.json"
+    monkeypatch.setattr(runtime_probe, "verdicts_path", lambda: verdicts_file)
+    crashes = []
+
+    def trial(runtime, run=None):
+        crashes.append(runtime)
+        if runtime == "openvino":
+            return {"ok": False, "detail": "crashed with signal 11"}, True
+        return {"ok": True, "detail": "passed"}, True
+
+    monkeypatch.setattr(runtime_probe, "trial", trial)
+    seen = []
+
+    def process(*args, parameters=None, **kwargs):
+        seen.append(parameters)
+        raise errors.Cancelled()
+
+    monkeypatch.setattr(segment_nodes, "process", process)
+    module = slicer_app.module
+    volume, segmentation, ids = load_chest_ct()
+    logic = module.SAMZeroShotLogic()
+    parameters = logic.getParameterNode()
+    parameters.inputVolume, parameters.promptSegmentation = volume, segmentation
+    lines = []
+    for _ in range(2):
+        with pytest.raises(errors.Cancelled):
+            logic.run(parameters, ids, log=lines.append, compute=logic.computeInBackground)
+    logic.shutdown()
+    assert [p.backend for p in seen] == ["onnxruntime", "onnxruntime"]
+    assert crashes == ["openvino", "onnxruntime"], "the verdicts were not kept between runs"
+    assert len([line for line in lines if "failed its trial" in line]) == 2  # one per run
+    assert f"in Slicer {slicer_app.version} (Python layer)" in verdicts_file.read_text()
 
 
 # --- downloads ---------------------------------------------------------------------------------

@@ -427,13 +427,19 @@ def test_every_custom_widget_class_is_declared():
     )
 
 
+#: MRML widgets that have no scene to receive: they work on the node they are given.
+SCENELESS_MRML_WIDGETS = {"qMRMLSegmentationShow3DButton"}
+
+
 def test_every_mrml_widget_receives_the_scene():
     root = ui_tree()
     top_name = root.find("widget").get("name")
     mrml_widgets = {
         widget.get("name")
         for widget in root.find("widget").iter("widget")
-        if widget.get("class", "").startswith("qMRML") and widget.get("name") != top_name
+        if widget.get("class", "").startswith("qMRML")
+        and widget.get("name") != top_name
+        and widget.get("class") not in SCENELESS_MRML_WIDGETS
     }
     connected = {
         connection.findtext("receiver")
