@@ -25,8 +25,10 @@ class FakeChild:
 
 
 @pytest.fixture
-def openvino_chosen(monkeypatch):
-    """Settings whose backend is the chosen runtime (the CPU's own choice is not what is tested)."""
+def openvino_chosen(monkeypatch, tmp_path):
+    """Settings whose backend is the chosen runtime (the CPU's own choice is not what is tested),
+    with a verdicts file of the test's own (the session's holds the real verdicts)."""
+    monkeypatch.setattr(runtime_probe, "verdicts_path", lambda: tmp_path / "runtime-probes.json")
     monkeypatch.setattr(
         runtime_probe,
         "chosen_cpu_runtime",
@@ -40,7 +42,7 @@ def openvino_chosen(monkeypatch):
 
 
 def test_a_runtime_that_crashes_its_trial_falls_back_to_onnx_runtime_with_one_log_line(
-    openvino_chosen, private_cache
+    openvino_chosen,
 ):
     crash = FakeChild(-11)
     lines = []
@@ -64,7 +66,7 @@ def test_a_runtime_that_crashes_its_trial_falls_back_to_onnx_runtime_with_one_lo
     assert other.backend == "openvino" and len(passes.commands) == 1
 
 
-def test_an_error_in_the_trial_is_reported_by_its_last_line(openvino_chosen, private_cache):
+def test_an_error_in_the_trial_is_reported_by_its_last_line(openvino_chosen):
     failing = FakeChild(1, "Traceback ...\nRuntimeError: Cannot load libtbb.so.12\n")
     lines = []
     safe = runtime_probe.safe_parameters(
@@ -74,7 +76,7 @@ def test_an_error_in_the_trial_is_reported_by_its_last_line(openvino_chosen, pri
     assert "Cannot load libtbb.so.12" in lines[0]
 
 
-def test_pytorch_is_not_tried(monkeypatch, private_cache):
+def test_pytorch_is_not_tried(monkeypatch):
     monkeypatch.setattr(runtime_probe, "chosen_cpu_runtime", lambda parameters: None)
     never = FakeChild(0)
     parameters = Parameters(backend="torch")
