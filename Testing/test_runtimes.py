@@ -206,3 +206,10 @@ def test_the_cpu_runtime_encoder_reproduces_pytorch(engine, chest, litemedsam):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-3)
     else:  # bf16: measured 4-6 % relative difference on real slices
         assert float((got - expected).norm() / expected.norm()) < 0.1
+
+
+def test_reduced_precision_is_for_the_encoder_only():
+    # The decoder in bf16 cost one guard mask 0.069 of Dice against the reference, in fp32 0.048.
+    for backend in ("openvino", "onnxruntime", "torch"):
+        (_, encoder), (_, decoder) = runtimes.part_runtimes(backend, "bf16")
+        assert (encoder, decoder) == ("bf16", "fp32"), backend

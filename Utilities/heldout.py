@@ -6,6 +6,8 @@ The split is fixed in ``Utilities/dev_split.json`` (see ``make_split`` for how i
 
 * cxr_dev, 100 radiographs: by case, with all images from one source (the same patient or
   publication, ``index.csv``'s url) in the same half, so that no patient is in both halves.
+* ct_dev2, two CT volumes with threshold-derived references: by volume (pyrad_lung1 for
+  selection, pyrad_lung2 held out).
 * ct_dev, one CT volume: its axial slices in blocks of 10 (25 mm), alternating. Neighbouring
   2.5 mm slices are nearly the same image, so odd/even slices would put near-copies in both
   halves; 10-slice blocks keep the shared border to one slice pair per block. The even blocks
@@ -51,12 +53,26 @@ DEFAULT_STRATEGIES = (
     "crop",
     "box+crop",
     "flip4+crop",
+    "flip-v",
+    "adaptive",
+    "adaptive@0.85",
+    "adaptive@0.88",
+    "adaptive@0.92",
+    "adaptive@0.94",
     "zoom@0.25",
     "zoom@0.5",
     "refine",
 )
-#: Other values of a parameter, tried on the selection half of one dev set only (to choose it).
+#: Other values of a parameter, tried on the selection halves only (to choose it): of one dev set
+#: or, where None, of all.
 TUNING = {
+    **{
+        f"adaptive@{score}": (
+            None,
+            replace(strategies.STRATEGIES["adaptive"], name=f"adaptive@{score}", min_score=score),
+        )
+        for score in (0.85, 0.88, 0.92, 0.94)
+    },
     "zoom@0.25": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.25", zoom=0.25)),
     "zoom@0.5": ("ct_dev", replace(strategies.STRATEGIES["zoom"], name="zoom@0.5", zoom=0.5)),
 }
@@ -136,6 +152,19 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
                 out.CopyInformation(labels)
                 sitk.WriteImage(out, str(mask))
         folders[("ct_dev", half)] = (images, masks)
+
+        images, masks = work / "ct_dev2" / half / "images", work / "ct_dev2" / half / "masks"
+        for folder in (images, masks):
+            folder.mkdir(parents=True, exist_ok=True)
+        for volume in split["ct_dev2"][half]:
+            for source, folder in (
+                (data / "ct_dev2" / "images", images),
+                (data / "ct_dev2" / "masks", masks),
+            ):
+                link = folder / f"{volume}.nii.gz"
+                if not link.exists():
+                    link.symlink_to((source / f"{volume}.nii.gz").resolve())
+        folders[("ct_dev2", half)] = (images, masks)
     return folders
 
 
@@ -152,19 +181,24 @@ def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str)
     )
 
 
-def run(data: Path, work: Path, names, halves) -> dict:
+def run(data: Path, work: Path, names, halves, precision: str = "fp32") -> dict:
     split = json.loads(SPLIT.read_text())
     folders = build_halves(data, split, work)
     model = models.load_model("litemedsam", device="cpu")
-    engine = SamEngine(model, cache=EmbeddingCache(directory=work / "embeddings"))
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    engine = SamEngine(
+        model, precision=precision, cache=EmbeddingCache(directory=work / "embeddings"), log=print
+    )
+    results_root = work / ("results" if precision == "fp32" else f"results-{precision}")
+    everything = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    # Strategies are chosen in float32; another precision's numbers go beside, for compare.
+    results = everything if precision == "fp32" else everything.setdefault(precision, {})
     for name in names:
         for (dataset, half), (images, masks) in folders.items():
             if half not in halves or (
-                name in TUNING and (dataset, half) != (TUNING[name][0], "selection")
+                name in TUNING and (half != "selection" or TUNING[name][0] not in (None, dataset))
             ):
                 continue
-            out = work / "results" / dataset / half / name
+            out = results_root / dataset / half / name
             if not (out / "summary.json").is_file():
                 evaluate_folder(images, masks, out, engine, name)
             summary = json.loads((out / "summary.json").read_text())
@@ -181,7 +215,8 @@ def run(data: Path, work: Path, names, halves) -> dict:
             }
             with open(out / "cases.csv", newline="") as handle:
                 entry["modalities"] = sorted({row["modality"] for row in csv.DictReader(handle)})
-            baseline = work / "results" / dataset / half / BASELINE
+            entry["precision"] = engine.precision
+            baseline = results_root / dataset / half / BASELINE
             if name != BASELINE and (baseline / "summary.json").is_file():
                 versus = compare.compare(baseline, out)
                 compare.write(versus, compare.output_path(out))
@@ -201,7 +236,7 @@ def run(data: Path, work: Path, names, halves) -> dict:
                 ),
                 flush=True,
             )
-            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            RESULTS.write_text(json.dumps(everything, indent=1, sort_keys=True) + "\n")
     return results
 
 
@@ -217,16 +252,16 @@ def _versus(entry) -> str:
 def table(results: dict, names) -> str:
     """The README's table: mean Dice per half and, on the held-out halves, the difference from
     box."""
+    sets = ("ct_dev", "ct_dev2", "cxr_dev")
     lines = [
-        (
-            "| strategy | ct_dev selection | ct_dev held-out | held-out vs box | cxr_dev selection"
-            " | cxr_dev held-out | held-out vs box |"
-        ),
-        "|---|---|---|---|---|---|---|",
+        "| strategy | "
+        + " | ".join(f"{name} selection | {name} held-out | held-out vs box" for name in sets)
+        + " |",
+        "|---|" + "---|" * 3 * len(sets),
     ]
     for name in names:
         cells = []
-        for dataset in ("ct_dev", "cxr_dev"):
+        for dataset in sets:
             halves = results.get(dataset, {})
             selection, heldout = (
                 halves.get("selection", {}).get(name),
@@ -252,6 +287,7 @@ def main() -> None:
         choices=sorted(strategies.STRATEGIES),
     )
     parser.add_argument("--halves", nargs="+", default=list(HALVES), choices=HALVES)
+    parser.add_argument("--precision", default="fp32", help="the engine's precision (auto: chosen)")
     parser.add_argument(
         "--make-split", action="store_true", help="write dev_split.json anew (done once)"
     )
@@ -265,7 +301,7 @@ def main() -> None:
     if args.make_split:
         SPLIT.write_text(json.dumps(make_split(args.data), indent=1) + "\n")
         return
-    run(args.data, args.work, args.strategies, args.halves)
+    run(args.data, args.work, args.strategies, args.halves, args.precision)
 
 
 if __name__ == "__main__":

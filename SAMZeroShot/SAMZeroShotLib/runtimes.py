@@ -29,6 +29,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,17 +116,35 @@ class PartSpec:
     outputs: tuple[str, ...]
     dynamic_axes: dict | None = None
 
+    owner: torch.nn.Module | None = None  # the model's own part: PyTorch's output kept per owner
+
     @torch.inference_mode()
     def expected(self) -> tuple[torch.Tensor, ...]:
-        result = self.module(*self.sample)
-        return result if isinstance(result, tuple) else (result,)
+        """PyTorch's output on the test input, computed once per owner (a first run checks
+        several exports and compiled models of the same part against it)."""
+        key = self.owner if self.owner is not None else self.module
+        if key not in _EXPECTED:
+            result = self.module(*self.sample)
+            _EXPECTED[key] = result if isinstance(result, tuple) else (result,)
+        return _EXPECTED[key]
+
+
+#: PyTorch's outputs of each part on its test input, forgotten with the model.
+_EXPECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def encoder_spec(model) -> PartSpec:
     size = model.image_encoder.img_size
     sample = torch.linspace(-1.0, 1.0, 3 * size * size).reshape(1, 3, size, size)
     # The batch size is fixed to 1: TinyViT bakes it into reshapes when traced.
-    return PartSpec("encoder", model.image_encoder, (sample,), ("image",), ("features",))
+    return PartSpec(
+        "encoder",
+        model.image_encoder,
+        (sample,),
+        ("image",),
+        ("features",),
+        owner=model.image_encoder,
+    )
 
 
 def decoder_spec(model) -> PartSpec:
@@ -153,6 +172,7 @@ def decoder_spec(model) -> PartSpec:
         ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
         ("low_res_masks", "iou_predictions"),
         axes,
+        owner=model.mask_decoder,
     )
 
 
@@ -299,7 +319,7 @@ def onnx_file(model, spec: PartSpec) -> tuple[bytes, bool]:
         if "onnxruntime" in installed_runtimes():  # else OpenVINO checks what it compiles from it
             check_outputs(
                 spec,
-                OnnxRuntimePart(payload, spec.inputs, 1).run(*spec.sample),
+                OnnxRuntimePart(payload, spec.inputs, torch.get_num_threads()).run(*spec.sample),
                 "fp32",
                 f"the ONNX export of the {spec.kind}",
             )
@@ -455,7 +475,7 @@ def openvino_blob(model, spec: PartSpec, onnx_payload: bytes, precision: str) ->
         del compiled, source, stream
         check_outputs(
             spec,
-            OpenVinoPart(blob, spec.inputs, 1, precision).run(*spec.sample),
+            OpenVinoPart(blob, spec.inputs, torch.get_num_threads(), precision).run(*spec.sample),
             precision,
             f"OpenVINO's {precision} {spec.kind}",
         )
@@ -585,10 +605,12 @@ class Runtime:
 
 
 #: Rough seconds to build each thing on 2 cores, for the one line announcing the preparation.
-_BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 12}
+_BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 30}
 
 
 def _verdict_path(model, backend: str) -> tuple[Path, str]:
+    from .accuracy_guard import RULE
+
     info = cpu.current()
     path = (
         runtimes_dir()
@@ -598,26 +620,31 @@ def _verdict_path(model, backend: str) -> tuple[Path, str]:
     )
     return (
         path,
-        f"{path.name} {backend} {_version(backend)} {info.model} {' '.join(info.relevant_flags)}",
+        f"{path.name} {RULE} encoder-only {backend} {_version(backend)} {info.model} "
+        f"{' '.join(info.relevant_flags)}",
     )
 
 
-def part_runtimes(backend: str, precision: str) -> tuple[str, str]:
-    """The runtimes of the encoder and the decoder for a CPU backend.
+def part_runtimes(backend: str, precision: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``((runtime, precision), (runtime, precision))`` of the encoder and the decoder.
 
-    OpenVINO's float32 decoder was slower than ONNX Runtime's (0.28 s against 0.20 s for two
-    prompts, Intel Xeon with AMX, 1 thread, measured while other jobs shared the cores), its
-    bf16 decoder faster (0.15 s): the float32 decoder stays with ONNX Runtime where installed.
+    Reduced precision is for the encoder only (where the time goes): with the decoder in bf16
+    too, one mask of the guard's 54 lost 0.069 of Dice against the reference, with the decoder in
+    float32 at most 0.048 (AMD EPYC, AVX-512 BF16). OpenVINO's float32 decoder was slower than
+    ONNX Runtime's, so a float32 decoder runs on ONNX Runtime where it is installed.
     """
-    if backend == "openvino" and precision == "fp32" and "onnxruntime" in installed_runtimes():
-        return "openvino", "onnxruntime"
-    return backend, backend
+    decoder = (
+        "onnxruntime"
+        if backend == "openvino" and "onnxruntime" in installed_runtimes()
+        else backend
+    )
+    return (backend, precision), (decoder, "fp32")
 
 
 def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
     """The ONNX Runtime or OpenVINO parts (ONNX files exported, compiled models made as needed)."""
     parts = []
-    for spec, runtime in zip(
+    for spec, (runtime, part_precision) in zip(
         (encoder_spec(model), decoder_spec(model)), part_runtimes(backend, precision), strict=True
     ):
         onnx_payload, _ = onnx_file(model, spec)
@@ -625,12 +652,12 @@ def _cpu_runtime(model, backend: str, precision: str, threads: int) -> Runtime:
             part = OnnxRuntimePart(onnx_payload, spec.inputs, threads)
         else:
             part = OpenVinoPart(
-                openvino_blob(model, spec, onnx_payload, precision)[0],
+                openvino_blob(model, spec, onnx_payload, part_precision)[0],
                 spec.inputs,
                 threads,
-                precision,
+                part_precision,
             )
-        parts.append(PartCall(part, spec.kind, precision))
+        parts.append(PartCall(part, spec.kind, part_precision))
     return Runtime(parts[0], parts[1], precision)
 
 
@@ -650,12 +677,12 @@ def _missing_seconds(model, choice: Choice) -> float:
     if choice.backend == "torch":
         return seconds
     for precision in precisions:
-        for kind, runtime in zip(
+        for kind, (runtime, part_precision) in zip(
             ("encoder", "decoder"), part_runtimes(choice.backend, precision), strict=True
         ):
             if (
                 runtime == "openvino"
-                and read_cache_file(*openvino_path(model, kind, precision)) is None
+                and read_cache_file(*openvino_path(model, kind, part_precision)) is None
             ):
                 seconds += _BUILD_SECONDS["openvino"]
     for kind in ("encoder", "decoder"):
