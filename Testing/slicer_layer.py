@@ -445,6 +445,7 @@ class QDialog(QWidget):
 
     def __init__(self, *args, **kwargs):
         self.modal = False
+        self.windowModality = _Enum.NonModal
         self.windowTitle = ""
         super().__init__(*args, **kwargs)
 
@@ -459,6 +460,13 @@ class QDialog(QWidget):
 
     def setModal(self, modal):
         self.modal = bool(modal)
+        if self.modal and self.windowModality == _Enum.NonModal:
+            self.windowModality = _Enum.ApplicationModal
+
+    def setWindowModality(self, modality):
+        """As Qt: any modality but NonModal makes the dialog modal."""
+        self.windowModality = modality
+        self.modal = modality != _Enum.NonModal
 
 
 class QProgressDialog(QDialog):
@@ -475,7 +483,7 @@ class QProgressDialog(QDialog):
         self.autoClose = True
         self._wasCanceled = False
         super().__init__(*args, **kwargs)
-        self.modal = True
+        # Qt's QProgressDialog is not modal until told (setWindowModality or setModal).
         _state().dialogs.append(self)
 
     def setValue(self, value):
@@ -609,6 +617,7 @@ class QColor:
 
 
 class _Enum:
+    NonModal = 0
     WaitCursor = 3
     ShiftModifier = 0x02000000
     ApplicationModal = 2
@@ -828,6 +837,31 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
         return list(self._selected)
 
 
+class qMRMLSegmentationShow3DButton(QToolButton):
+    """Holds the segmentation it shows in 3D; a click toggles its closed surface, as Slicer's
+    button does (nothing is drawn here)."""
+
+    def __init__(self, *args, **kwargs):
+        self._segmentationNode = None
+        super().__init__(*args, **kwargs)
+        self.checkable = True
+
+    def setSegmentationNode(self, node):
+        self._segmentationNode = node
+
+    def segmentationNode(self):
+        return self._segmentationNode
+
+    def click(self):
+        super().click()
+        node = self._segmentationNode
+        if node is not None and self.enabled:
+            if self.checked:
+                node.CreateClosedSurfaceRepresentation()
+            else:
+                node.RemoveClosedSurfaceRepresentation()
+
+
 #: Classes of the stand-in modules by name; anything else the layer names at import time (for
 #: type checks such as ``type(widget) == qt.QSlider``) becomes a plain stand-in widget class.
 _QT = {
@@ -868,7 +902,13 @@ _CTK = {
 }
 _SLICER_WIDGETS = {
     cls.__name__: cls
-    for cls in (qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox, qMRMLSegmentSelectorWidget)
+    for cls in (
+        qMRMLWidget,
+        qSlicerWidget,
+        qMRMLNodeComboBox,
+        qMRMLSegmentSelectorWidget,
+        qMRMLSegmentationShow3DButton,
+    )
 }
 
 
@@ -1083,7 +1123,40 @@ _SLICER_ATTRIBUTES = (
     "qSlicerWidget",
     "qMRMLNodeComboBox",
     "qMRMLSegmentSelectorWidget",
+    "qMRMLSegmentationShow3DButton",
 )
+
+
+#: Data nodes that Slicer's subject hierarchy plugins own (a tree item each).
+_SUBJECT_HIERARCHY_CLASSES = (
+    "vtkMRMLVolumeNode",
+    "vtkMRMLSegmentationNode",
+    "vtkMRMLModelNode",
+    "vtkMRMLMarkupsNode",
+    "vtkMRMLTransformNode",
+    "vtkMRMLTableNode",
+    "vtkMRMLPlotChartNode",
+    "vtkMRMLPlotSeriesNode",
+)
+
+
+def _subject_hierarchy_item_adder(scene):
+    """As Slicer's subject hierarchy plugin logic (Qt) does: every data node added to the scene
+    gets an item under the scene's root, where a module may move it."""
+    import slicer
+    import vtk
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def add_item(caller, event, node):
+        if node is None or node.GetHideFromEditors() or node.GetSingletonTag():
+            return
+        if not any(node.IsA(name) for name in _SUBJECT_HIERARCHY_CLASSES):
+            return
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+        if hierarchy is not None and not hierarchy.GetItemByDataNode(node):
+            hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+
+    return add_item
 
 
 class Activation:
@@ -1149,7 +1222,9 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
 
     resolve_tag = scene.AddObserver(scene.EndCloseEvent, resolve)
     slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    item_tag = scene.AddObserver(scene.NodeAddedEvent, _subject_hierarchy_item_adder(scene))
     app = SlicerApplication(scene, application_logic, cache_path, testing)
+    app.applicationVersion = f"{version} (Python layer)"
     slicer.app = app
     slicer.mrmlScene = scene
     for name, cls in _SLICER_WIDGETS.items():
@@ -1174,6 +1249,7 @@ def activate(version: str, cache_path, testing: bool = True) -> Activation:
     activation = Activation(version, scene, application_logic, app, module)
     activation._saved = saved
     activation._resolve_tag = resolve_tag
+    activation._item_tag = item_tag
     return activation
 
 
@@ -1185,6 +1261,7 @@ def deactivate(activation: Activation) -> None:
     for widget in activation.widgets:
         widget.cleanup()
     activation.scene.RemoveObserver(activation._resolve_tag)
+    activation.scene.RemoveObserver(activation._item_tag)
     activation.scene.Clear(1)
     _forget(_REPLACED + _LAYER_MODULES)
     sys.modules.update(saved["modules"])

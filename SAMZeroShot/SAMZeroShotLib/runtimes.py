@@ -29,10 +29,8 @@ import os
 import tempfile
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from segment_anything.utils.onnx import SamOnnxModel
 from . import cpu
 from .errors import SettingError
 from .parameters import BACKEND_NAMES
+from .quiet import exporters_quiet
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -206,18 +205,10 @@ def check_outputs(spec: PartSpec, got: Sequence[torch.Tensor], precision: str, w
             )
 
 
-@contextmanager
-def _quiet():
-    """Silence the exporters' and runtimes' warnings (tracer notes, constant folding, ...): the
-    exported result is checked against PyTorch instead, and users get one line in their place."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
+#: Silences the exporters' and runtimes' warnings (tracer notes, constant folding, ...) through
+#: their own loggers and warning filters only (:mod:`quiet`): the exported result is checked
+#: against PyTorch instead, and users get one line in their place.
+_quiet = exporters_quiet
 
 
 def export_onnx(spec: PartSpec) -> bytes:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import imaging, metrics, mrml_io, voxels
+from . import imaging, metrics, mrml_io, placement, voxels
 from . import modality as modalities
 from .errors import BadVoxels, Cancelled, InputError
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE
@@ -211,8 +211,8 @@ def process(
     :param progress: ``progress(fraction, message)``; may be called from ``compute``'s thread.
     :param cancel: polled between batches; when it returns True, :class:`Cancelled` is raised.
     :param log: receives one line per step.
-    :param compute: runs the torch-heavy part as ``compute(fn)`` (e.g. on a worker thread);
-        default runs it inline. MRML work stays on the calling thread.
+    :param compute: runs the torch-heavy part and the scoring as ``compute(fn)`` (e.g. on a
+        worker thread); default runs it inline. MRML work stays on the calling thread.
     :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
         caller checked them already (e.g. before loading the model).
     :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
@@ -231,13 +231,12 @@ def process(
     descriptions = mrml_io.segment_descriptions(prompt_node, inputs.ids)
     input_nodes = [node for node in (volume_node, prompt_node, reference_node) if node is not None]
 
-    result = (compute or (lambda fn: fn()))(
-        lambda: _segment(inputs, parameters, progress, cancel, say)
+    result, (records, summary) = (compute or (lambda fn: fn()))(
+        lambda: _segment_and_score(inputs, parameters, descriptions, progress, cancel, say, started)
     )
     if cancel is not None and cancel():
         raise Cancelled()
     _check_still_in_scene(input_nodes, scene)
-    records, summary = _score(result, inputs, descriptions, parameters.model, started)
     say(summary)
     return _write_nodes(
         volume_node, scene, result, records, descriptions, inputs.ids, summary, parameters.model
@@ -251,6 +250,18 @@ def _check_still_in_scene(input_nodes, scene) -> None:
             f"{', '.join(removed)} left the scene during the run: nothing was created. "
             "Keep the inputs until the run ends."
         )
+
+
+def _segment_and_score(inputs: Inputs, parameters, descriptions, progress, cancel, say, started):
+    """The model's run and its scores, with no MRML. Scoring (surface distances over the whole
+    volume) runs where the model ran: in the Slicer module that is the worker thread, so the
+    event loop keeps turning, and Cancel works, through it."""
+    result = _segment(inputs, parameters, progress, cancel, say)
+    if cancel is not None and cancel():
+        raise Cancelled()
+    if progress is not None:
+        progress(1.0, "Scoring")
+    return result, _score(result, inputs, descriptions, parameters.model, started)
 
 
 def _score(result, inputs: Inputs, descriptions, model: str, started: float):
@@ -292,21 +303,27 @@ def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
 
 
 def _write_nodes(volume_node, scene, result, records, descriptions, ids, summary: str, model: str):
-    """The output segmentation, metrics table and Dice plot; all removed again if one fails."""
+    """The output segmentation, metrics table and Dice plot, named uniquely and placed beside the
+    volume (:mod:`placement`); all removed again if one fails."""
     base = volume_node.GetName()
     created = []
     with mrml_io.removed_on_failure(created):
         segmentation = mrml_io.create_segmentation(
-            volume_node, result.masks, descriptions, f"{base} SAM segmentation"
+            volume_node,
+            result.masks,
+            descriptions,
+            placement.unique_name(scene, f"{base} SAM segmentation"),
         )
         created.append(segmentation)
-        table = mrml_io.create_table(scene, records, f"{base} SAM metrics", TABLE_COLUMNS)
+        table = mrml_io.create_table(
+            scene, records, placement.unique_name(scene, f"{base} SAM metrics"), TABLE_COLUMNS
+        )
         created.append(table)
         slice_numbers, columns = dice_series(records, [descriptions[i].name for i in ids])
         colors = {descriptions[i].name: descriptions[i].color for i in ids}
-        chart = mrml_io.create_dice_plot(
-            scene, columns, slice_numbers, f"{base} SAM Dice per slice", colors, created
-        )
+        chart_name = placement.unique_name(scene, f"{base} SAM Dice per slice")
+        chart = mrml_io.create_dice_plot(scene, columns, slice_numbers, chart_name, colors, created)
+        placement.place_outputs(volume_node, created[:2], created[2:], f"{chart_name} (plot data)")
         table.SetNodeReferenceID(DICE_PLOT_REFERENCE, chart.GetID())
         table.SetAttribute(SUMMARY_ATTRIBUTE, summary)
         table.SetAttribute("SAMZeroShot.Model", model)
