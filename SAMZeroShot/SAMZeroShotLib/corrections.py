@@ -95,3 +95,55 @@ def next_click(
     distances = depth(region)
     row, col = np.unravel_index(int(np.argmax(distances)), distances.shape)
     return Click(int(row), int(col), include)
+
+
+def dice_by_clicks(
+    image: np.ndarray,
+    references: dict,
+    predicted: dict,
+    prompts: dict,
+    engine,
+    clicks: int,
+    ignore: np.ndarray | None = None,
+    correction: str | None = None,
+) -> list[float]:
+    """Dice of the union of a slice's segments after 0, 1, ..., ``clicks`` simulated clicks.
+
+    Each segment (``{key: 2D mask}``: reference, first result, prompt) gets up to ``clicks``
+    clicks from :func:`next_click`, each applied by an :class:`~.interactive.SliceEditor` with
+    ``correction`` that starts from the first result and the prompt's box.
+    """
+    from . import metrics
+    from .interactive import DEFAULT_CORRECTION, SliceEditor
+
+    editors = {}
+    for key, reference in references.items():
+        if not (reference.any() or predicted[key].any()):
+            continue
+        editor = SliceEditor(engine, image, correction or DEFAULT_CORRECTION)
+        prompt = prompts.get(key)
+        box = None if prompt is None or not prompt.any() else _box(prompt)
+        editor.start_from(predicted[key], box)
+        editors[key] = editor
+
+    def union_dice() -> float:
+        union = np.zeros(image.shape[:2], bool)
+        for key in references:
+            union |= editors[key].mask if key in editors else predicted[key]
+        reference_union = np.logical_or.reduce(list(references.values()))
+        return metrics.overlap(union, reference_union, ignore)["dice"]
+
+    scores = [union_dice()]
+    for _ in range(clicks):
+        for key, editor in editors.items():
+            click = next_click(references[key], editor.mask, ignore)
+            if click is not None:
+                editor.click(click)
+        scores.append(union_dice())
+    return scores
+
+
+def _box(mask: np.ndarray) -> np.ndarray:
+    from .prompts import box_prompt
+
+    return box_prompt(mask)
