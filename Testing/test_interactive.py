@@ -5,7 +5,13 @@ import pytest
 
 from SAMZeroShotLib import imaging, metrics
 from SAMZeroShotLib.corrections import Click, dice_by_clicks, next_click
-from SAMZeroShotLib.interactive import CORRECTIONS, SliceEditor, grown_box, local_box
+from SAMZeroShotLib.interactive import (
+    CORRECTIONS,
+    SliceEditor,
+    click_window,
+    grown_box,
+    local_box,
+)
 from SAMZeroShotLib.prompts import box_prompt
 
 
@@ -81,3 +87,14 @@ def test_the_local_box_is_twice_the_click_distance_to_the_mask():
     mask[:, :40] = True
     box = local_box(mask, Click(50, 60, True))  # 21 px from column 39: half side 42
     assert box.tolist() == [18.0, 8.0, 100.0, 93.0]
+
+
+def test_a_bounded_click_changes_only_its_window():
+    mask = np.zeros((60, 60), bool)
+    mask[:, :30] = True
+    # An include click 2 px beside the border (distance 3 to column 29) may change 6 px around it;
+    # an exclude click 10 px inside it (distance 10 to column 30), 20 px.
+    include = click_window(mask, Click(20, 32, True))
+    assert include[20, 26] and include[20, 38] and not include[20, 39] and not include[13, 32]
+    exclude = click_window(mask, Click(20, 20, False))
+    assert exclude[0, 0] and exclude[40, 40] and not exclude[41, 20]

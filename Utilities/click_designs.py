@@ -62,13 +62,15 @@ def case_curves(case, engine, designs, clicks: int) -> dict[str, list[list[float
     return curves
 
 
-def run(data: Path, work: Path, sets, halves, designs, clicks: int, limit: int | None) -> dict:
+def run(
+    data: Path, work: Path, sets, halves, designs, clicks: int, limit: int | None, out: Path
+) -> dict:
     folders = build_halves(data, json.loads(SPLIT.read_text()), work)
     engine = SamEngine(
         models.load_model("litemedsam", device="cpu"),
         cache=EmbeddingCache(directory=work / "embeddings"),
     )
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results = json.loads(out.read_text()) if out.is_file() else {}
     for (dataset, half), (images, masks) in folders.items():
         if dataset not in sets or half not in halves:
             continue
@@ -94,7 +96,7 @@ def run(data: Path, work: Path, sets, halves, designs, clicks: int, limit: int |
                 flush=True,
             )
         print(f"{dataset} {half}: {time.perf_counter() - started:.0f} s", flush=True)
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     return results
 
 
@@ -107,8 +109,18 @@ def main() -> None:
     parser.add_argument("--designs", nargs="+", default=list(CORRECTIONS), choices=CORRECTIONS)
     parser.add_argument("--clicks", type=int, default=3)
     parser.add_argument("--limit", type=int, help="only the first N cases of each half")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the curves go")
     args = parser.parse_args()
-    run(args.data, args.work, args.sets, args.halves, args.designs, args.clicks, args.limit)
+    run(
+        args.data,
+        args.work,
+        args.sets,
+        args.halves,
+        args.designs,
+        args.clicks,
+        args.limit,
+        args.results,
+    )
 
 
 if __name__ == "__main__":

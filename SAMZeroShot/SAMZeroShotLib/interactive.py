@@ -22,6 +22,10 @@ trained with boxes and points alone do not suit it:
     An include click is decoded as a box of its own around the click (its half side twice the
     click's distance to the current mask, at least 8 pixels) with the click as a point, and the
     part of that mask under the click is added; an exclude click is handled as in ``local``.
+``bounded``
+    ``local-box``, with every change kept inside a square around the click whose half side is
+    twice the click's distance to the mask's border (at least 3 pixels): a click beside the
+    border moves the border there, a click deep inside a wrong region may change all of it.
 
 :data:`DEFAULT_CORRECTION` is the one chosen on the selection halves of the dev sets (README,
 "Segment Editor effect").
@@ -36,7 +40,11 @@ import numpy as np
 from .corrections import Click
 from .prompts import Prompt, box_prompt
 
-CORRECTIONS = ("points", "box+points", "box+points+mask", "local", "local-box")
+CORRECTIONS = ("points", "box+points", "box+points+mask", "local", "local-box", "bounded")
+#: The corrections that give the decoder the previous logits as a mask prompt.
+MASK_PROMPTED = ("box+points+mask", "local", "local-box", "bounded")
+#: Smallest half side of the window a ``bounded`` click may change, in pixels.
+WINDOW_MIN = 3
 #: Smallest half side of a ``local-box`` correction's box, in pixels.
 LOCAL_BOX_MIN = 8
 DEFAULT_CORRECTION = "local"
@@ -71,6 +79,23 @@ def local_box(mask: np.ndarray, click: Click) -> np.ndarray:
         ],
         dtype=np.float32,
     )
+
+
+def click_window(mask: np.ndarray, click: Click) -> np.ndarray:
+    """Where a ``bounded`` click may change the mask: a square around the click whose half side
+    is twice the click's distance to the other side of the mask's border (at least
+    :data:`WINDOW_MIN`)."""
+    from .corrections import depth
+
+    other_side = ~mask if click.include else mask
+    distance = float(depth(other_side)[click.row, click.col]) if other_side.any() else 0.0
+    half = int(np.ceil(max(WINDOW_MIN, 2.0 * distance)))
+    window = np.zeros(mask.shape, bool)
+    window[
+        max(0, click.row - half) : click.row + half + 1,
+        max(0, click.col - half) : click.col + half + 1,
+    ] = True
+    return window
 
 
 def grown_box(box: np.ndarray | None, clicks: list[Click]) -> np.ndarray | None:
@@ -122,11 +147,12 @@ class SliceEditor:
             [self._embedding] = self.engine.encode([self.image])
         return self._embedding
 
-    def _decode(self, prompt: Prompt, mask_input=None):
+    def _decode(self, prompt: Prompt, mask_input=None, keep: bool = True):
         [prediction] = self.engine.decode(
             self.embedding, [prompt], None if mask_input is None else [mask_input]
         )
-        self.low_res = prediction.low_res_logits
+        if keep:
+            self.low_res = prediction.low_res_logits
         return prediction.mask
 
     def set_box(self, box) -> np.ndarray:
@@ -148,7 +174,7 @@ class SliceEditor:
             box = box_prompt(mask)
         self.box = None if box is None else np.asarray(box, dtype=np.float32).reshape(4)
         self.clicks = []
-        if self.box is not None and self.correction in ("box+points+mask", "local", "local-box"):
+        if self.box is not None and self.correction in MASK_PROMPTED:
             self._decode(Prompt(segments=(0,), box=self.box))
         self.mask = mask.copy()
         return self.mask
@@ -156,32 +182,36 @@ class SliceEditor:
     def click(self, click: Click) -> np.ndarray:
         """Apply one correction click; the new mask."""
         self.clicks.append(click)
-        if self.correction == "local-box" and click.include:
-            prompt = Prompt(
-                segments=(0,), points=[click.point], labels=[1], box=local_box(self.mask, click)
+        if self.correction in ("local-box", "bounded") and click.include:
+            box = local_box(self.mask, click)
+            # A view of its own: its logits are not the segment's, so they are not kept.
+            new = self._decode(
+                Prompt(segments=(0,), points=[click.point], labels=[1], box=box), keep=False
             )
-            new = self._decode(prompt)
-            self.mask = self.mask | _component_at(new & ~self.mask, click.row, click.col)
-            return self.mask
-        if self.correction == "points" or self.box is None:
-            prompt_box = None
         else:
-            prompt_box = grown_box(self.box, self.clicks)
-        prompt = Prompt(
+            new = self._decode(self._click_prompt(), self.low_res if self._with_mask() else None)
+        self.mask = self._merged(new, click)
+        return self.mask
+
+    def _with_mask(self) -> bool:
+        return self.correction in MASK_PROMPTED and self.low_res is not None
+
+    def _click_prompt(self) -> Prompt:
+        """The segment's box (grown to the include clicks) with every click so far."""
+        box = None if self.correction == "points" else grown_box(self.box, self.clicks)
+        return Prompt(
             segments=(0,),
             points=[c.point for c in self.clicks],
             labels=[c.label for c in self.clicks],
-            box=prompt_box,
+            box=box,
         )
-        with_mask = (
-            self.correction in ("box+points+mask", "local", "local-box")
-            and self.low_res is not None
-        )
-        new = self._decode(prompt, self.low_res if with_mask else None)
-        if self.correction not in ("local", "local-box"):
-            self.mask = new
-        elif click.include:
-            self.mask = self.mask | _component_at(new & ~self.mask, click.row, click.col)
-        else:
-            self.mask = self.mask & ~_component_at(self.mask & ~new, click.row, click.col)
-        return self.mask
+
+    def _merged(self, new: np.ndarray, click: Click) -> np.ndarray:
+        """The mask after a click: the decoder's, or only its change under the click."""
+        if self.correction not in ("local", "local-box", "bounded"):
+            return new
+        changed = (new & ~self.mask) if click.include else (self.mask & ~new)
+        part = _component_at(changed, click.row, click.col)
+        if self.correction == "bounded":
+            part &= click_window(self.mask, click)
+        return (self.mask | part) if click.include else (self.mask & ~part)
