@@ -23,7 +23,7 @@ def test_evaluate_with_clicks_writes_the_dice_curve(samzeroshot, cohort, tmp_pat
     assert len(curve) == 3
     assert curve[0] == pytest.approx(summary["mean_dice"])
     assert summary["settings"]["clicks"] == 2
-    assert summary["settings"]["correction"] == "local"
+    assert summary["settings"]["correction"] == "bounded"
     assert "mean Dice after 0, 1, ... clicks" in stdout
     slices = read_rows(out / "slices.csv")
     for row in slices:

@@ -47,7 +47,7 @@ MASK_PROMPTED = ("box+points+mask", "local", "local-box", "bounded")
 WINDOW_MIN = 3
 #: Smallest half side of a ``local-box`` correction's box, in pixels.
 LOCAL_BOX_MIN = 8
-DEFAULT_CORRECTION = "local"
+DEFAULT_CORRECTION = "bounded"
 
 
 def _component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray:
