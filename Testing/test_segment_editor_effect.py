@@ -408,3 +408,21 @@ def test_the_hidden_module_registers_the_effect_with_the_editor(editor, monkeypa
         assert adaptor.name == "SAM"
     finally:
         del slicer.qSlicerSegmentEditorEffectFactory
+
+
+def test_refine_all_slices_resegments_each_drawn_slice_in_place(editor):
+    from SAMZeroShotLib import mrml_io
+
+    k = best_slice(editor.right_lung)
+    rough = np.zeros_like(editor.right_lung)
+    (i0, j0), (i1, j1) = lung_box(editor.right_lung[k])
+    rough[k, j0 : j1 + 1, i0 : i1 + 1] = True  # the lung's box, filled: a rough first draft
+    mrml_io.set_segment_mask(
+        editor.segmentation, editor.segment_id, rough, mrml_io.ijk_to_ras(editor.volume)
+    )
+    editor.effect.onRefineAllSlices()
+    refined = editor.segment()
+    assert not np.delete(refined, k, axis=0).any()
+    assert dice(refined[k], editor.right_lung[k]) > dice(rough[k], editor.right_lung[k]) + 0.05
+    editor.logic.Undo()
+    assert np.array_equal(editor.segment(), rough)

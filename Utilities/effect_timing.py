@@ -6,7 +6,8 @@ Runs :class:`SAMZeroShotLib.editor_session.EditorSession` (what the effect calls
 editor's own VTK work) with the default engine on ``ct_dev``: a box around the right lung on
 the slice where it is largest (a first interaction on that slice: encoder and decoder), an
 include click at the deepest point of the largest miss (decoder only), and "Fill the volume"
-from that slice (the module's propagation with the default strategy). Prints one JSON line.
+from that slice (the module's propagation with the default strategy). Prints a JSON line
+after the click and another at the end.
 """
 
 import argparse
@@ -54,6 +55,7 @@ def main() -> None:
     started = time.perf_counter()
     _, mask = session.click("lung", 0, ijk, click.include, mask)
     times["click_s"] = time.perf_counter() - started
+    print(json.dumps(times), flush=True)  # the interactive times, before the long part
     started = time.perf_counter()
     filled = session.fill(mask, 0)
     times["fill_volume_s"] = time.perf_counter() - started
