@@ -146,6 +146,7 @@ def _add_evaluate_command(commands) -> None:
             " with the largest reference area) or K slices evenly spaced among those with labels"
         ),
     )
+    _add_click_options(evaluate)
     _add_run_options(evaluate)
     _add_model_options(evaluate)
 
@@ -157,6 +158,36 @@ def _propagate_from(value: str) -> str:
             f"{value!r}: give middle or a number of annotated slices (1 or more)"
         )
     return value
+
+
+def _add_click_options(evaluate) -> None:
+    from .interactive import CORRECTIONS, DEFAULT_CORRECTION
+
+    evaluate.add_argument(
+        "--clicks",
+        type=int,
+        default=0,
+        help=(
+            "simulate N correction clicks per slice and segment after the first result, each at "
+            "the deepest point of the largest wrong region (dice_by_clicks in the results)"
+        ),
+    )
+    evaluate.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default=DEFAULT_CORRECTION,
+        help=f"how a click is given to the model (default {DEFAULT_CORRECTION})",
+    )
+
+
+def _clicks(args, client) -> int:
+    """``--clicks`` checked: a whole number, 0 or more, computed in this process."""
+    clicks = getattr(args, "clicks", 0) or 0
+    if clicks < 0:
+        raise UserError(f"--clicks {clicks}: give a whole number of clicks, 0 or more")
+    if clicks and client is not None:
+        raise UserError("--clicks runs in this process: leave out --workers and --scheduler")
+    return clicks
 
 
 def _add_compare_command(commands) -> None:
@@ -427,6 +458,8 @@ class Cohort:
     problems: list
     folder: object  # results.ResultsFolder
     out: Path
+    clicks: int = 0  # simulated correction clicks (evaluate --clicks)
+    correction: str | None = None
 
 
 def _data_set(
@@ -493,6 +526,8 @@ def _open_cohort(
     masks=None,
     propagate_from: str | None = None,
     data_option: str = "--data",
+    clicks: int = 0,
+    correction: str | None = None,
 ) -> Cohort:
     """Find and read a data set's cases, and open its results folder: every check before the
     model."""
@@ -506,10 +541,9 @@ def _open_cohort(
     cases, problems = evaluation.prepare(
         found, data or images, keep_going=args.keep_going, fill_nonfinite=parameters.fill_nonfinite
     )
-    settings = evaluation.run_settings(parameters, source, propagate_from)
-    return Cohort(
-        cases, problems, _open_results(out, args.overwrite, parameters, cases, settings), out
-    )
+    settings = evaluation.run_settings(parameters, source, propagate_from, clicks, correction)
+    folder = _open_results(out, args.overwrite, parameters, cases, settings)
+    return Cohort(cases, problems, folder, out, clicks, correction)
 
 
 def _workers(args) -> int:
@@ -562,6 +596,8 @@ def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, 
             skipped=cohort.problems,
             progress=progress.on_stderr,
             cancel=cancel,
+            clicks=cohort.clicks,
+            correction=cohort.correction,
         )
     from . import cluster
 
@@ -606,6 +642,9 @@ def _report(summary: dict, out: Path) -> int:
         print(f"skipped {skipped['file']}: {skipped['problem']}", file=sys.stderr)
     for failed in summary["failed"]:
         print(f"failed {failed['file']}: {failed['reason']}", file=sys.stderr)
+    if "dice_by_clicks" in summary:
+        curve = ", ".join(f"{d:.4f}" for d in summary["dice_by_clicks"])
+        print(f"mean Dice after 0, 1, ... clicks: {curve}")
     print(
         f"{summary['n_cases']} cases, {summary['n_scored_slices']} scored slices: mean Dice"
         f" {summary['mean_dice']:.4f}, mean Jaccard {summary['mean_jaccard']:.4f}"
@@ -617,6 +656,7 @@ def _report(summary: dict, out: Path) -> int:
 
 def run_evaluate(args) -> int:
     parameters = _parameters(args)
+    clicks = _clicks(args, None if _workers(args) == 1 and not args.scheduler else True)
     cohort = _open_cohort(
         args,
         parameters,
@@ -626,6 +666,8 @@ def run_evaluate(args) -> int:
         args.images,
         args.masks,
         args.propagate_from,
+        clicks=clicks,
+        correction=args.correction if clicks else None,
     )
     with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
         summary = _run_guarded(

@@ -10,6 +10,8 @@ slice. Outputs (a stable interface, read by scripts outside this project):
 * ``cases.csv`` - one row per case: slice means, volume Dice/Jaccard, HD95, mean surface distance,
   the modality the strategy was told and why, and with ``propagate_from`` where each segment's
   walk stopped and why (``propagation_stops``, also in ``summary.json``);
+* with ``--clicks N``: ``dice_by_clicks`` in both tables (the Dice after 0, 1, ..., N simulated
+  correction clicks, ``;``-separated; see :mod:`corrections`) and in the summary (the means);
 * ``summary.json`` - ``n_cases``, ``n_scored_slices``, ``mean_dice``, ``mean_jaccard`` (means over
   scored 2D slices, pooled over cases as the paper does), ``prompt_only_dice`` (the same mean for
   the prompt boxes themselves, filled: what the prompt alone gives), ``model``, ``strategy``,
@@ -291,13 +293,21 @@ def prompt_only_dice(
 
 
 def evaluate_case(
-    case: Case, engine, parameters, propagate_from: str | None = None, cancel=None
+    case: Case,
+    engine,
+    parameters,
+    propagate_from: str | None = None,
+    cancel=None,
+    clicks: int = 0,
+    correction: str | None = None,
 ) -> CaseResult:
     """Segment one case with ``parameters`` (and the case's own settings) and score it.
 
     The one function that computes a case, in this process or on a cluster's worker. Each row
     also carries ``prompt_only_dice``: the Dice of the prompt boxes themselves, filled, a
-    baseline that costs no model call.
+    baseline that costs no model call. ``clicks``: simulated correction clicks per slice and
+    segment after the first result (``dice_by_clicks``), applied with ``correction`` (see
+    :mod:`interactive`).
     """
     from . import modality as modalities
     from . import pipeline, propagation
@@ -325,6 +335,9 @@ def evaluate_case(
         modality=modality,
     )
     slice_rows, case_row = _case_scores(case.name, result, reference, prompts, ignore, geometry)
+    if clicks:
+        views = (volume, reference, prompts, ignore)
+        _click_scores(slice_rows, case_row, views, result, engine, clicks, correction)
     case_row.update(
         n_segments=len(reference),
         seconds=time.perf_counter() - started,
@@ -335,6 +348,33 @@ def evaluate_case(
         names = {key: f"label {key}" for key in reference}
         case_row["propagation_stops"] = propagation.describe_stops(result.stops, names)
     return CaseResult(case.name, slice_rows, case_row, notes)
+
+
+def _click_scores(slice_rows, case_row, views, result, engine, clicks, correction) -> None:
+    """Add ``dice_by_clicks`` to each scored slice's row and the case's means to its row."""
+    from .corrections import dice_by_clicks
+
+    volume, reference, prompts, ignore = views
+    geometry = result.geometry
+    volume_view, ignore_view = geometry.view(volume), geometry.view(ignore)
+    by_key = {
+        name: {key: geometry.view(mask) for key, mask in masks.items()}
+        for name, masks in (("reference", reference), ("result", result.masks), ("prompt", prompts))
+    }
+    for row in slice_rows:
+        s = row["slice"]
+        row["dice_by_clicks"] = dice_by_clicks(
+            imaging.to_rgb8(volume_view[s], result.window),
+            {key: view[s] for key, view in by_key["reference"].items()},
+            {key: view[s] for key, view in by_key["result"].items()},
+            {key: view[s] for key, view in by_key["prompt"].items()},
+            engine,
+            clicks,
+            ignore_view[s],
+            correction,
+        )
+    curves = np.array([row["dice_by_clicks"] for row in slice_rows], dtype=float)
+    case_row["dice_by_clicks"] = [float(v) for v in curves.mean(axis=0)] if len(curves) else []
 
 
 def _read_case(case: Case, fill_nonfinite: bool):
@@ -416,16 +456,27 @@ def prepare(
     return good, problems
 
 
-def run_settings(parameters, source: dict[str, str], propagate_from: str | None = None) -> dict:
+def run_settings(
+    parameters,
+    source: dict[str, str],
+    propagate_from: str | None = None,
+    clicks: int = 0,
+    correction: str | None = None,
+) -> dict:
     """What an evaluation's results depend on: a results folder made with other settings is not
     resumed.
 
     ``source`` names the data (a layout's :func:`~.layouts.source`). A setting added to
     :class:`~.parameters.Parameters` that changes results goes in here too.
     """
+    from .interactive import DEFAULT_CORRECTION
     from .models import checkpoint_sha256
     from .strategies import resolve
 
+    # Only runs with clicks name them, so that folders made before they existed still resume.
+    with_clicks = (
+        {"clicks": clicks, "correction": correction or DEFAULT_CORRECTION} if clicks else {}
+    )
     return {
         "model": parameters.model,
         "checkpoint_sha256": checkpoint_sha256(parameters.model, parameters.checkpoint),
@@ -435,6 +486,7 @@ def run_settings(parameters, source: dict[str, str], propagate_from: str | None 
         "precision": parameters.precision,
         "propagate_from": propagate_from,
         "fill_nonfinite": parameters.fill_nonfinite,
+        **with_clicks,
         **source,
         "version": __version__,
     }
@@ -535,13 +587,15 @@ def evaluate(
     skipped: Sequence[CaseError] = (),
     progress=None,
     cancel: Callable[[], bool] | None = None,
+    clicks: int = 0,
+    correction: str | None = None,
 ) -> dict:
     """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the
     summary.
 
     ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
     cases: when it returns True, :class:`~.errors.Cancelled` is raised and the folder keeps
-    every case finished so far.
+    every case finished so far. ``clicks``, ``correction``: see :func:`evaluate_case`.
     """
 
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
@@ -551,7 +605,16 @@ def evaluate(
         for name in recorder.todo:
             if cancel is not None and cancel():
                 raise Cancelled()
-            recorder.keep(evaluate_case(by_name[name], engine, parameters, propagate_from))
+            recorder.keep(
+                evaluate_case(
+                    by_name[name],
+                    engine,
+                    parameters,
+                    propagate_from,
+                    clicks=clicks,
+                    correction=correction,
+                )
+            )
     finally:
         recorder.progress.close()
     return recorder.finish()

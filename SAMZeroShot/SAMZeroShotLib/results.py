@@ -95,13 +95,17 @@ def csv_text(rows: Iterable[dict], fields: Sequence[str], header: bool) -> str:
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {
-                key: f"{value:.6f}" if isinstance(value, float) else value
-                for key, value in row.items()
-            }
-        )
+        writer.writerow({key: _cell(value) for key, value in row.items()})
     return buffer.getvalue()
+
+
+def _cell(value):
+    """A table cell: floats with six decimals, a list of floats (a curve) ``;``-separated."""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_cell(float(v)) for v in value)
+    return value
 
 
 def _differences(stored: Mapping, wanted: Mapping) -> str:
@@ -120,6 +124,9 @@ class ResultsFolder:
     def __init__(self, folder, settings: Mapping, overwrite: bool = False):
         self.folder = writable_folder(folder)
         self.settings = dict(settings)
+        # A run with simulated clicks adds its Dice curve to both tables.
+        extra = ("dice_by_clicks",) if self.settings.get("clicks") else ()
+        self.slice_fields, self.case_fields = SLICE_FIELDS + extra, CASE_FIELDS + extra
         for name in FILES:
             check_output_file(self.folder / name)
         if overwrite:
@@ -232,10 +239,10 @@ class ResultsFolder:
         append_synced(self._path(JOURNAL_FILE), result.to_json() + "\n")
         self.results[result.name] = result
         append_synced(
-            self._path(SLICES_FILE), csv_text(result.slice_rows, SLICE_FIELDS, header=False)
+            self._path(SLICES_FILE), csv_text(result.slice_rows, self.slice_fields, header=False)
         )
         append_synced(
-            self._path(CASES_FILE), csv_text([result.case_row], CASE_FIELDS, header=False)
+            self._path(CASES_FILE), csv_text([result.case_row], self.case_fields, header=False)
         )
         return self._write_summary(complete=False)
 
@@ -262,8 +269,8 @@ class ResultsFolder:
             key=lambda row: (row["case"], row["slice"]),
         )
         for name, text in (
-            (SLICES_FILE, csv_text(slice_rows, SLICE_FIELDS, header=True)),
-            (CASES_FILE, csv_text([r.case_row for r in ordered], CASE_FIELDS, header=True)),
+            (SLICES_FILE, csv_text(slice_rows, self.slice_fields, header=True)),
+            (CASES_FILE, csv_text([r.case_row for r in ordered], self.case_fields, header=True)),
         ):
             path = self._path(name)
             if not path.exists() or path.read_bytes() != text.encode("utf-8"):
@@ -302,6 +309,13 @@ def summarize(results: Sequence[CaseResult], about: Mapping) -> dict:
         return float(function([r[name] for r in slice_rows])) if slice_rows else math.nan
 
     seconds = float(sum(r["seconds"] for r in case_rows))
+    curves = [r["dice_by_clicks"] for r in slice_rows if "dice_by_clicks" in r]
+    # Mean Dice after 0, 1, ..., N simulated clicks, over the same slices as mean_dice.
+    by_clicks = (
+        {"dice_by_clicks": [float(v) for v in np.mean(curves, axis=0)]}
+        if curves and len(curves) == len(slice_rows)
+        else {}
+    )
     return {
         "n_cases": len(case_rows),
         "n_scored_slices": len(slice_rows),
@@ -312,6 +326,7 @@ def summarize(results: Sequence[CaseResult], about: Mapping) -> dict:
         "median_dice": float(np.median(dice)) if dice.size else math.nan,
         "mean_sensitivity": mean("sensitivity", np.nanmean),
         "mean_precision": mean("precision", np.nanmean),
+        **by_clicks,
         **about,
         "seconds": seconds,
         "seconds_per_slice": seconds / max(sum(r["n_segmented_slices"] for r in case_rows), 1),
