@@ -6,9 +6,15 @@ import pytest
 from SAMZeroShotLib import imaging, pipeline, prompts
 
 
-def test_engine_masks_match_segment_anythings_predictor(engine, chest, litemedsam):
-    """Same masks as SamPredictor, for box-only, points-only and points+box prompts."""
+def test_engine_masks_match_segment_anythings_predictor(chest, litemedsam):
+    """Same masks as SamPredictor, for box-only, points-only and points+box prompts, in float32
+    (where the CPU runs the encoder in bf16 by default, its masks differ slightly: measured 0.9974
+    of pixels agreeing; the accuracy guard judges those)."""
     from segment_anything import SamPredictor
+
+    from SAMZeroShotLib.engine import SamEngine
+
+    engine = SamEngine(litemedsam, precision="fp32")
 
     voxels, geometry, masks = chest
     image = imaging.to_rgb8(geometry.view(voxels)[20], imaging.WINDOW_PRESETS["ct-lung"])
