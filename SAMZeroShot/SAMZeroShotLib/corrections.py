@@ -115,6 +115,7 @@ def dice_by_clicks(
     """
     from . import metrics
     from .interactive import DEFAULT_CORRECTION, SliceEditor
+    from .prompts import box_prompt
 
     editors = {}
     for key, reference in references.items():
@@ -122,7 +123,7 @@ def dice_by_clicks(
             continue
         editor = SliceEditor(engine, image, correction or DEFAULT_CORRECTION)
         prompt = prompts.get(key)
-        box = None if prompt is None or not prompt.any() else _box(prompt)
+        box = None if prompt is None or not prompt.any() else box_prompt(prompt)
         editor.start_from(predicted[key], box)
         editors[key] = editor
 
@@ -141,9 +142,3 @@ def dice_by_clicks(
                 editor.click(click)
         scores.append(union_dice())
     return scores
-
-
-def _box(mask: np.ndarray) -> np.ndarray:
-    from .prompts import box_prompt
-
-    return box_prompt(mask)
