@@ -347,3 +347,31 @@ def test_with_patience_a_segment_lost_on_one_slice_carries_on_from_its_last_good
     # It stops where the lung ends, at the first slice it missed there, after one more try.
     up = [stop for stop in patient.stops if stop.segment == "left" and stop.direction > 0]
     assert [(stop.slice, stop.reason) for stop in up] == [(25, "empty")]
+
+
+@pytest.mark.parametrize("start_from", ["model", "drawn"])
+def test_the_walk_starts_from_the_model_or_from_the_users_outline(dark_lungs, start_from):
+    volume, geometry, truth = dark_lungs
+    views = {key: geometry.view(mask) for key, mask in truth.items()}
+    annotated = {9: {key: view[9].copy() for key, view in views.items()}}
+    # The user's outline of the right lung is a square around it: the model's mask (dark
+    # pixels in its box) is the disc, the outline itself is the square.
+    square = box_of(annotated[9]["right"])
+    annotated[9]["right"] = square.copy()
+    rules = propagation.Rules(
+        start_from=start_from, max_growth=0, min_overlap=0.0, max_intensity_shift=255.0
+    )
+    masks, _ = propagation.propagate(
+        volume, geometry, annotated, NoEngine(), DarkInBox(), rules=rules
+    )
+    on_annotated = geometry.view(masks["right"])[9]
+    expected = square if start_from == "drawn" else geometry.view(truth["right"])[9]
+    assert np.array_equal(on_annotated, expected)
+    assert np.array_equal(annotated[9]["right"], square)  # the input is untouched
+    # Either way the walk reaches the rest of the lung from there.
+    assert np.array_equal(geometry.view(masks["right"])[3:9], geometry.view(truth["right"])[3:9])
+
+
+def test_an_unknown_start_is_refused():
+    with pytest.raises(SettingError, match="start_from"):
+        propagation.Rules(start_from="both")

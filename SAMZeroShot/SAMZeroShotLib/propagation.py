@@ -47,6 +47,10 @@ CHOSEN_FROM_DATA = {
     "max_intensity_shift": 60.0,
     # 2 and 1.5 tried (no limit): 2 stops the walk that leaves the lung at its end (0.9347).
     "max_growth": 2.0,
+    # Where the walks start on an annotated slice: "model" / "drawn" tried ("model"): the user's
+    # own outline, which that slice then keeps, scored higher on every selection run and tied on
+    # the propagated slices alone (-0.0003 on ct_dev from the middle).
+    "start_from": "drawn",
     # 0 / 1 tried (0): equal on the selection scores (-0.0004 on ct_dev from the middle), but from
     # 3 slices ct_dev's left lung, skipping the slice where it had rightly stopped, went on for
     # 14 slices below its base (masks on slices without lung): not used.
@@ -81,6 +85,9 @@ class Rules:
     ``patience``, a segment that breaks a rule is tried again on up to that many further slices,
     each prompted from its last mask that kept the rules; the slices it missed stay empty, and it
     stops (at the first missed slice) only when none of them keeps the rules.
+
+    Start: with ``start_from="drawn"`` the walks start from the user's outlines on the annotated
+    slices, and those slices keep them; with ``"model"`` from the model's masks for them.
     """
 
     grow: float = CHOSEN_FROM_DATA["grow"]
@@ -92,8 +99,11 @@ class Rules:
     intensity_from: str = CHOSEN_FROM_DATA["intensity_from"]
     patience: int = CHOSEN_FROM_DATA["patience"]
     max_growth: float = CHOSEN_FROM_DATA["max_growth"]
+    start_from: str = CHOSEN_FROM_DATA["start_from"]
 
     def __post_init__(self):
+        if self.start_from not in ("model", "drawn"):
+            raise SettingError(f"start_from {self.start_from!r}: use 'model' or 'drawn'.")
         if self.intensity_from not in ("neighbour", "annotated"):
             raise SettingError(
                 f"intensity_from {self.intensity_from!r}: use 'neighbour' or 'annotated'."
@@ -427,10 +437,14 @@ def propagate(
     model_name = getattr(getattr(engine.model, "spec", None), "name", "")
     _, chooser = strategies.resolve(strategy, model_name)
     model = StrategyModel(view, imaging.resolve_window(window, volume), engine, chooser, modality)
+    rules = rules or Rules()
     predicted = {}
     for s, masks in sorted(annotated.items()):
-        drawn = {key: mask for key, mask in masks.items() if mask.any()}
-        predicted[s] = model.segment(s, drawn) if drawn else {}
+        drawn = {key: mask.astype(bool) for key, mask in masks.items() if mask.any()}
+        if rules.start_from == "drawn" or not drawn:
+            predicted[s] = drawn
+        else:
+            predicted[s] = model.segment(s, drawn)
     walked = walk_volume(len(view), annotated, predicted, model, rules, cancel, on_slice)
     keys = list(dict.fromkeys(key for masks in annotated.values() for key in masks))
     outputs = {key: np.zeros(volume.shape, bool) for key in keys}
