@@ -455,7 +455,8 @@ def test_every_mrml_widget_receives_the_scene():
     )
 
 
-def parameter_node_fields():
+def declared_parameter_node_fields():
+    """The fields SAMZeroShotParameterNode declares in its body: {name: default expression}."""
     cls = top_level_classes().get("SAMZeroShotParameterNode")
     assert cls is not None, "SAMZeroShot.py has no SAMZeroShotParameterNode class"
     return {
@@ -463,6 +464,14 @@ def parameter_node_fields():
         for statement in cls.body
         if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
     }
+
+
+def parameter_node_fields():
+    """Every field of the parameter node: those declared, and those _withSettingFields adds from
+    Parameters."""
+    from SAMZeroShotLib.parameters import Parameters
+
+    return {**declared_parameter_node_fields(), **Parameters.node_fields()}
 
 
 def test_ui_parameter_bindings_name_parameter_node_fields():
@@ -479,26 +488,46 @@ def test_ui_parameter_bindings_name_parameter_node_fields():
     )
 
 
-def test_parameter_node_settings_take_their_defaults_from_the_library():
-    # One settings definition: the parameter node declares each setting's default (and its choices,
-    # checked on Slicer's own layer in test_SAMZeroShot.py) from SAMZeroShotLib.parameters.
-    fields = parameter_node_fields()
-    for field in (
-        "model",
-        "strategy",
-        "window",
-        "modality",
-        "device",
-        "precision",
-        "embeddingCache",
-        "propagate",
-        "fillNonfinite",
-    ):
-        value = fields.get(field)
-        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "Parameters.default", (
-            f"SAMZeroShotParameterNode.{field} = {ast.unparse(value) if value else None}: take it"
-            " from Parameters.default()"
-        )
+def test_the_parameter_node_takes_its_settings_fields_from_the_library():
+    # One settings definition: the node's settings fields are added by _withSettingFields from
+    # SAMZeroShotLib.parameters (their types, choices and defaults are checked on Slicer's own
+    # layer in test_SAMZeroShot.py); the class body declares only the inputs.
+    from SAMZeroShotLib.parameters import Parameters
+
+    cls = top_level_classes()["SAMZeroShotParameterNode"]
+    assert [ast.unparse(d) for d in cls.decorator_list] == [
+        "parameterNodeWrapper",
+        "_withSettingFields",
+    ], "the settings fields must be added before parameterNodeWrapper reads the annotations"
+    declared = set(declared_parameter_node_fields()) & set(Parameters.node_fields())
+    assert not declared, f"SAMZeroShotParameterNode declares settings by hand: {sorted(declared)}"
+
+
+def _setting_names():
+    from dataclasses import fields
+
+    from SAMZeroShotLib.parameters import Parameters
+
+    return {f.name for f in fields(Parameters)} | set(Parameters.node_fields())
+
+
+def test_the_module_keeps_no_second_list_of_settings():
+    # A dict, list, tuple or set written out in SAMZeroShot.py that names two settings or more is
+    # a second definition of them (as SETTING_FIELDS and SELF_TEST_SETTINGS were): derive it from
+    # SAMZeroShotLib.parameters.Parameters instead.
+    names = _setting_names()
+    found = []
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.Dict):
+            items = node.keys
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = node.elts
+        else:
+            continue
+        named = {i.value for i in items if isinstance(i, ast.Constant) and i.value in names}
+        if len(named) >= 2:
+            found.append(f"line {node.lineno}: {sorted(named)}")
+    assert not found, f"SAMZeroShot.py lists settings by hand: {found}"
 
 
 # --- SAMZeroShot.py
