@@ -605,6 +605,64 @@ def test_the_settings_module_loads_without_the_packages_installed_on_first_use()
     )
 
 
+# --- Package pins: requirements.txt, pyproject.toml and the module's PIP_REQUIREMENTS
+
+
+def module_requirements():
+    """{pip name: (pin, minimum)} of PIP_REQUIREMENTS, and the module's TORCH*_MINIMUM, read from
+    SAMZeroShot.py's source (importing it needs Slicer)."""
+    found, constants = {}, {}
+    for node in module_tree().body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name == "PIP_REQUIREMENTS":
+            for call in node.value.elts:
+                _, distribution, pin, minimum, _ = (ast.literal_eval(a) for a in call.args)
+                found[distribution] = (pin, minimum)
+        elif name.endswith("_MINIMUM"):
+            constants[name] = ast.literal_eval(node.value)
+    found["torch"] = (None, constants["TORCH_MINIMUM"])
+    found["torchvision"] = (None, constants["TORCHVISION_MINIMUM"])
+    return found
+
+
+def requirement_lines(lines):
+    from packaging.requirements import Requirement
+
+    parsed = (Requirement(line) for line in lines if line.strip() and not line.startswith("#"))
+    return {canonical(r.name): r.specifier for r in parsed}
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_slicer_installs_the_versions_requirements_txt_pins_and_pyproject_allows():
+    # Three files name the packages: requirements.txt pins the tested environment, pyproject.toml
+    # gives the ranges of a pip install, and SAMZeroShot.py's PIP_REQUIREMENTS what Slicer
+    # installs on first use (Slicer reads neither file). They must agree.
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")
+    pinned = requirement_lines((ROOT / "requirements.txt").read_text().splitlines())
+    ranges = requirement_lines(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    for distribution, (pin, minimum) in module_requirements().items():
+        name = canonical(distribution)
+        tested = next(iter(pinned[name])).version
+        if pin is not None:
+            assert Version(pin) == Version(tested), f"{distribution}: Slicer {pin}, tests {tested}"
+        assert Version(tested) >= Version(minimum), f"{distribution}: tested below the minimum"
+        if name in ranges:
+            lowest = {s.operator: s.version for s in ranges[name]}
+            declared = lowest.get(">=", lowest.get("=="))
+            assert Version(declared) == Version(minimum), (
+                f"{distribution}: pyproject.toml allows from {declared}, Slicer from {minimum}"
+            )
+
+
 # --- Self-test data
 
 
