@@ -177,29 +177,60 @@ CTChest sample data.
 #
 
 
-def _choice(name: str):
-    """A string setting that takes one of the library's names for ``name`` (bound to a combo
-    box)."""
-    return Annotated[str, Choice(list(Parameters.choices(name)))]
+def _nodeType(setting: str):
+    """The parameter node type of a setting of Parameters: a Choice of the library's names for a
+    named choice (bound to a combo box), bool for an on/off setting, pathlib.Path for a file."""
+    choices = Parameters.choices(setting)
+    if choices:
+        return Annotated[str, Choice(list(choices))]
+    if Parameters.is_path(setting):
+        return pathlib.Path
+    if isinstance(Parameters.default(setting), bool):
+        return bool
+    raise TypeError(f"Parameters.{setting}: no parameter node type for it")
+
+
+def _toNode(setting: str, value):
+    """A setting's value as its parameter node field holds it (a file path: "" for None)."""
+    return pathlib.Path(value or "") if Parameters.is_path(setting) else value
+
+
+def _fromNode(setting: str, value):
+    """A parameter node field's value as the setting takes it (an empty path: None)."""
+    return _checkpointFile(value) if Parameters.is_path(setting) else value
+
+
+def _withSettingFields(cls):
+    """Add to cls a field per setting that Parameters keeps in the node (Parameters.node_fields),
+    typed by _nodeType and defaulting to the setting's default, before parameterNodeWrapper reads
+    the class's annotations and class attributes. cls must not declare those fields itself."""
+    annotations = dict(cls.__annotations__)
+    defaults = Parameters()
+    for name, setting in Parameters.node_fields().items():
+        if name in annotations:
+            raise TypeError(f"{cls.__name__}.{name} is declared by Parameters.{setting}")
+        annotations[name] = _nodeType(setting)
+        setattr(cls, name, _toNode(setting, getattr(defaults, setting)))
+    cls.__annotations__ = annotations
+    return cls
 
 
 @parameterNodeWrapper
+@_withSettingFields
 class SAMZeroShotParameterNode:
     """
-    The parameters of the module, saved with the scene. Names, choices and defaults of the model
-    settings come from SAMZeroShotLib.parameters.Parameters, which the command line uses too.
+    The parameters of the module, saved with the scene.
+
+    The settings' fields are added by _withSettingFields from SAMZeroShotLib.parameters.Parameters
+    (which the command line uses too): one per setting kept in the node, named as
+    Parameters.node_fields() says (the setting's name in camelCase, checkpointPath for the
+    checkpoint file; empty path: built-in or cached weights, kept in step with its path box by the
+    widget, as the wrapper's own binding shows an empty path as "."), with its choices and default.
+    Declared here are the inputs, which are not settings:
 
     inputVolume - chest CT (scalar volume) or chest X-ray (scalar or RGB vector volume).
     promptSegmentation - segments that become SAM prompts.
     referenceSegmentation - scoring reference; None: the prompt segmentation.
-    model, strategy, window, modality, device, precision, backend - named choices of the library.
-    embeddingCache - reuse image embeddings between runs.
-    propagate - also segment slices without prompts, starting from the annotated ones.
-    fillNonfinite - replace NaN/infinite voxels by their slice's minimum instead of refusing
-        the volume.
-    checkpointPath - optional local checkpoint file; empty: built-in or cached weights. Kept in
-        step with its path box by the widget (the wrapper's own binding shows an empty path as
-        ".").
     promptSegmentIds - the checked prompt segments (encodeSegmentIds); empty: all of them.
     """
 
@@ -207,17 +238,6 @@ class SAMZeroShotParameterNode:
     inputVolume: Optional[Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode]]
     promptSegmentation: Optional[vtkMRMLSegmentationNode]
     referenceSegmentation: Optional[vtkMRMLSegmentationNode]
-    model: _choice("model") = Parameters.default("model")
-    strategy: _choice("strategy") = Parameters.default("strategy")
-    window: _choice("window") = Parameters.default("window")
-    modality: _choice("modality") = Parameters.default("modality")
-    device: _choice("device") = Parameters.default("device")
-    precision: _choice("precision") = Parameters.default("precision")
-    backend: _choice("backend") = Parameters.default("backend")
-    embeddingCache: bool = Parameters.default("embedding_cache")
-    propagate: bool = Parameters.default("propagate")
-    fillNonfinite: bool = Parameters.default("fill_nonfinite")
-    checkpointPath: pathlib.Path = pathlib.Path()
     promptSegmentIds: str = ""
 
 
@@ -234,21 +254,6 @@ def decodeSegmentIds(text: str) -> list:
     return [
         part.replace("%2C", ",").replace("%25", "%") for part in str(text or "").split(",") if part
     ]
-
-
-#: Parameter node field -> Parameters field, for the settings that are passed on as they are.
-SETTING_FIELDS = {
-    "model": "model",
-    "strategy": "strategy",
-    "window": "window",
-    "modality": "modality",
-    "device": "device",
-    "precision": "precision",
-    "backend": "backend",
-    "embeddingCache": "embedding_cache",
-    "propagate": "propagate",
-    "fillNonfinite": "fill_nonfinite",
-}
 
 
 #
@@ -985,9 +990,8 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         from SAMZeroShotLib import models
 
         self._useSlicerCache()
-        spec = models.download_needed(
-            parameterNode.model, _checkpointFile(parameterNode.checkpointPath)
-        )
+        parameters = self.parameters(parameterNode)
+        spec = models.download_needed(parameters.model, parameters.checkpoint)
         return None if spec is None else (spec.name, spec.size, str(models.cache_dir()))
 
     @staticmethod
@@ -1028,9 +1032,22 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def parameters(parameterNode):
-        """The library's Parameters for the settings of parameterNode."""
-        values = {field: getattr(parameterNode, name) for name, field in SETTING_FIELDS.items()}
-        return Parameters(checkpoint=_checkpointFile(parameterNode.checkpointPath), **values)
+        """The library's Parameters for the settings of parameterNode (those the node does not
+        keep, such as slice_axis, at their defaults)."""
+        return Parameters(
+            **{
+                setting: _fromNode(setting, getattr(parameterNode, name))
+                for name, setting in Parameters.node_fields().items()
+            }
+        )
+
+    @staticmethod
+    def setParameters(parameterNode, parameters) -> None:
+        """Write the settings of parameters (a Parameters) into parameterNode, the inverse of
+        parameters(): afterwards parameters(parameterNode) == parameters for every value the node
+        keeps. The settings the node does not keep are left out."""
+        for name, setting in Parameters.node_fields().items():
+            setattr(parameterNode, name, _toNode(setting, getattr(parameters, setting)))
 
     def checkInputs(self, parameterNode, segmentIds=None, log=None):
         """Every check of the inputs that needs no model (SAMZeroShotLib.segment_nodes.read_inputs);
@@ -1129,20 +1146,6 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
 #
 
 LUNG_SEGMENT_NAMES = ("right lung", "left lung")
-# Set explicitly: the parameter node is shared with the module's GUI, which may have changed it.
-SELF_TEST_SETTINGS = {
-    "model": "litemedsam",
-    "strategy": "auto",
-    "window": "auto",
-    "modality": "auto",
-    "device": "auto",
-    "precision": "auto",
-    "backend": "auto",
-    "embeddingCache": True,
-    "propagate": False,
-    "fillNonfinite": False,
-    "checkpointPath": pathlib.Path(),
-}
 
 
 class SAMZeroShotTest(ScriptedLoadableModuleTest):
@@ -1210,8 +1213,9 @@ class SAMZeroShotTest(ScriptedLoadableModuleTest):
         parameterNode.inputVolume = volumeNode
         parameterNode.promptSegmentation = segmentationNode
         parameterNode.referenceSegmentation = None
-        for name, value in SELF_TEST_SETTINGS.items():
-            setattr(parameterNode, name, value)
+        # Every setting at its default (what users get), written explicitly: the parameter node is
+        # shared with the module's GUI, which may have changed it.
+        logic.setParameters(parameterNode, Parameters())
         return logic, parameterNode
 
     @staticmethod

@@ -148,11 +148,37 @@ def test_parameter_node_cli_and_library_defaults_agree(slicer_app):
     )
     from_cli = cli._parameters(arguments)
     assert from_node == Parameters() == from_cli
-    for field, setting in module.SETTING_FIELDS.items():
+    node_class = module.SAMZeroShotParameterNode
+    for field, setting in Parameters.node_fields().items():
         choices = Parameters.choices(setting)
         if choices:
-            annotation = module.SAMZeroShotParameterNode.__annotations__[field]
+            annotation = node_class.__annotations__[field]
             assert list(annotation.__metadata__[0].choices) == list(choices), field
+        # The wrapper's own default of the field, as a new node gets it.
+        default = node_class.allParameters[field].default.value
+        assert module._fromNode(setting, default) == Parameters.default(setting), field
+
+
+def test_the_parameter_node_keeps_every_setting_it_shows(slicer_app):
+    # setParameters (used by the self-test, with Parameters()) and parameters() are inverse: every
+    # setting the node keeps makes the round trip, at values other than the defaults too.
+    from SAMZeroShotLib.parameters import Parameters
+
+    logic = slicer_app.module.SAMZeroShotLogic
+    node = logic().getParameterNode()
+    others = {}  # every setting the node keeps at a value other than its default
+    for setting in Parameters.node_fields().values():
+        default, choices = Parameters.default(setting), Parameters.choices(setting)
+        if choices:
+            others[setting] = next(c for c in reversed(choices) if c != default)
+        elif Parameters.is_path(setting):
+            others[setting] = "/weights/sam.pth"
+        else:
+            others[setting] = not default
+    for settings in (Parameters(), Parameters(**others)):
+        logic.setParameters(node, settings)
+        assert logic.parameters(node) == settings
+        assert logic.parameters(logic().getParameterNode()) == settings  # kept in the scene
 
 
 # --- the widget --------------------------------------------------------------------------------
@@ -164,7 +190,8 @@ def test_every_setting_is_bound_to_its_widget(slicer_app):
     widget = open_module(slicer_app)
     parameters = widget._parameterNode
     ui = widget.ui
-    for field in ("model", "strategy", "window", "modality", "device", "precision", "backend"):
+    shown = Parameters.node_fields()
+    for field in (node for node, setting in shown.items() if Parameters.choices(setting)):
         combo = getattr(ui, f"{field}ComboBox")
         assert [combo.itemText(i) for i in range(combo.count())] == list(Parameters.choices(field))
         assert combo.currentText == getattr(parameters, field) == Parameters.default(field)

@@ -455,7 +455,8 @@ def test_every_mrml_widget_receives_the_scene():
     )
 
 
-def parameter_node_fields():
+def declared_parameter_node_fields():
+    """The fields SAMZeroShotParameterNode declares in its body: {name: default expression}."""
     cls = top_level_classes().get("SAMZeroShotParameterNode")
     assert cls is not None, "SAMZeroShot.py has no SAMZeroShotParameterNode class"
     return {
@@ -463,6 +464,14 @@ def parameter_node_fields():
         for statement in cls.body
         if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
     }
+
+
+def parameter_node_fields():
+    """Every field of the parameter node: those declared, and those _withSettingFields adds from
+    Parameters."""
+    from SAMZeroShotLib.parameters import Parameters
+
+    return {**declared_parameter_node_fields(), **Parameters.node_fields()}
 
 
 def test_ui_parameter_bindings_name_parameter_node_fields():
@@ -479,26 +488,46 @@ def test_ui_parameter_bindings_name_parameter_node_fields():
     )
 
 
-def test_parameter_node_settings_take_their_defaults_from_the_library():
-    # One settings definition: the parameter node declares each setting's default (and its choices,
-    # checked on Slicer's own layer in test_SAMZeroShot.py) from SAMZeroShotLib.parameters.
-    fields = parameter_node_fields()
-    for field in (
-        "model",
-        "strategy",
-        "window",
-        "modality",
-        "device",
-        "precision",
-        "embeddingCache",
-        "propagate",
-        "fillNonfinite",
-    ):
-        value = fields.get(field)
-        assert isinstance(value, ast.Call) and ast.unparse(value.func) == "Parameters.default", (
-            f"SAMZeroShotParameterNode.{field} = {ast.unparse(value) if value else None}: take it"
-            " from Parameters.default()"
-        )
+def test_the_parameter_node_takes_its_settings_fields_from_the_library():
+    # One settings definition: the node's settings fields are added by _withSettingFields from
+    # SAMZeroShotLib.parameters (their types, choices and defaults are checked on Slicer's own
+    # layer in test_SAMZeroShot.py); the class body declares only the inputs.
+    from SAMZeroShotLib.parameters import Parameters
+
+    cls = top_level_classes()["SAMZeroShotParameterNode"]
+    assert [ast.unparse(d) for d in cls.decorator_list] == [
+        "parameterNodeWrapper",
+        "_withSettingFields",
+    ], "the settings fields must be added before parameterNodeWrapper reads the annotations"
+    declared = set(declared_parameter_node_fields()) & set(Parameters.node_fields())
+    assert not declared, f"SAMZeroShotParameterNode declares settings by hand: {sorted(declared)}"
+
+
+def _setting_names():
+    from dataclasses import fields
+
+    from SAMZeroShotLib.parameters import Parameters
+
+    return {f.name for f in fields(Parameters)} | set(Parameters.node_fields())
+
+
+def test_the_module_keeps_no_second_list_of_settings():
+    # A dict, list, tuple or set written out in SAMZeroShot.py that names two settings or more is
+    # a second definition of them (as SETTING_FIELDS and SELF_TEST_SETTINGS were): derive it from
+    # SAMZeroShotLib.parameters.Parameters instead.
+    names = _setting_names()
+    found = []
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.Dict):
+            items = node.keys
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = node.elts
+        else:
+            continue
+        named = {i.value for i in items if isinstance(i, ast.Constant) and i.value in names}
+        if len(named) >= 2:
+            found.append(f"line {node.lineno}: {sorted(named)}")
+    assert not found, f"SAMZeroShot.py lists settings by hand: {found}"
 
 
 # --- SAMZeroShot.py
@@ -574,6 +603,64 @@ def test_the_settings_module_loads_without_the_packages_installed_on_first_use()
     assert output.stdout.strip() == "[]", (
         f"importing SAMZeroShotLib.parameters imported {output.stdout.strip()}"
     )
+
+
+# --- Package pins: requirements.txt, pyproject.toml and the module's PIP_REQUIREMENTS
+
+
+def module_requirements():
+    """{pip name: (pin, minimum)} of PIP_REQUIREMENTS, and the module's TORCH*_MINIMUM, read from
+    SAMZeroShot.py's source (importing it needs Slicer)."""
+    found, constants = {}, {}
+    for node in module_tree().body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name == "PIP_REQUIREMENTS":
+            for call in node.value.elts:
+                _, distribution, pin, minimum, _ = (ast.literal_eval(a) for a in call.args)
+                found[distribution] = (pin, minimum)
+        elif name.endswith("_MINIMUM"):
+            constants[name] = ast.literal_eval(node.value)
+    found["torch"] = (None, constants["TORCH_MINIMUM"])
+    found["torchvision"] = (None, constants["TORCHVISION_MINIMUM"])
+    return found
+
+
+def requirement_lines(lines):
+    from packaging.requirements import Requirement
+
+    parsed = (Requirement(line) for line in lines if line.strip() and not line.startswith("#"))
+    return {canonical(r.name): r.specifier for r in parsed}
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_slicer_installs_the_versions_requirements_txt_pins_and_pyproject_allows():
+    # Three files name the packages: requirements.txt pins the tested environment, pyproject.toml
+    # gives the ranges of a pip install, and SAMZeroShot.py's PIP_REQUIREMENTS what Slicer
+    # installs on first use (Slicer reads neither file). They must agree.
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")
+    pinned = requirement_lines((ROOT / "requirements.txt").read_text().splitlines())
+    ranges = requirement_lines(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    for distribution, (pin, minimum) in module_requirements().items():
+        name = canonical(distribution)
+        tested = next(iter(pinned[name])).version
+        if pin is not None:
+            assert Version(pin) == Version(tested), f"{distribution}: Slicer {pin}, tests {tested}"
+        assert Version(tested) >= Version(minimum), f"{distribution}: tested below the minimum"
+        if name in ranges:
+            lowest = {s.operator: s.version for s in ranges[name]}
+            declared = lowest.get(">=", lowest.get("=="))
+            assert Version(declared) == Version(minimum), (
+                f"{distribution}: pyproject.toml allows from {declared}, Slicer from {minimum}"
+            )
 
 
 # --- Self-test data

@@ -33,39 +33,33 @@ EXIT_BAD_INPUT = 2
 EXIT_CASES_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-#: Settings of :class:`Parameters` offered as ``--name`` options by both commands, in this order.
-MODEL_OPTIONS = (
-    "model",
-    "checkpoint",
-    "strategy",
-    "window",
-    "modality",
-    "device",
-    "precision",
-    "backend",
-)
-#: Those ``reproduce`` offers: the strategy is the paper's, the windows are the data sets' own.
-REPRODUCE_OPTIONS = ("model", "checkpoint", "device", "precision", "backend")
 
+def _add_setting_options(parser, command: str) -> None:
+    """The options of the settings ``command`` offers (:meth:`Parameters.options`), each with its
+    default, allowed names and help taken from :class:`Parameters`; the values land on the
+    parsed arguments under the settings' names, for :func:`_parameters`.
 
-def _add_model_options(parser, names=MODEL_OPTIONS):
-    """The model options, with defaults, names and help taken from :class:`Parameters`."""
-    group = parser.add_argument_group("model options")
-    for name in names:
+    A setting with a bool default is a flag: ``--name`` turns on one that is off by default,
+    ``--no-name`` turns off one that is on. Any other setting takes a value, checked by
+    :meth:`Parameters.validate` (not argparse's ``choices=``: the one-line error with exit code 2).
+    """
+    group = parser.add_argument_group("settings")
+    for name in Parameters.options(command):
         default, choices = Parameters.default(name), Parameters.choices(name)
-        text = Parameters.help(name)
+        option, text = name.replace("_", "-"), Parameters.help(name)
+        if isinstance(default, bool):
+            if default:
+                text = f"turn off (on by default): {text}"
+            flag, action = (
+                (f"--no-{option}", "store_false") if default else (f"--{option}", "store_true")
+            )
+            group.add_argument(flag, dest=name, action=action, help=text)
+            continue
         if choices:
             text += f": {', '.join(choices)}"
         if default is not None:
             text += f" (default {default})"
-        # No argparse choices=: Parameters.validate() gives the one-line error with exit code 2.
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default, help=text)
-    group.add_argument(
-        "--no-embedding-cache", action="store_true", help="do not keep slice embeddings in memory"
-    )
-    group.add_argument(
-        "--fill-nonfinite", action="store_true", help=Parameters.help("fill_nonfinite")
-    )
+        group.add_argument(f"--{option}", dest=name, default=default, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +92,7 @@ def _add_segment_command(commands) -> None:
         "--out", required=True, help="output segmentation (.seg.nrrd); an existing file is replaced"
     )
     segment.add_argument("--metrics", help="metrics table (.tsv); an existing file is replaced")
-    segment.add_argument(
-        "--propagate", action="store_true", help="carry prompts from annotated slices to the others"
-    )
-    _add_model_options(segment)
+    _add_setting_options(segment, "segment")
 
 
 def _add_evaluate_command(commands) -> None:
@@ -148,7 +139,7 @@ def _add_evaluate_command(commands) -> None:
     )
     _add_click_options(evaluate)
     _add_run_options(evaluate)
-    _add_model_options(evaluate)
+    _add_setting_options(evaluate, "evaluate")
 
 
 def _propagate_from(value: str) -> str:
@@ -221,7 +212,7 @@ def _add_reproduce_command(commands) -> None:
         help="output folder: a results folder per data set, table.md and table.json",
     )
     _add_run_options(reproduce)
-    _add_model_options(reproduce, REPRODUCE_OPTIONS)
+    _add_setting_options(reproduce, "reproduce")
 
 
 def _add_run_options(parser):
@@ -253,17 +244,11 @@ def _add_run_options(parser):
     )
 
 
-def _parameters(args, propagate=False, **fixed) -> Parameters:
-    """The settings given on the command line (options a command does not offer keep their
-    defaults)."""
-    given = {name: getattr(args, name) for name in MODEL_OPTIONS if hasattr(args, name)}
-    return Parameters(
-        **given,
-        **fixed,
-        embedding_cache=not args.no_embedding_cache,
-        propagate=propagate,
-        fill_nonfinite=args.fill_nonfinite,
-    ).validate()
+def _parameters(args, **fixed) -> Parameters:
+    """The settings given on the command line, validated: those ``args.command`` offers as
+    options, then ``fixed`` (the command's own choices); the others keep their defaults."""
+    given = {name: getattr(args, name) for name in Parameters.options(args.command)}
+    return Parameters(**{**given, **fixed}).validate()
 
 
 def _load_engine(parameters: Parameters):
@@ -384,7 +369,7 @@ class _SliceProgress:
 def run_segment(args) -> int:
     from . import evaluation, headless, mrml_io, segment_nodes
 
-    parameters = _parameters(args, propagate=args.propagate)
+    parameters = _parameters(args)
     inputs, outputs = _segment_files(args, parameters)
     scene, app = headless.new_scene()
     volume = headless.load_volume(app, inputs["volume"])

@@ -466,26 +466,19 @@ def run_settings(
     """What an evaluation's results depend on: a results folder made with other settings is not
     resumed.
 
-    ``source`` names the data (a layout's :func:`~.layouts.source`). A setting added to
-    :class:`~.parameters.Parameters` that changes results goes in here too.
+    ``source`` names the data (a layout's :func:`~.layouts.source`). The settings are those
+    :class:`~.parameters.Parameters` marks as changing results
+    (:meth:`~.parameters.Parameters.results_settings`).
     """
     from .interactive import DEFAULT_CORRECTION
-    from .models import checkpoint_sha256
-    from .strategies import resolve
 
     # Only runs with clicks name them, so that folders made before they existed still resume.
     with_clicks = (
         {"clicks": clicks, "correction": correction or DEFAULT_CORRECTION} if clicks else {}
     )
     return {
-        "model": parameters.model,
-        "checkpoint_sha256": checkpoint_sha256(parameters.model, parameters.checkpoint),
-        "strategy": resolve(parameters.strategy, parameters.model)[0],
-        "window": parameters.window,
-        "modality": parameters.modality,
-        "precision": parameters.precision,
+        **parameters.results_settings(),
         "propagate_from": propagate_from,
-        "fill_nonfinite": parameters.fill_nonfinite,
         **with_clicks,
         **source,
         "version": __version__,
@@ -522,15 +515,8 @@ class Recorder:
         """``progress(total, done)`` makes the view of the run's progress (a
         :class:`~.progress.Counter`; default: silent)."""
         from .progress import Counter
-        from .strategies import resolve
 
-        about = {
-            "model": parameters.model,
-            "strategy": resolve(parameters.strategy, parameters.model)[0],
-            "window": parameters.window,
-            "modality": parameters.modality,
-            "propagate_from": propagate_from,
-        }
+        about = {**parameters.summary_settings(), "propagate_from": propagate_from}
         own = {case.name: case.settings for case in cases if case.settings}
         if own:
             about["case_settings"] = own

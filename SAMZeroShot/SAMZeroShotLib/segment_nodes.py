@@ -63,13 +63,7 @@ def get_engine(
     from .engine import EmbeddingCache, SamEngine
 
     device = models.resolve_device(parameters.device)
-    key = (
-        parameters.model,
-        parameters.checkpoint,
-        device,
-        parameters.precision,
-        parameters.backend,
-    )
+    key = parameters.engine_key(device=device)
     with _engine_lock:
         if _engine.get("key") != key:
             _engine.clear()  # release the previous model before loading the next
