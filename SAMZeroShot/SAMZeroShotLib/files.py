@@ -4,9 +4,9 @@
   input (a typing slip must not overwrite the user's CT or prompt segmentation).
 * :func:`check_output_file` and :func:`writable_folder` find an output that cannot be written
   before any time is spent on the model.
-* :func:`replaced_atomically` and :func:`write_text_atomically` write a complete file beside its
-  destination and rename it into place, so an existing output is either the old complete file or
-  the new complete file, never a mixture, whatever stops the run.
+* :func:`replaced_atomically`, :func:`write_text_atomically` and :func:`write_bytes_atomically`
+  write a complete file beside its destination and rename it into place, so an existing output is
+  either the old complete file or the new complete file, never a mixture, whatever stops the run.
 * :func:`append_synced` appends and forces the lines to disk, or leaves the file as it was.
 """
 
@@ -146,6 +146,12 @@ def write_text_atomically(path: PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) by an atomic rename of a complete, synced file."""
     with replaced_atomically(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+def write_bytes_atomically(path: PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` by an atomic rename of a complete, synced file."""
+    with replaced_atomically(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def append_synced(path: PathLike, text: str) -> None:
