@@ -55,6 +55,11 @@ class OutputError(UserError, ValueError):
     """An output cannot be written where asked: one line naming the file and what to do."""
 
 
+class FolderInUse(OutputError):
+    """Another run writes the output folder (its lock file names it): one line naming the folder,
+    that run's process, machine and start, and what to do."""
+
+
 class CompareError(UserError, ValueError):
     """Two results folders that cannot be compared."""
 

@@ -8,18 +8,28 @@
   write a complete file beside its destination and rename it into place, so an existing output is
   either the old complete file or the new complete file, never a mixture, whatever stops the run.
 * :func:`append_synced` appends and forces the lines to disk, or leaves the file as it was.
+* :class:`FolderLock` makes one process the only writer of a folder; a second one is refused with
+  :class:`~.errors.FolderInUse`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import os
 import secrets
+import socket
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import FolderInUse, OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the exclusive create alone decides who holds a lock
+    fcntl = None
 
 PathLike = str | os.PathLike
 
@@ -172,3 +182,148 @@ def append_synced(path: PathLike, text: str) -> None:
             raise
     finally:
         os.close(descriptor)
+
+
+#: The file in a folder that says which process writes it.
+LOCK_FILE = ".samzeroshot.lock"
+_held_tokens: set[str] = set()  # tokens of the locks this process holds now
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (true where that cannot be told: Windows)."""
+    if os.name == "nt":  # os.kill there would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _guarded(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself, so that one process at a time reads,
+    takes or gives back its lock file (nothing where folders cannot be locked)."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the flock
+
+
+class FolderLock:
+    """One writer for ``folder``: a context manager, or :meth:`acquire` then :meth:`release`.
+
+    Taking it creates ``folder/.samzeroshot.lock`` (exclusively) holding JSON ``{"pid", "host",
+    "started" (ISO 8601, UTC), "token"}``. A lock file already there is:
+
+    * stale when it was written on this machine by a process that no longer runs (or by this
+      process, for a lock it no longer holds: a number the system gave again): it is replaced;
+    * in use otherwise (its process runs, or runs on another machine, or the file cannot be read):
+      :class:`~.errors.FolderInUse` is raised, whose message names the folder, the process and
+      what to do.
+
+    Reading, taking and giving back happen under an exclusive ``flock`` on the folder, so two
+    processes that find the same stale lock cannot both take it over. :meth:`release` removes the
+    file only when it still holds this lock's token, and only in the process that took it (not in
+    a forked child). A lock cannot be pickled: it belongs to the process that took it.
+    """
+
+    def __init__(self, folder: PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.token: str | None = None
+        self._pid: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process took the lock and has not given it back."""
+        return self.token is not None and self._pid == os.getpid()
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (see the class); return ``self``. Raises :class:`~.errors.FolderInUse`."""
+        if self.held:
+            return self
+        token = secrets.token_hex(16)
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "token": token,
+        }
+        text = json.dumps(record) + "\n"
+        with _guarded(self.folder):
+            try:
+                descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None:  # (None: deleted by hand since)
+                    self._check_stale(holder)
+                write_text_atomically(self.path, text)  # the stale lock, replaced whole
+            else:
+                with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        self.token, self._pid = token, os.getpid()
+        _held_tokens.add(token)
+        return self
+
+    def release(self) -> None:
+        """Give the lock back: remove the lock file if it still holds this lock's token."""
+        if not self.held:
+            return
+        token, self.token = self.token, None
+        _held_tokens.discard(token)
+        with contextlib.suppress(OSError), _guarded(self.folder):
+            if (self._holder() or {}).get("token") == token:
+                self.path.unlink()
+
+    def _holder(self) -> dict | None:
+        """The lock file's record: ``None`` when there is none, ``{}`` when it cannot be read."""
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def _check_stale(self, holder: dict) -> None:
+        """Return when ``holder`` (the lock file's record) is stale; else raise FolderInUse."""
+        pid, host = holder.get("pid"), holder.get("host")
+        if not isinstance(pid, int) or not isinstance(host, str) or "token" not in holder:
+            raise FolderInUse(
+                f"{self.folder}: its lock file {self.path} cannot be read, so another run may be "
+                f"writing to this folder: if no run is using this folder, delete {self.path}"
+            )
+        if host == socket.gethostname():
+            ours = pid == os.getpid() and holder["token"] not in _held_tokens
+            if ours or not _alive(pid):
+                return
+            where = "on this machine"
+        else:
+            where = f"on {host} (this machine cannot tell whether it still runs)"
+        raise FolderInUse(
+            f"{self.folder}: another run is writing to this folder (process {pid} {where}, "
+            f"started {holder.get('started', 'at an unknown time')}): wait for it to finish, "
+            f"or give another output folder (--out); if that process is gone, delete {self.path}"
+        )
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def __reduce__(self):
+        raise TypeError(
+            f"the lock of {self.folder} belongs to the process that took it: send what is to be "
+            "written back to that process instead"
+        )
