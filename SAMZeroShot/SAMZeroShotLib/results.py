@@ -4,7 +4,10 @@ Whoever computes the cases (a loop here, or workers elsewhere), one writer owns 
 handed each finished case: :class:`ResultsFolder` opens the folder and checks its settings,
 :meth:`~ResultsFolder.plan` says which cases are still to do, :meth:`~ResultsFolder.record` keeps
 one finished case, :meth:`~ResultsFolder.fail` lists a case that could not be computed (a later
-run tries it again) and :meth:`~ResultsFolder.finish` marks the results complete.
+run tries it again) and :meth:`~ResultsFolder.finish` marks the results complete. The writer holds
+the folder's lock (:class:`~.files.FolderLock`) from opening to :meth:`~ResultsFolder.close`, so a
+second run on the same folder is refused (:class:`~.errors.FolderInUse`) instead of computing the
+same cases again into the same files.
 
 Files (``slices.csv``, ``cases.csv`` and ``summary.json`` are a stable interface):
 
@@ -23,6 +26,7 @@ import csv
 import io
 import json
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError
-from .files import append_synced, check_output_file, writable_folder, write_text_atomically
+from .files import (
+    FolderLock,
+    append_synced,
+    check_output_file,
+    writable_folder,
+    write_text_atomically,
+)
 from .metrics import SLICE_COLUMNS
 
 SLICE_FIELDS = (
@@ -116,13 +126,26 @@ def _differences(stored: Mapping, wanted: Mapping) -> str:
 class ResultsFolder:
     """Writes one evaluation's results into ``folder``, keeping every finished case on disk.
 
-    Opening checks that the folder can be written, that it holds no results of other settings
-    (unless ``overwrite``: then this writer's files are removed first, nothing else), and
-    repairs what an interrupted run left: a half-written last line or table row.
+    Opening takes the folder's lock (:class:`~.files.FolderLock`; another run holding it raises
+    :class:`~.errors.FolderInUse`), checks that the folder can be written, that it holds no
+    results of other settings (unless ``overwrite``: then this writer's files are removed first,
+    nothing else), and repairs what an interrupted run left: a half-written last line or table
+    row. The lock is given back by :meth:`close` (or leaving a ``with`` block); also, as a last
+    resort, when the object is garbage-collected or the process exits. Opening that fails gives it
+    back at once. The folder cannot be pickled: workers hand their cases to its one writer.
     """
 
     def __init__(self, folder, settings: Mapping, overwrite: bool = False):
         self.folder = writable_folder(folder)
+        self.lock = FolderLock(self.folder).acquire()
+        weakref.finalize(self, self.lock.release)
+        try:
+            self._open(settings, overwrite)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self, settings: Mapping, overwrite: bool) -> None:
         self.settings = dict(settings)
         # A run with simulated clicks adds its Dice curve to both tables.
         extra = ("dice_by_clicks",) if self.settings.get("clicks") else ()
@@ -143,6 +166,16 @@ class ResultsFolder:
         self.skipped: list[dict] = []
         self.failed: list[dict] = []
         self.about: dict[str, object] = {}
+
+    def close(self) -> None:
+        """Give the folder's lock back; the files stay as they are (nothing is written)."""
+        self.lock.release()
+
+    def __enter__(self) -> ResultsFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # -- opening ----------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
