@@ -3,6 +3,9 @@
 import csv
 import json
 import re
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -72,6 +75,35 @@ def test_evaluate_writes_slices_cases_and_summary(samzeroshot, capsys, cohort, t
     boxes = json.loads((tmp_path / "boxes" / "summary.json").read_text())
     assert boxes["mean_dice"] == pytest.approx(summary["prompt_only_dice"], abs=1e-9)
     assert boxes["prompt_only_dice"] == pytest.approx(summary["prompt_only_dice"], abs=1e-9)
+
+
+def test_evaluate_on_a_folder_another_run_writes_exits_2_in_one_line(
+    samzeroshot, capsys, cohort, tmp_path, monkeypatch
+):
+    from SAMZeroShotLib import files, segment_nodes
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded although the folder is in use")
+
+    monkeypatch.setattr(segment_nodes, "get_engine", refuse)
+    images, labels = cohort
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": other.pid, "host": socket.gethostname(), "started": "now", "token": "t"}
+        (out / files.LOCK_FILE).write_text(json.dumps(lock))
+        code, stdout, stderr = samzeroshot.evaluate(images, labels, out, "--strategy", "box")
+    finally:
+        other.kill()
+        other.wait()
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1, stderr
+    assert (
+        lines[0].startswith("samzeroshot evaluate: error: ") and f"process {other.pid}" in lines[0]
+    )
+    assert f"delete {out / files.LOCK_FILE}" in lines[0]
+    assert [p.name for p in out.iterdir()] == [files.LOCK_FILE]  # nothing else was written
 
 
 def break_cohort(images, labels, how):

@@ -4,6 +4,7 @@
 Bad input ends with exit code 2 and one line on stderr that names the file and the problem, before
 any time is spent on the model. Outputs never replace an input, and replace an existing output
 only once they are complete. ``evaluate`` keeps every finished case on disk and resumes from them;
+a results folder that another run is writing is refused the same way (exit code 2, one line);
 with ``--workers N`` or ``--scheduler ADDRESS`` its cases run on a Dask cluster (:mod:`.cluster`).
 ``reproduce`` evaluates the paper's two data sets with its prompt and writes its table beside ours.
 An internal error keeps its traceback and ends with one line saying what to report.
@@ -654,7 +655,11 @@ def run_evaluate(args) -> int:
         clicks=clicks,
         correction=args.correction if clicks else None,
     )
-    with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
+    with (
+        cohort.folder,  # its lock is given back however the run ends
+        _compute(args, parameters) as client,
+        _stop_after_current_case(args.command) as cancel,
+    ):
         summary = _run_guarded(
             args.command, cohort, parameters, client, args.propagate_from, cancel
         )
@@ -672,33 +677,47 @@ def run_reproduce(args) -> int:
             "give the data sets' folders:"
             f" {' and/or '.join(s['option'] + ' DIR' for s in SETS.values())}"
         )
-    out = Path(args.out)
-    cohorts = {
-        layout: _open_cohort(
-            args, parameters, out / layout, layout, data=folder, data_option=SETS[layout]["option"]
+    out, cohorts = Path(args.out), {}
+    with contextlib.ExitStack() as held:  # each results folder's lock, given back at the end
+        for layout, folder in given.items():
+            cohorts[layout] = _open_cohort(
+                args,
+                parameters,
+                out / layout,
+                layout,
+                data=folder,
+                data_option=SETS[layout]["option"],
+            )
+            held.enter_context(cohorts[layout].folder)
+        print(
+            f"samzeroshot reproduce: the paper's prompt (strategy {reproduction.STRATEGY}) with "
+            f"model {parameters.model}, on {', '.join(given)}",
+            file=sys.stderr,
         )
-        for layout, folder in given.items()
-    }
-    print(
-        f"samzeroshot reproduce: the paper's prompt (strategy {reproduction.STRATEGY}) with model "
-        f"{parameters.model}, on {', '.join(given)}",
-        file=sys.stderr,
-    )
+        summaries, code = _run_cohorts(args, parameters, cohorts)
+        if summaries is None:
+            return EXIT_INTERRUPTED
+        try:
+            paths = reproduction.write(out, summaries)
+        except OSError as error:
+            raise _write_failed(error, out, "the results folders are kept") from None
+    print(Path(paths["markdown"]).read_text(encoding="utf-8"))
+    print(f"table: {paths['markdown']}, {paths['json']}")
+    return code
+
+
+def _run_cohorts(args, parameters: Parameters, cohorts: dict) -> tuple[dict | None, int]:
+    """Each cohort of ``reproduce`` run and reported: the summaries by layout (``None`` when
+    stopped by Ctrl-C) and the exit code."""
     summaries, code = {}, 0
     with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
         for layout, cohort in cohorts.items():
             summary = _run_guarded(args.command, cohort, parameters, client, None, cancel)
             if summary is None:
-                return EXIT_INTERRUPTED
+                return None, EXIT_INTERRUPTED
             summaries[layout] = summary
             code = max(code, _report(summary, cohort.out))
-    try:
-        paths = reproduction.write(out, summaries)
-    except OSError as error:
-        raise _write_failed(error, out, "the results folders are kept") from None
-    print(Path(paths["markdown"]).read_text(encoding="utf-8"))
-    print(f"table: {paths['markdown']}, {paths['json']}")
-    return code
+    return summaries, code
 
 
 def run_compare(args) -> int:
