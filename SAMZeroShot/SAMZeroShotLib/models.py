@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Cancelled, CheckpointError, SettingError
+from .files import replaced_atomically
 from .quiet import install_warning_filters
 
 # Environment variable that overrides where downloaded checkpoints are kept.
@@ -138,13 +138,11 @@ def download(
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(
-        prefix=destination.name + ".", suffix=".part", dir=destination.parent
-    )
     digest = hashlib.sha256()
     received = 0
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    # Two processes downloading at once each write their own partial file; the last rename wins.
+    with replaced_atomically(destination) as partial:
+        with open(partial, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = size or int(response.headers.get("Content-Length") or 0)
             while True:
                 if cancel is not None and cancel():
@@ -163,10 +161,6 @@ def download(
             raise CheckpointError(
                 f"{url}: SHA-256 of the download does not match the published digest."
             )
-        os.replace(partial, destination)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
     return destination
 
 
