@@ -57,6 +57,10 @@ def test_a_runtime_that_crashes_its_trial_falls_back_to_onnx_runtime_with_one_lo
     verdicts = json.loads(runtime_probe.verdicts_path().read_text())
     [key] = [k for k in verdicts if k.startswith("openvino ")]
     assert key.endswith("in Slicer 5.12.3") and verdicts[key]["ok"] is False
+    # Written whole and renamed into place: no partial file is left beside it.
+    assert [p.name for p in runtime_probe.verdicts_path().parent.iterdir()] == [
+        "runtime-probes.json"
+    ]
     again = []
     runtime_probe.safe_parameters(openvino_chosen(), "Slicer 5.12.3", again.append, run=crash)
     assert len(crash.commands) == 2 and len(again) == 1

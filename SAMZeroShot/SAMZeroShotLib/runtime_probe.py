@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from .files import write_text_atomically
 
 #: What a runtime that fails its trial is replaced by.
 FALLBACK = {"openvino": "onnxruntime", "onnxruntime": "torch"}
@@ -179,7 +180,6 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, verdicts: dict) -> None:
+    """Replace the verdicts file whole (each writer renames its own complete file into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(verdicts, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(verdicts, indent=2, sort_keys=True) + "\n")
