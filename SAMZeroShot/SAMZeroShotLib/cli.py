@@ -725,7 +725,10 @@ def run_compare(args) -> int:
 
     result = compare.compare(args.a, args.b)
     path = compare.output_path(args.b, args.out)
-    compare.write(result, path)
+    try:
+        compare.write(result, path)
+    except OSError as error:
+        raise _write_failed(error, path, "an earlier file of that name is left as it was") from None
     print(compare.report(result))
     print(f"-> {path}")
     return 0

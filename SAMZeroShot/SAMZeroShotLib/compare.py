@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CompareError
+from .files import write_text_atomically
 
 RESAMPLES = 10000
 SEED = 0
@@ -193,5 +194,6 @@ def output_path(folder_b, out=None) -> Path:
 
 
 def write(result: dict, path: Path) -> None:
+    """Write ``result`` as JSON to ``path``, replacing an earlier file only once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(result, indent=2) + "\n")
