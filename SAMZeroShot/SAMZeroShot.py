@@ -847,7 +847,10 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         return lines
 
     def constraintsFile(self) -> str:
-        """A pip constraints file that keeps the versions of Slicer's own packages."""
+        """A pip constraints file that keeps the versions of Slicer's own packages (replaced whole,
+        so pip never reads one that another Slicer is writing)."""
+        from SAMZeroShotLib.files import write_text_atomically
+
         lines = [
             f"{name}=={version}"
             for name in SLICER_OWN_PACKAGES
@@ -855,8 +858,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
         ]
         os.makedirs(slicer.app.temporaryPath, exist_ok=True)
         path = os.path.join(slicer.app.temporaryPath, "SAMZeroShot-constraints.txt")
-        with open(path, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_text_atomically(path, "\n".join(lines) + "\n")
         return path
 
     def installDependencies(self, report=None, check=None):
