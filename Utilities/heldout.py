@@ -177,9 +177,8 @@ def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str)
     settings = evaluation.run_settings(
         parameters, layouts.source("paired", images=images, masks=masks)
     )
-    return evaluation.evaluate(
-        cases, results.ResultsFolder(out, settings), engine, parameters, skipped=skipped
-    )
+    with results.ResultsFolder(out, settings) as folder:
+        return evaluation.evaluate(cases, folder, engine, parameters, skipped=skipped)
 
 
 def run(data: Path, work: Path, names, halves, precision: str = "fp32") -> dict:
