@@ -213,3 +213,52 @@ def test_reduced_precision_is_for_the_encoder_only():
     for backend in ("openvino", "onnxruntime", "torch"):
         (_, encoder), (_, decoder) = runtimes.part_runtimes(backend, "bf16")
         assert (encoder, decoder) == ("bf16", "fp32"), backend
+
+
+class StandInCheck:
+    """A precision check standing in for the accuracy guard: gives the verdict it was made with,
+    and records what it was asked to judge."""
+
+    def __init__(self, passed: bool, rule: str = "stand-in rule"):
+        self.passed, self.rule, self.judged = passed, rule, []
+
+    def check(self, model, reference, candidate):
+        self.judged.append((reference.precision, candidate.precision))
+        return StandInVerdict(self.passed)
+
+    def verdict(self, stored):
+        return StandInVerdict(**stored)
+
+
+class StandInVerdict:
+    def __init__(self, passed: bool):
+        self.passed = passed
+
+    def summary(self) -> str:
+        return "stand-in verdict"
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed}
+
+
+def test_bf16_chosen_automatically_is_kept_only_with_a_check_that_passes(
+    litemedsam, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(cpu, "current", lambda: cpu.CpuInfo("CPU with AMX", INTEL_AMX))
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))  # the verdicts are kept here
+    lines = []
+    unchecked = runtimes.prepare(litemedsam, "torch", "auto", log=lines.append)
+    assert unchecked.precision == "fp32"
+    assert "bf16 not used: no accuracy check was given" in lines[-1]
+    passing = StandInCheck(passed=True)
+    assert runtimes.prepare(litemedsam, "torch", "auto", check=passing).precision == "bf16"
+    assert passing.judged == [("fp32", "bf16")]
+    again = runtimes.prepare(litemedsam, "torch", "auto", log=lines.append, check=passing)
+    assert again.precision == "bf16" and len(passing.judged) == 1, "the verdict was not kept"
+    assert "bf16 passed the accuracy check (stand-in verdict)" in lines[-1]
+    failing = StandInCheck(passed=False, rule="another rule")  # another rule: judged anew
+    assert runtimes.prepare(litemedsam, "torch", "auto", check=failing).precision == "fp32"
+    assert failing.judged == [("fp32", "bf16")]
+    # Asked for explicitly: used as asked, checked by nobody.
+    assert runtimes.prepare(litemedsam, "torch", "bf16", check=failing).precision == "bf16"
+    assert len(failing.judged) == 1

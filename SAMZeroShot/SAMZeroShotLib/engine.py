@@ -119,7 +119,8 @@ class SamEngine:
     """Encodes slices and decodes prompts with one ``Sam`` model.
 
     ``backend`` and ``precision`` pick the runtime of both parts ("auto": chosen from the CPU and
-    what is installed, bf16 only where native and accurate; see :func:`runtimes.prepare`, which
+    what is installed, bf16 only where native and where it passes ``check``, the precision check
+    its builder hands in, e.g. ``accuracy_guard.GUARD``; see :func:`runtimes.prepare`, which
     logs the choice through ``log``); ``runtime`` gives a prepared one instead. ``batch_size`` is
     how many slices go through the encoder at once (default 1 on a CPU, where batches of 4 were
     measured 40% slower per slice, and 8 on a GPU).
@@ -145,6 +146,7 @@ class SamEngine:
         log=None,
         workers: int | None = None,
         runtime: runtimes.Runtime | None = None,
+        check: runtimes.PrecisionCheck | None = None,
     ):
         self.model = model
         self.device = str(model.device)
@@ -159,7 +161,9 @@ class SamEngine:
         self.seconds = {"encode": 0.0, "decode": 0.0}
         self._count_lock = threading.Lock()
         self.threads = torch.get_num_threads()
-        self.runtime = runtime or runtimes.prepare(model, backend, precision, self.threads, log=log)
+        self.runtime = runtime or runtimes.prepare(
+            model, backend, precision, self.threads, log=log, check=check
+        )
         self.encoder, self.decoder = self.runtime.encoder, self.runtime.decoder
         self.precision = self.runtime.precision
         self.backend = self.runtime.backend

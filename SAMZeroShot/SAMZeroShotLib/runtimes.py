@@ -7,8 +7,9 @@ among them, and their exports and compiled models kept on disk.
 
 :func:`choose` decides from the CPU's flags and what is installed (the measured reasons are in its
 docstring); :func:`prepare` builds the choice: every new export or compiled model is compared
-with PyTorch on a test input before it is kept, and bf16 is kept only when it passes the
-accuracy guard (:mod:`accuracy_guard`), whose verdict is kept too.
+with PyTorch on a test input before it is kept, and a bf16 chosen automatically is kept only when
+it passes the precision check its caller hands in (the accuracy guard, :mod:`accuracy_guard`, from
+the engine's builder), whose verdict is kept too; with no check it is not used.
 
 On disk (``<cache>/runtimes``) the ONNX files are keyed by checkpoint digest and torch version,
 OpenVINO's compiled models and the guard's verdicts also by OpenVINO version and CPU kind (a
@@ -33,6 +34,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -604,13 +606,37 @@ class Runtime:
         return encoder if encoder == decoder else f"{encoder} encoder, {decoder} decoder"
 
 
+class Verdict(Protocol):
+    """A precision check's judgement of a reduced-precision runtime."""
+
+    passed: bool
+
+    def summary(self) -> str: ...
+
+    def as_dict(self) -> dict: ...
+
+
+class PrecisionCheck(Protocol):
+    """Judges a reduced-precision runtime against its float32 twin (``accuracy_guard.GUARD``).
+
+    ``rule`` names the rule: it is part of the kept verdict's key, so a verdict made under another
+    rule is made again. ``check(model, reference, candidate)`` takes the two :class:`Runtime`
+    objects and returns a :class:`Verdict`; ``verdict(stored)`` makes one again from what its
+    ``as_dict()`` gave, and raises TypeError or ValueError on a dict it cannot read.
+    """
+
+    rule: str
+
+    def check(self, model, reference: Runtime, candidate: Runtime) -> Verdict: ...
+
+    def verdict(self, stored: dict) -> Verdict: ...
+
+
 #: Rough seconds to build each thing on 2 cores, for the one line announcing the preparation.
 _BUILD_SECONDS = {"onnx-encoder": 12, "onnx-decoder": 6, "openvino": 3, "guard": 30}
 
 
-def _verdict_path(model, backend: str) -> tuple[Path, str]:
-    from .accuracy_guard import RULE
-
+def _verdict_path(model, backend: str, rule: str) -> tuple[Path, str]:
     info = cpu.current()
     path = (
         runtimes_dir()
@@ -620,7 +646,7 @@ def _verdict_path(model, backend: str) -> tuple[Path, str]:
     )
     return (
         path,
-        f"{path.name} {RULE} encoder-only {backend} {_version(backend)} {info.model} "
+        f"{path.name} {rule} encoder-only {backend} {_version(backend)} {info.model} "
         f"{' '.join(info.relevant_flags)}",
     )
 
@@ -667,11 +693,15 @@ def _runtime(model, backend: str, precision: str, threads: int) -> Runtime:
     return _cpu_runtime(model, backend, precision, threads)
 
 
-def _missing_seconds(model, choice: Choice) -> float:
+def _missing_seconds(model, choice: Choice, check: PrecisionCheck | None) -> float:
     """Rough seconds of building what the cache lacks for ``choice`` (0 when all is there)."""
     seconds = 0.0
-    precisions = [choice.precision]
-    if choice.guarded and read_cache_file(*_verdict_path(model, choice.backend)) is None:
+    precisions = [choice.precision if check is not None or not choice.guarded else "fp32"]
+    if (
+        choice.guarded
+        and check is not None
+        and read_cache_file(*_verdict_path(model, choice.backend, check.rule)) is None
+    ):
         seconds += _BUILD_SECONDS["guard"]
         precisions.append("fp32")
     if choice.backend == "torch":
@@ -691,22 +721,26 @@ def _missing_seconds(model, choice: Choice) -> float:
     return seconds
 
 
-def _stored_verdict(path: Path, key: str):
-    from . import accuracy_guard
-
+def _stored_verdict(path: Path, key: str, check: PrecisionCheck) -> Verdict | None:
     stored = read_cache_file(path, key)
     try:
-        return accuracy_guard.Verdict(**json.loads(stored)) if stored is not None else None
+        return check.verdict(json.loads(stored)) if stored is not None else None
     except (ValueError, TypeError):  # written by another version of this code
         return None
 
 
-def _guarded(model, choice: Choice, threads: int) -> tuple[Runtime, str]:
-    """The bf16 runtime if it passes the accuracy guard (verdict kept on disk), else float32."""
-    from . import accuracy_guard
-
-    path, key = _verdict_path(model, choice.backend)
-    verdict = _stored_verdict(path, key)
+def _guarded(
+    model, choice: Choice, threads: int, check: PrecisionCheck | None
+) -> tuple[Runtime, str]:
+    """The bf16 runtime if it passes ``check`` (verdict kept on disk), else float32 (also when
+    there is no check)."""
+    if check is None:
+        return (
+            _runtime(model, choice.backend, "fp32", threads),
+            "bf16 not used: no accuracy check was given",
+        )
+    path, key = _verdict_path(model, choice.backend, check.rule)
+    verdict = _stored_verdict(path, key, check)
     if verdict is not None and not verdict.passed:
         return (
             _runtime(model, choice.backend, "fp32", threads),
@@ -716,7 +750,7 @@ def _guarded(model, choice: Choice, threads: int) -> tuple[Runtime, str]:
     if verdict is None:
         reference = _runtime(model, choice.backend, "fp32", threads)
         try:
-            verdict = accuracy_guard.check(model, reference, candidate)
+            verdict = check.check(model, reference, candidate)
         except (OSError, ValueError) as error:  # e.g. the test data is not installed
             return reference, f"bf16 could not be checked ({str(error)[:120]})"
         write_cache_file(path, key, json.dumps(verdict.as_dict()).encode())
@@ -731,11 +765,16 @@ def prepare(
     precision: str = "auto",
     threads: int = 1,
     log: Callable[[str], None] | None = None,
+    check: PrecisionCheck | None = None,
 ) -> Runtime:
-    """The runtime for ``model``: chosen (:func:`choose`), built or taken from the cache, bf16
-    checked by the accuracy guard. Logs one line saying what was chosen and why (and, when
-    something must be built first, one line saying so). A runtime that fails to build falls
-    back to PyTorch unless ``backend`` asked for it."""
+    """The runtime for ``model``: chosen (:func:`choose`), built or taken from the cache.
+
+    A bf16 chosen automatically (``precision`` "auto") is kept only when it passes ``check``
+    (e.g. ``accuracy_guard.GUARD``), else float32 runs; with no ``check`` float32 runs, and the
+    log line says so. A precision given explicitly is used as asked, unchecked. Logs one line
+    saying what was chosen and why (and, when something must be built first, one line saying
+    so). A runtime that fails to build falls back to PyTorch unless ``backend`` asked for it.
+    """
     say = log or logging.getLogger(__name__).info
     info = cpu.current()
     choice = choose(
@@ -747,12 +786,12 @@ def prepare(
         precision,
     )
     started = time.perf_counter()
-    seconds = _missing_seconds(model, choice)
+    seconds = _missing_seconds(model, choice, check)
     if seconds:
         say(f"Preparing the CPU runtime, once, about {seconds:.0f} s")
     try:
         runtime, note = (
-            _guarded(model, choice, threads)
+            _guarded(model, choice, threads, check)
             if choice.guarded
             else (_runtime(model, choice.backend, choice.precision, threads), "")
         )

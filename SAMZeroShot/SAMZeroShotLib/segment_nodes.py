@@ -59,7 +59,7 @@ def get_engine(
     a download of the weights; ``log`` receives the line saying which runtime and precision were
     chosen, when an engine is made.
     """
-    from . import models
+    from . import accuracy_guard, models
     from .engine import EmbeddingCache, SamEngine
 
     device = models.resolve_device(parameters.device)
@@ -71,7 +71,11 @@ def get_engine(
                 parameters.model, parameters.checkpoint, device, progress=progress, cancel=cancel
             )
             engine = SamEngine(
-                model, precision=parameters.precision, backend=parameters.backend, log=log
+                model,
+                precision=parameters.precision,
+                backend=parameters.backend,
+                log=log,
+                check=accuracy_guard.GUARD,
             )
             _engine.update(key=key, engine=engine, cache=EmbeddingCache())
         engine = _engine["engine"]
