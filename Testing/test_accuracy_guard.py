@@ -59,8 +59,8 @@ class FakeReducedPrecisionEncoderThatDamagesMasks:
         self.encoder = encoder
         self.name = encoder.name
 
-    def __call__(self, batch):
-        features = self.encoder(batch)
+    def __call__(self, batch, threads=None):
+        features = self.encoder(batch, threads=threads)
         noise = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
         return features + 0.6 * features.std() * noise
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from . import runtimes
+from . import files, runtimes
 from .prompts import Prompt
 
 
@@ -84,16 +84,16 @@ class EmbeddingCache:
         self._remember(key, item)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            partial = self.directory / f"{key}.pt.part"
-            torch.save(
-                {
-                    "features": item.features,
-                    "original_size": list(item.original_size),
-                    "input_size": list(item.input_size),
-                },
-                partial,
-            )
-            os.replace(partial, self.directory / f"{key}.pt")
+            # Two processes filling one cache folder each write a file of their own, then rename.
+            with files.replaced_atomically(self.directory / f"{key}.pt") as partial:
+                torch.save(
+                    {
+                        "features": item.features,
+                        "original_size": list(item.original_size),
+                        "input_size": list(item.input_size),
+                    },
+                    partial,
+                )
 
     def _remember(self, key: str, item: Embedding) -> None:
         size = item.features.numel() * item.features.element_size()
@@ -160,6 +160,7 @@ class SamEngine:
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
         self.seconds = {"encode": 0.0, "decode": 0.0}
         self._count_lock = threading.Lock()
+        self._lane = threading.local()  # per calling thread: its lane's thread count
         self.threads = torch.get_num_threads()
         self.runtime = runtime or runtimes.prepare(
             model, backend, precision, self.threads, log=log, check=check
@@ -175,17 +176,18 @@ class SamEngine:
     @contextmanager
     def lane(self):
         """Within this block the calling thread's model calls use ``threads // workers`` threads,
-        so that ``workers`` threads can each segment a slice at the same time."""
-        runtimes.LANE.threads = max(1, self.threads // self.workers)
+        so that ``workers`` threads can each segment a slice at the same time (each call hands
+        the runtime part its lane's thread count)."""
+        self._lane.threads = max(1, self.threads // self.workers)
         try:
             yield
         finally:
-            del runtimes.LANE.threads
+            del self._lane.threads
 
     def _timed(self, stage: str, function, *inputs):
         started = time.perf_counter()
         try:
-            return function(*inputs)
+            return function(*inputs, threads=getattr(self._lane, "threads", None))
         finally:
             with self._count_lock:
                 self.seconds[stage] += time.perf_counter() - started

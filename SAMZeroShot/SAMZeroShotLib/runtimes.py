@@ -49,13 +49,15 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _OPENVINO_TYPES = {"fp32": "f32", "bf16": "bf16"}
 
-#: Per thread: how many threads its runtime calls use (set by ``SamEngine.lane``).
-LANE = threading.local()
-
 
 # -- PyTorch ---------------------------------------------------------------------------------
 class TorchEncoder:
-    """The model's own image encoder, with optional autocast."""
+    """The model's own image encoder, with optional autocast.
+
+    Like every runtime part, it is called with the part's inputs and ``threads``, the calling
+    lane's thread count (None: the part's own); PyTorch's threads are shared by the whole
+    process, so its parts ignore it.
+    """
 
     name = "torch"
 
@@ -65,7 +67,7 @@ class TorchEncoder:
         self.dtype = _AUTOCAST_DTYPES.get(precision)
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         if self.dtype is None:
             return self.encoder(batch)
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
@@ -102,7 +104,7 @@ class TorchDecoder:
         self.module = PromptDecoder(model).eval()
 
     @torch.inference_mode()
-    def __call__(self, features, coords, labels, masks, has_mask):
+    def __call__(self, features, coords, labels, masks, has_mask, threads: int | None = None):
         return self.module(features, coords, labels, masks, has_mask)
 
 
@@ -332,8 +334,9 @@ def onnx_file(model, spec: PartSpec) -> tuple[bytes, bool]:
 
 # -- ONNX Runtime and OpenVINO, one part each -----------------------------------------------
 class _LanedPart:
-    """One model part in a CPU runtime, opened once per thread count: the engine's own, and the
-    smaller one of its slice lanes (lanes run concurrently, each with its own copy)."""
+    """One model part in a CPU runtime, opened once per thread count: the engine's own
+    (``threads``), and the smaller one of its slice lanes (lanes run concurrently, each with its
+    own copy). Calls name the thread count they run with (None: the part's own)."""
 
     def __init__(self, inputs: Sequence[str], threads: int):
         self.inputs = tuple(inputs)
@@ -344,8 +347,8 @@ class _LanedPart:
     def _open(self, threads: int):
         raise NotImplementedError
 
-    def opened(self):
-        threads = getattr(LANE, "threads", self.threads)
+    def opened(self, threads: int | None = None):
+        threads = threads or self.threads
         item = self._opened.get(threads)
         if item is None:
             with self._lock:
@@ -354,7 +357,7 @@ class _LanedPart:
                     item = self._opened[threads] = self._open(threads)
         return item
 
-    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def run(self, *inputs: torch.Tensor, threads: int | None = None) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
 
@@ -381,9 +384,9 @@ class OnnxRuntimePart(_LanedPart):
             self.payload, options, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, *inputs):
+    def run(self, *inputs, threads=None):
         feed = {name: value.numpy() for name, value in zip(self.inputs, inputs, strict=True)}
-        return tuple(torch.from_numpy(output) for output in self.opened().run(None, feed))
+        return tuple(torch.from_numpy(output) for output in self.opened(threads).run(None, feed))
 
 
 class OpenVinoPart(_LanedPart):
@@ -417,8 +420,8 @@ class OpenVinoPart(_LanedPart):
         }
         return openvino.Core().import_model(self.blob, "CPU", config)
 
-    def run(self, *inputs):
-        compiled = self.opened()
+    def run(self, *inputs, threads=None):
+        compiled = self.opened(threads)
         requests = self._requests.__dict__.setdefault("by_model", {})
         request = requests.get(id(compiled))
         if request is None:
@@ -438,12 +441,14 @@ class PartCall:
         self.kind = kind
         self.precision = precision
 
-    def __call__(self, *inputs: torch.Tensor):
+    def __call__(self, *inputs: torch.Tensor, threads: int | None = None):
         if self.kind == "decoder":
-            return self.part.run(*inputs)
+            return self.part.run(*inputs, threads=threads)
         # The encoder's batch size is fixed to 1 (see encoder_spec).
         batch = inputs[0]
-        return torch.cat([self.part.run(batch[i : i + 1])[0] for i in range(len(batch))])
+        return torch.cat(
+            [self.part.run(batch[i : i + 1], threads=threads)[0] for i in range(len(batch))]
+        )
 
 
 def openvino_path(model, kind: str, precision: str) -> tuple[Path, str]:
@@ -594,7 +599,8 @@ def choose(
 # -- preparing the choice -------------------------------------------------------------------
 @dataclass
 class Runtime:
-    """What runs the two parts: callables with the PyTorch parts' signatures."""
+    """What runs the two parts: callables with the PyTorch parts' signatures, and a keyword
+    ``threads``: the calling lane's thread count (None: the part's own)."""
 
     encoder: Callable
     decoder: Callable
