@@ -39,6 +39,7 @@ TABLE_COLUMNS = (
     + ("reference_ml", "predicted_ml", "model", "strategy")
 )
 
+
 def _reference_masks(reference_node, prompt_node, ids, volume_node):
     """Reference masks keyed like the prompts; segments of another node are matched by name."""
     if reference_node is None or reference_node is prompt_node:
