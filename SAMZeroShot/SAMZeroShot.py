@@ -768,13 +768,18 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: dependencies, parameter node, running the library, showing results.
 
     The computation itself is SAMZeroShotLib.segment_nodes.process, shared with the command line.
+    The logic owns the engines its runs use (engines, a SAMZeroShotLib.engines.EngineFactory): the
+    model is loaded on the first run and kept, with its embedding cache, while the settings stay.
     Uses ScriptedLoadableModuleLogic base class, available at:
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        from SAMZeroShotLib.engines import EngineFactory  # imports no torch: usable before install
+
         self._worker = None
+        self.engines = EngineFactory()
 
     def getParameterNode(self):
         return SAMZeroShotParameterNode(super().getParameterNode())
@@ -1098,6 +1103,7 @@ class SAMZeroShotLogic(ScriptedLoadableModuleLogic):
             cancel=cancel,
             log=log,
             compute=compute,
+            engines=self.engines,
         )
         logging.info(f"SAMZeroShot: processing completed in {time.time() - startTime:.1f} s")
         return segmentationNode, tableNode

@@ -10,25 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))  # the library, also without the editable install
 
 
-def pytest_collection_modifyitems(config, items):
-    """The tests that build on the default whole-volume run go first, right after it.
-
-    Only one model is kept per process (with its embedding cache); a test with other model
-    settings replaces it, and a default run after that pays for the model and every slice
-    again (measured: the module's self-test 88 s late in the suite, 13 s right after the run).
-    Otherwise the order is pytest's.
-    """
-
-    def order(item):
-        builds_on_it = "default_whole_volume_run" in getattr(item, "fixturenames", ())
-        return (
-            not builds_on_it,
-            item.name != "test_the_default_whole_volume_run_segments_both_lungs",
-        )
-
-    items.sort(key=order)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Downloads and ONNX exports go to a folder of the test session, never the user's cache."""
@@ -44,16 +25,32 @@ def private_cache(tmp_path_factory):
         os.environ[models.CACHE_ENV] = previous
 
 
-class CommandLine:
-    """``samzeroshot`` run in this process: each call gives ``(exit code, stdout, stderr)``."""
+@pytest.fixture(scope="session")
+def engines():
+    """The test session's engine factory: every test that runs the model in this process takes
+    its engine from it, so tests share built engines (and their embedding caches) in any order.
 
-    def __init__(self, capsys):
+    It keeps a few engines, so that a test with other model settings does not drop the default
+    one that most tests use.
+    """
+    from SAMZeroShotLib.engines import EngineFactory
+
+    return EngineFactory(keep=4)
+
+
+class CommandLine:
+    """``samzeroshot`` run in this process: each call gives ``(exit code, stdout, stderr)``.
+
+    The commands take their engines from the session's factory (see :func:`engines`)."""
+
+    def __init__(self, capsys, engines):
         self.capsys = capsys
+        self.engines = engines
 
     def __call__(self, *argv):
         from SAMZeroShotLib import cli
 
-        code = cli.main([str(a) for a in argv])
+        code = cli.main([str(a) for a in argv], engines=self.engines)
         captured = self.capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -65,9 +62,9 @@ class CommandLine:
 
 
 @pytest.fixture
-def samzeroshot(capsys) -> CommandLine:
+def samzeroshot(capsys, engines) -> CommandLine:
     """The command line, as a user types it, in this process (see :class:`CommandLine`)."""
-    return CommandLine(capsys)
+    return CommandLine(capsys, engines)
 
 
 @pytest.fixture(scope="session")
@@ -119,13 +116,14 @@ def chest(ctchest):
 
 
 @pytest.fixture(scope="session")
-def default_whole_volume_run(slicerio_data):
+def default_whole_volume_run(slicerio_data, engines):
     """The default run on the whole of CTChest4, once per test session; its one-line summary.
 
     Built-in model, every setting at its default, both lungs: the suite's most expensive step
     (model load, CPU runtime preparation, every slice with lung encoded). It is a fixture of its
     own so that ``--durations`` names its cost; the tests that make a default run ask for it
-    first and reuse its engine and embedding cache, so their own time is what they add.
+    first and reuse its engine and embedding cache (through the session's :func:`engines`), so
+    their own time is what they add.
     """
     from SAMZeroShotLib import headless, mrml_io, segment_nodes
 
@@ -133,18 +131,20 @@ def default_whole_volume_run(slicerio_data):
     volume = headless.load_volume(app, slicerio_data / "CTChest4.nrrd")
     segmentation = headless.load_segmentation(app, slicerio_data / "Segmentation.seg.nrrd")
     lungs = mrml_io.resolve_segment_ids(segmentation, ["right lung", "left lung"])
-    _, table = segment_nodes.process(volume, segmentation, lungs, log=lambda line: None)
+    _, table = segment_nodes.process(
+        volume, segmentation, lungs, log=lambda line: None, engines=engines
+    )
     summary = table.GetAttribute(mrml_io.SUMMARY_ATTRIBUTE)
     scene.Clear(1)
     return summary
 
 
 @pytest.fixture
-def engine():
+def engine(engines):
     """The engine users get by default, shared by every test (its embedding cache too)."""
-    from SAMZeroShotLib import segment_nodes
+    from SAMZeroShotLib.parameters import Parameters
 
-    return segment_nodes.get_engine(segment_nodes.Parameters())
+    return engines.get(Parameters())
 
 
 @pytest.fixture(scope="session")

@@ -38,17 +38,27 @@ def _activated(version, tmp_path, testing):
     return activation
 
 
+def _share_engines(monkeypatch, engines):
+    """Every engine factory the module makes (its logic's) is the test session's, so that its
+    runs reuse the engines the session has built (see ``engines`` in conftest.py)."""
+    from SAMZeroShotLib import engines as engines_module
+
+    monkeypatch.setattr(engines_module, "EngineFactory", lambda *args, **kwargs: engines)
+
+
 @pytest.fixture(params=SUPPORTED)
-def slicer_app(request, tmp_path):
+def slicer_app(request, tmp_path, monkeypatch, engines):
     """The module file loaded on one Slicer version's layer, in a real scene, in testing mode."""
+    _share_engines(monkeypatch, engines)
     activation = _activated(request.param, tmp_path, testing=True)
     yield activation
     slicer_layer.deactivate(activation)
 
 
 @pytest.fixture(params=SUPPORTED)
-def user_app(request, tmp_path):
+def user_app(request, tmp_path, monkeypatch, engines):
     """As ``slicer_app``, but as a user runs Slicer (not testing mode: dialogs wait for answers)."""
+    _share_engines(monkeypatch, engines)
     activation = _activated(request.param, tmp_path, testing=False)
     yield activation
     slicer_layer.deactivate(activation)

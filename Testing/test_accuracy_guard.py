@@ -59,8 +59,8 @@ class FakeReducedPrecisionEncoderThatDamagesMasks:
         self.encoder = encoder
         self.name = encoder.name
 
-    def __call__(self, batch):
-        features = self.encoder(batch)
+    def __call__(self, batch, threads=None):
+        features = self.encoder(batch, threads=threads)
         noise = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
         return features + 0.6 * features.std() * noise
 
@@ -93,3 +93,9 @@ def test_the_shipped_test_data_has_both_lungs():
     assert voxels.shape == (34, 128, 128)
     assert all(mask.shape == voxels.shape and mask.sum() > 1000 for mask in lungs.values())
     assert not (lungs["right lung"] & lungs["left lung"]).any()
+
+
+def test_the_guard_handed_to_the_runtime_layer_names_its_rule_and_reads_its_verdicts_back():
+    verdict = accuracy_guard.judge([disk(48)] * 2, [disk(48)] * 2, [disk(50)] * 2)
+    assert accuracy_guard.GUARD.rule == accuracy_guard.RULE
+    assert accuracy_guard.GUARD.verdict(verdict.as_dict()) == verdict

@@ -159,12 +159,13 @@ def test_evaluate_unknown_options_exit_2(samzeroshot, capsys, cohort, tmp_path, 
 def test_an_internal_error_keeps_its_traceback_and_says_what_to_report(
     samzeroshot, capsys, slicerio_data, tmp_path, monkeypatch
 ):
-    from SAMZeroShotLib import __version__, segment_nodes
+    from SAMZeroShotLib import __version__
+    from SAMZeroShotLib.engines import EngineFactory
 
     def broken(*args, **kwargs):
         raise RuntimeError("a fault of ours")
 
-    monkeypatch.setattr(segment_nodes, "get_engine", broken)
+    monkeypatch.setattr(EngineFactory, "get", broken)
     volume, prompts = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
     code, stdout, stderr = samzeroshot.segment(
         volume, prompts, tmp_path / "o.seg.nrrd", "--segments", "right lung"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from SAMZeroShotLib import cli, cluster, segment_nodes
+from SAMZeroShotLib import cli, cluster
+from SAMZeroShotLib.engines import EngineFactory
 
 LIBRARY = Path(__file__).resolve().parents[1] / "SAMZeroShot"
 BOX = ("--strategy", "box")  # one call per lung: the cheapest strategy, same code paths
@@ -144,9 +145,7 @@ def dead_address(request):
 def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(
     samzeroshot, capsys, cohort, tmp_path, dead_address, monkeypatch
 ):
-    monkeypatch.setattr(
-        segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
-    )
+    monkeypatch.setattr(EngineFactory, "get", lambda *a, **k: pytest.fail("the model was loaded"))
     images, labels = cohort
     started = time.monotonic()
     code, stdout, stderr = samzeroshot.evaluate(
@@ -178,9 +177,7 @@ def test_a_scheduler_that_does_not_answer_is_one_line_within_the_limit(
 def test_worker_options_are_checked_in_one_line(
     samzeroshot, capsys, cohort, tmp_path, monkeypatch, options, message
 ):
-    monkeypatch.setattr(
-        segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
-    )
+    monkeypatch.setattr(EngineFactory, "get", lambda *a, **k: pytest.fail("the model was loaded"))
     images, labels = cohort
     code, stdout, stderr = samzeroshot.evaluate(images, labels, tmp_path / "out", *options)
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from SAMZeroShotLib.corrections import Click, depth, largest_region, next_click
+from SAMZeroShotLib.corrections import largest_region, next_click
+from SAMZeroShotLib.interactive import Click
 
 
 def square(shape, row0, row1, col0, col1):
@@ -61,14 +62,6 @@ def test_the_image_border_counts_as_outside_the_region():
     assert next_click(reference, np.zeros_like(reference)) == Click(4, 4, True)
 
 
-def test_depth_is_the_distance_to_the_nearest_outside_pixel():
-    region = square((7, 7), 1, 6, 1, 6)
-    distances = depth(region)
-    assert distances[3, 3] == pytest.approx(3.0)
-    assert distances[1, 1] == pytest.approx(1.0)
-    assert distances[0, 0] == 0.0
-
-
 def test_largest_region_is_four_connected():
     mask = np.zeros((5, 5), bool)
     mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # diagonal pixels: three regions of one
@@ -79,8 +72,3 @@ def test_largest_region_is_four_connected():
 def test_masks_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match="2D masks of one shape"):
         next_click(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
-
-
-def test_click_is_a_sam_point():
-    click = Click(row=7, col=3, include=False)
-    assert click.point == (3.0, 7.0) and click.label == 0

@@ -21,7 +21,8 @@ import SimpleITK as sitk
 import slicer
 import torch
 
-from SAMZeroShotLib import headless, mrml_io, segment_nodes
+from SAMZeroShotLib import headless, mrml_io
+from SAMZeroShotLib.engines import EngineFactory
 from SAMZeroShotLib.errors import OutputError
 from SAMZeroShotLib.results import CaseResult, ResultsFolder
 
@@ -99,7 +100,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although the input was bad")
 
-    monkeypatch.setattr(segment_nodes, "get_engine", refuse)
+    monkeypatch.setattr(EngineFactory, "get", refuse)
 
 
 @pytest.fixture

@@ -4,15 +4,31 @@ import numpy as np
 import pytest
 
 from SAMZeroShotLib import imaging, metrics
-from SAMZeroShotLib.corrections import Click, dice_by_clicks, next_click
+from SAMZeroShotLib.corrections import dice_by_clicks, next_click
 from SAMZeroShotLib.interactive import (
     CORRECTIONS,
+    Click,
     SliceEditor,
     click_window,
+    depth,
     grown_box,
     local_box,
 )
 from SAMZeroShotLib.prompts import box_prompt
+
+
+def test_click_is_a_sam_point():
+    click = Click(row=7, col=3, include=False)
+    assert click.point == (3.0, 7.0) and click.label == 0
+
+
+def test_depth_is_the_distance_to_the_nearest_outside_pixel():
+    region = np.zeros((7, 7), bool)
+    region[1:6, 1:6] = True
+    distances = depth(region)
+    assert distances[3, 3] == pytest.approx(3.0)
+    assert distances[1, 1] == pytest.approx(1.0)
+    assert distances[0, 0] == 0.0
 
 
 @pytest.fixture

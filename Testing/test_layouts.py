@@ -9,7 +9,8 @@ set stores them.
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import evaluation, imaging, layouts, segment_nodes
+from SAMZeroShotLib import evaluation, imaging, layouts
+from SAMZeroShotLib.engines import EngineFactory
 from SAMZeroShotLib.parameters import Parameters
 
 # The cases the montgomery_set and covid_set fixtures (conftest.py) lay out.
@@ -87,9 +88,7 @@ def test_covid19_ct_seg_swaps_its_lung_labels_and_windows_each_source_as_the_pap
 def test_layout_options_are_checked_in_one_line_before_the_model(
     samzeroshot, capsys, tmp_path, monkeypatch, options, message
 ):
-    monkeypatch.setattr(
-        segment_nodes, "get_engine", lambda *a, **k: pytest.fail("the model was loaded")
-    )
+    monkeypatch.setattr(EngineFactory, "get", lambda *a, **k: pytest.fail("the model was loaded"))
     options = [option.format(data=tmp_path) for option in options]
     code, stdout, stderr = samzeroshot("evaluate", *options, "--out", tmp_path / "out")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and message in stderr, stderr

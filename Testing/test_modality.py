@@ -142,17 +142,23 @@ def test_both_commands_offer_the_option():
         assert "--modality" in subparser.format_help()
 
 
-def test_process_reads_the_modality_slicer_recorded_and_the_setting_wins(ctchest):
+def test_process_reads_the_modality_slicer_recorded_and_the_setting_wins(ctchest, engines):
     scene, volume, segmentation, ids = ctchest
     ids = [ids["right lung"], ids["left lung"]]
     settings = segment_nodes.Parameters(strategy="prompt-only")
-    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(
+        volume, segmentation, ids, parameters=settings, engines=engines
+    )
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"  # 34 slices
     # As Slicer's DICOM loader records it on the volume's subject hierarchy item.
     mrml_io.record_modality(volume, "CR")
     assert mrml_io.declared_modality(volume) == "CR"
-    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(
+        volume, segmentation, ids, parameters=settings, engines=engines
+    )
     assert table.GetAttribute("SAMZeroShot.Modality") == "xray"
     settings.modality = "ct"
-    _, table = segment_nodes.process(volume, segmentation, ids, parameters=settings)
+    _, table = segment_nodes.process(
+        volume, segmentation, ids, parameters=settings, engines=engines
+    )
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"

@@ -4,10 +4,11 @@ switching off the application's logging or warnings (the export runs on a worker
 import logging
 import threading
 import warnings
+from pathlib import Path
 
-from SAMZeroShotLib import quiet, runtimes
+from SAMZeroShotLib import quiet
 
-LIBRARY = runtimes.Path(runtimes.__file__).parent
+LIBRARY = Path(quiet.__file__).parent
 
 
 def _in_thread(fn):

@@ -244,7 +244,7 @@ class Editor:
 
 
 @pytest.fixture(params=VERSIONS)
-def editor(request, tmp_path, slicerio_data):
+def editor(request, tmp_path, slicerio_data, engines):
     version = request.param
     if not slicer_layer.layer_path(version).is_dir():
         pytest.skip(f"Slicer's Python layer {version} is not here")
@@ -261,7 +261,9 @@ def editor(request, tmp_path, slicerio_data):
     )
     _slicer_effects_package(version)
     try:
-        yield Editor(activation, slicerio_data)
+        made = Editor(activation, slicerio_data)
+        made.effect.engines = engines  # the test session's (see conftest.py), not one of its own
+        yield made
     finally:
         del slicer.qSlicerSegmentEditorAbstractEffect
         for name in (

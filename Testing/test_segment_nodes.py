@@ -64,10 +64,10 @@ def test_the_default_whole_volume_run_segments_both_lungs(default_whole_volume_r
     assert float(volume_dice["right lung"]) > 0.75 and float(volume_dice["left lung"]) > 0.75
 
 
-def test_ctchest4_lungs_with_inputs_unchanged(default_whole_volume_run, lungs):
+def test_ctchest4_lungs_with_inputs_unchanged(default_whole_volume_run, lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
     before = fingerprint(scene, volume, segmentation)
-    output, table = segment_nodes.process(volume, segmentation, lung_ids)
+    output, table = segment_nodes.process(volume, segmentation, lung_ids, engines=engines)
     assert fingerprint(scene, volume, segmentation) == before, "an input node was modified"
 
     assert output is not segmentation and output.GetName() == "CTChest4 SAM segmentation"
@@ -117,9 +117,11 @@ def masks_of(segmentation_node, volume_node):
 PLUMBING = Parameters(strategy="box")
 
 
-def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
+def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
-    output, _ = segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING)
+    output, _ = segment_nodes.process(
+        volume, segmentation, lung_ids, parameters=PLUMBING, engines=engines
+    )
     expected = masks_of(output, volume)
 
     # The same voxels stored as a sagittal acquisition: array axes permuted, one reversed, and the
@@ -132,7 +134,7 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
     resliced[:3, 3] = matrix[:3, 3] + matrix[:3, 2] * (n_k - 1)
     sagittal = builders.add_volume(scene, permuted, resliced, "sagittal copy")
     output2, _ = segment_nodes.process(
-        sagittal, segmentation, lung_ids, parameters=PLUMBING
+        sagittal, segmentation, lung_ids, parameters=PLUMBING, engines=engines
     )  # prompts resampled by Slicer
     for mask, reference in zip(masks_of(output2, sagittal), expected, strict=True):
         back = np.transpose(np.flip(mask, axis=1), (1, 2, 0))
@@ -151,14 +153,16 @@ def test_a_resliced_copy_of_the_ct_gives_the_same_masks_once_mapped_back(lungs):
         oblique_matrix,
         "oblique prompts",
     )
-    output3, _ = segment_nodes.process(oblique, tilted, parameters=PLUMBING)
+    output3, _ = segment_nodes.process(oblique, tilted, parameters=PLUMBING, engines=engines)
     for mask, reference in zip(masks_of(output3, oblique), expected, strict=True):
         np.testing.assert_array_equal(mask, reference)
 
 
-def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
+def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
-    _, oracle = segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING)
+    _, oracle = segment_nodes.process(
+        volume, segmentation, lung_ids, parameters=PLUMBING, engines=engines
+    )
     # The reference lungs on a grid twice as fine in-plane and shifted by half a voxel.
     prompts = mrml_io.segment_masks(segmentation, lung_ids, volume)
     matrix = mrml_io.ijk_to_ras(volume)
@@ -175,13 +179,18 @@ def test_reference_on_another_grid_is_resampled_and_matched_by_name(lungs):
         "fine reference",
     )
     _, table = segment_nodes.process(
-        volume, segmentation, lung_ids, reference_node=reference, parameters=PLUMBING
+        volume,
+        segmentation,
+        lung_ids,
+        reference_node=reference,
+        parameters=PLUMBING,
+        engines=engines,
     )
     for name in LUNGS:
         assert volume_dice(table, name) == pytest.approx(volume_dice(oracle, name), abs=0.02)
 
 
-def test_a_single_slice_chest_radiograph(scene_app, lungs, radiograph_from_ct):
+def test_a_single_slice_chest_radiograph(scene_app, lungs, radiograph_from_ct, engines):
     scene, volume, segmentation, lung_ids = lungs
     masks = mrml_io.segment_masks(segmentation, lung_ids, volume)
     image, labels, spacing = radiograph_from_ct(
@@ -199,7 +208,7 @@ def test_a_single_slice_chest_radiograph(scene_app, lungs, radiograph_from_ct):
         matrix,
         "radiograph lungs",
     )
-    output, table = segment_nodes.process(xray, prompts)
+    output, table = segment_nodes.process(xray, prompts, engines=engines)
     rows = table_rows(table)
     assert {r["slice"] for r in rows if r["scope"] == "slice"} == {"0"}
     assert all(m.shape == (1,) + image.shape for m in masks_of(output, xray))
@@ -217,9 +226,9 @@ def test_rgb_volume_is_read_as_luminance(scene_app):
     np.testing.assert_allclose(mrml_io.volume_array(node), 29.9, rtol=1e-5)
 
 
-def test_cancel_halfway_leaves_the_scene_as_it_was(lungs):
+def test_cancel_halfway_leaves_the_scene_as_it_was(lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
-    segment_nodes.get_engine(Parameters())  # loading the model is not what is being cancelled
+    engines.get(Parameters())  # loading the model is not what is being cancelled
     count = scene.GetNumberOfNodes()
     progress = []
     with pytest.raises(Cancelled):
@@ -230,12 +239,13 @@ def test_cancel_halfway_leaves_the_scene_as_it_was(lungs):
             parameters=Parameters(embedding_cache=False),
             progress=lambda fraction, message: progress.append(fraction),
             cancel=lambda: any(0 < f < 1 for f in progress),
+            engines=engines,
         )
     assert any(0 < f < 1 for f in progress), "cancelled before any work was done"
     assert scene.GetNumberOfNodes() == count
 
 
-def test_a_failure_while_writing_results_removes_what_was_made(lungs, monkeypatch):
+def test_a_failure_while_writing_results_removes_what_was_made(lungs, monkeypatch, engines):
     scene, volume, segmentation, lung_ids = lungs
     count = scene.GetNumberOfNodes()
 
@@ -244,22 +254,22 @@ def test_a_failure_while_writing_results_removes_what_was_made(lungs, monkeypatc
 
     monkeypatch.setattr(mrml_io, "create_dice_plot", broken)
     with pytest.raises(RuntimeError, match="plot failed"):
-        segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING)
+        segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING, engines=engines)
     assert scene.GetNumberOfNodes() == count
 
 
-def test_bad_inputs_give_clear_errors(lungs):
+def test_bad_inputs_give_clear_errors(lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
     with pytest.raises(InputError, match="No input volume"):
-        segment_nodes.process(None, segmentation)
+        segment_nodes.process(None, segmentation, engines=engines)
     empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
     with pytest.raises(InputError, match="has no segments"):
-        segment_nodes.process(volume, empty)
+        segment_nodes.process(volume, empty, engines=engines)
     with pytest.raises(InputError, match="has no segment 'spleen'.*right lung"):
-        segment_nodes.process(volume, segmentation, ["spleen"])
+        segment_nodes.process(volume, segmentation, ["spleen"], engines=engines)
     four_d = builders.add_volume(scene, np.zeros((3, 4, 5, 6), np.float32), np.eye(4), "4D")
     with pytest.raises(InputError, match="6 values per voxel"):
-        segment_nodes.process(four_d, segmentation, lung_ids)
+        segment_nodes.process(four_d, segmentation, lung_ids, engines=engines)
     far = builders.add_segmentation(
         scene,
         {"elsewhere": np.ones((2, 2, 2), bool)},
@@ -267,14 +277,14 @@ def test_bad_inputs_give_clear_errors(lungs):
         "far",
     )
     with pytest.raises(InputError, match="do not overlap"):
-        segment_nodes.process(volume, far)
+        segment_nodes.process(volume, far, engines=engines)
     with pytest.raises(ValueError, match="Unknown strategy"):
         segment_nodes.process(
-            volume, segmentation, lung_ids, parameters=Parameters(strategy="magic")
+            volume, segmentation, lung_ids, parameters=Parameters(strategy="magic"), engines=engines
         )
 
 
-def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
+def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs, engines):
     # The Slicer module keeps its event loop going while `compute` runs the model: a user may
     # delete an input meanwhile. Nothing may be created from it, and nothing read from it later.
     scene, volume, segmentation, lung_ids = lungs
@@ -285,7 +295,9 @@ def test_an_input_removed_while_the_model_runs_leaves_nothing_behind(lungs):
         return work()
 
     with pytest.raises(InputError, match="left the scene during the run"):
-        segment_nodes.process(volume, segmentation, lung_ids, parameters=PLUMBING, compute=compute)
+        segment_nodes.process(
+            volume, segmentation, lung_ids, parameters=PLUMBING, compute=compute, engines=engines
+        )
     assert (
         scene.GetNumberOfNodes() < count
     )  # the segmentation and its display/storage nodes are gone
@@ -309,7 +321,7 @@ def test_a_constant_volume_is_accepted_with_a_warning(scene_app, ctchest):
     ), lines
 
 
-def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(lungs):
+def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(lungs, engines):
     scene, volume, segmentation, lung_ids = lungs
     array = mrml_io.volume_array(volume).astype(np.float32)
     array[4, 0, 0] = np.inf
@@ -320,7 +332,7 @@ def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(
     with pytest.raises(
         InputError, match=r"Volume broken: 3 voxels are NaN or infinite \(slices 4, 9\)"
     ):
-        segment_nodes.process(broken, segmentation, lung_ids)
+        segment_nodes.process(broken, segmentation, lung_ids, engines=engines)
     assert scene.GetNumberOfNodes() == count
     lines = []
     inputs = segment_nodes.read_inputs(

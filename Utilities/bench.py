@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import (  # noqa: E402
+    accuracy_guard,
     cpu,
     evaluation,
     imaging,
@@ -144,7 +145,13 @@ def whole_volume(args, voxels, matrix, masks) -> dict:
     """The default strategy on every lung slice, model load and engine preparation included."""
     started = time.perf_counter()
     model = models.load_model("litemedsam", device="cpu")
-    engine = SamEngine(model, backend=args.backend, precision=args.precision, log=lambda _: None)
+    engine = SamEngine(
+        model,
+        backend=args.backend,
+        precision=args.precision,
+        log=lambda _: None,
+        check=accuracy_guard.GUARD,
+    )
     geometry = imaging.slice_geometry(matrix, voxels.shape)
     outcome = pipeline.segment_volume(voxels, geometry, masks, engine, strategy="auto")
     seconds = time.perf_counter() - started
@@ -251,6 +258,7 @@ def main(argv=None):
         backend=args.backend,
         precision=args.precision,
         log=lambda line: print(line, file=sys.stderr),
+        check=accuracy_guard.GUARD,
     )  # by default, what users get
     engine_setup = time.perf_counter() - started
     default, _ = strategies.resolve("auto", model.spec.name)

@@ -26,7 +26,14 @@ sys.path.insert(0, str(ROOT / "Utilities"))
 
 from heldout import HALVES, SPLIT, build_halves  # noqa: E402
 
-from SAMZeroShotLib import evaluation, imaging, layouts, models, pipeline  # noqa: E402
+from SAMZeroShotLib import (  # noqa: E402
+    accuracy_guard,
+    evaluation,
+    imaging,
+    layouts,
+    models,
+    pipeline,
+)
 from SAMZeroShotLib import modality as modalities  # noqa: E402
 from SAMZeroShotLib.corrections import dice_by_clicks  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
@@ -69,6 +76,7 @@ def run(
     engine = SamEngine(
         models.load_model("litemedsam", device="cpu"),
         cache=EmbeddingCache(directory=work / "embeddings"),
+        check=accuracy_guard.GUARD,
     )
     results = json.loads(out.read_text()) if out.is_file() else {}
     for (dataset, half), (images, masks) in folders.items():

@@ -21,9 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import evaluation, segment_nodes  # noqa: E402
+from SAMZeroShotLib import evaluation  # noqa: E402
 from SAMZeroShotLib.corrections import next_click  # noqa: E402
 from SAMZeroShotLib.editor_session import EditorSession, voxel_at  # noqa: E402
+from SAMZeroShotLib.engines import EngineFactory  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     volume, ijk_to_ras = evaluation.read_image(folder / "images" / f"{args.case}.nii.gz")
     labels = evaluation.read_labels(folder / "masks" / f"{args.case}.nii.gz", volume.shape)
     started = time.perf_counter()
-    engine = segment_nodes.get_engine(Parameters())
+    engine = EngineFactory().get(Parameters())
     times = {"load_model_s": time.perf_counter() - started}
     session = EditorSession(engine, volume, ijk_to_ras)
     geometry = session.geometry(0)

@@ -33,7 +33,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import compare, evaluation, layouts, models, results, strategies  # noqa: E402
+from SAMZeroShotLib import (  # noqa: E402
+    accuracy_guard,
+    compare,
+    evaluation,
+    layouts,
+    models,
+    results,
+    strategies,
+)
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
@@ -186,7 +194,11 @@ def run(data: Path, work: Path, names, halves, precision: str = "fp32") -> dict:
     folders = build_halves(data, split, work)
     model = models.load_model("litemedsam", device="cpu")
     engine = SamEngine(
-        model, precision=precision, cache=EmbeddingCache(directory=work / "embeddings"), log=print
+        model,
+        precision=precision,
+        cache=EmbeddingCache(directory=work / "embeddings"),
+        log=print,
+        check=accuracy_guard.GUARD,
     )
     results_root = work / ("results" if precision == "fp32" else f"results-{precision}")
     everything = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

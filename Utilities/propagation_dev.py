@@ -32,8 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import evaluation, imaging, propagation, segment_nodes  # noqa: E402
+from SAMZeroShotLib import evaluation, imaging, propagation  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache  # noqa: E402
+from SAMZeroShotLib.engines import EngineFactory  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -76,7 +77,7 @@ def load(name: str, data: Path) -> Volume:
 
 
 def engine_with_cache(cache: Path):
-    engine = segment_nodes.get_engine(Parameters(strategy="box"), log=print)
+    engine = EngineFactory().build(Parameters(strategy="box"), log=print)
     engine.cache = EmbeddingCache(max_bytes=3 << 30, directory=cache)
     return engine
 

@@ -141,3 +141,24 @@ def check(model, reference, candidate, slices: int | None = None) -> Verdict:
         for source in (lungs, masks["twin"], masks["candidate"])
     )
     return judge(truths, twin, ours)
+
+
+@dataclass(frozen=True)
+class AccuracyGuard:
+    """The guard as the precision check the runtime layer is handed (``runtimes.prepare``'s
+    ``check``): :func:`check` under :data:`RULE`, on ``slices`` slices (None: all)."""
+
+    slices: int | None = None
+    rule: str = RULE
+
+    def check(self, model, reference, candidate) -> Verdict:
+        return check(model, reference, candidate, self.slices)
+
+    @staticmethod
+    def verdict(stored: dict) -> Verdict:
+        """A kept verdict again (``stored`` is what :meth:`Verdict.as_dict` gave)."""
+        return Verdict(**stored)
+
+
+#: The guard every engine builder hands to the runtime layer.
+GUARD = AccuracyGuard()

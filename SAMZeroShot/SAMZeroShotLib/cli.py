@@ -252,10 +252,9 @@ def _parameters(args, **fixed) -> Parameters:
     return Parameters(**{**given, **fixed}).validate()
 
 
-def _load_engine(parameters: Parameters):
-    from . import segment_nodes
-
-    return segment_nodes.get_engine(
+def _load_engine(engines, parameters: Parameters):
+    """The command's engine for ``parameters``, from its factory (loaded once, then kept)."""
+    return engines.get(
         parameters, progress=_progress, log=lambda line: print(line, file=sys.stderr)
     )
 
@@ -385,7 +384,7 @@ def run_segment(args) -> int:
     )
     segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
     checked = segment_nodes.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
-    _load_engine(parameters)
+    _load_engine(args.engines, parameters)
     slices = _SliceProgress(checked, parameters.propagate)
     try:
         segmentation, table = segment_nodes.process(
@@ -397,6 +396,7 @@ def run_segment(args) -> int:
             progress=slices,
             log=slices.view.note,
             inputs=checked,
+            engines=args.engines,
         )
     finally:
         slices.view.close()
@@ -558,7 +558,7 @@ def _compute(args, parameters: Parameters):
     """
     workers = _workers(args)
     if workers == 1 and not args.scheduler:
-        _load_engine(parameters)
+        _load_engine(args.engines, parameters)
         yield None
         return
     from . import cluster
@@ -568,15 +568,18 @@ def _compute(args, parameters: Parameters):
         yield client
 
 
-def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, cancel) -> dict:
-    """Evaluate a cohort in this process or on the cluster of ``client``; its summary."""
-    from . import evaluation, progress, segment_nodes
+def _run_cohort(
+    cohort: Cohort, parameters: Parameters, client, propagate_from, cancel, engines
+) -> dict:
+    """Evaluate a cohort in this process (with an engine of ``engines``) or on the cluster of
+    ``client``; its summary."""
+    from . import evaluation, progress
 
     if client is None:
         return evaluation.evaluate(
             cohort.cases,
             cohort.folder,
-            segment_nodes.get_engine(parameters),
+            engines.get(parameters),
             parameters,
             propagate_from=propagate_from,
             skipped=cohort.problems,
@@ -600,12 +603,12 @@ def _run_cohort(cohort: Cohort, parameters: Parameters, client, propagate_from, 
 
 
 def _run_guarded(
-    command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel
+    command: str, cohort: Cohort, parameters: Parameters, client, propagate_from, cancel, engines
 ) -> dict | None:
     """:func:`_run_cohort`, its errors as one line; ``None`` when stopped by Ctrl-C (and said
     so)."""
     try:
-        return _run_cohort(cohort, parameters, client, propagate_from, cancel)
+        return _run_cohort(cohort, parameters, client, propagate_from, cancel, engines)
     except Cancelled:
         print(
             f"samzeroshot {command}: stopped: {len(cohort.folder.results)} of {len(cohort.cases)}"
@@ -661,7 +664,7 @@ def run_evaluate(args) -> int:
         _stop_after_current_case(args.command) as cancel,
     ):
         summary = _run_guarded(
-            args.command, cohort, parameters, client, args.propagate_from, cancel
+            args.command, cohort, parameters, client, args.propagate_from, cancel, args.engines
         )
     return EXIT_INTERRUPTED if summary is None else _report(summary, cohort.out)
 
@@ -712,7 +715,9 @@ def _run_cohorts(args, parameters: Parameters, cohorts: dict) -> tuple[dict | No
     summaries, code = {}, 0
     with _compute(args, parameters) as client, _stop_after_current_case(args.command) as cancel:
         for layout, cohort in cohorts.items():
-            summary = _run_guarded(args.command, cohort, parameters, client, None, cancel)
+            summary = _run_guarded(
+                args.command, cohort, parameters, client, None, cancel, args.engines
+            )
             if summary is None:
                 return None, EXIT_INTERRUPTED
             summaries[layout] = summary
@@ -734,12 +739,20 @@ def run_compare(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, engines=None) -> int:
+    """Run the ``samzeroshot`` command line ``argv`` (default: the process's); its exit code.
+
+    ``engines``: the :class:`~.engines.EngineFactory` the command takes its engine from (a caller
+    running several commands shares its engines between them); None: one of the command's own.
+    """
+    from .engines import EngineFactory
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    args.engines = engines if engines is not None else EngineFactory()
     try:
         return {
             "segment": run_segment,

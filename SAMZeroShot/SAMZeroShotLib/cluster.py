@@ -4,9 +4,10 @@
 Cases go out as file paths (the workers read the images from a file system they share with this
 process) and are computed whole by :func:`~.evaluation.evaluate_case`, the function the
 single-process loop calls, so that both give the same rows. Each worker process loads the model
-on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process,
-keyed by the model settings). Finished cases come back to this process, which alone writes the
-results folder (:class:`~.evaluation.Recorder`, :class:`~.results.ResultsFolder`).
+on its first case and keeps it: a worker plugin (:func:`engines_plugin`) gives each worker an
+:class:`~.engines.EngineFactory` of its own, kept with the worker. Finished cases come back to
+this process, which alone writes the results folder (:class:`~.evaluation.Recorder`,
+:class:`~.results.ResultsFolder`).
 
 Threads: the model of a worker uses ``cores // cases run at once on its machine`` threads, in
 PyTorch and in the engine's ONNX Runtime sessions (``--workers N`` on this machine: cores / N).
@@ -42,6 +43,8 @@ CONNECT_TIMEOUT_S = 10
 RETRIES = 1
 #: Prefix of the Dask keys of the cases (``case-<name>-<run>-<try>``).
 KEY_PREFIX = "case-"
+#: Name of the worker plugin that holds each worker's engines.
+ENGINES_PLUGIN = "samzeroshot-engines"
 
 
 # -- connecting ---------------------------------------------------------------------------------
@@ -143,17 +146,41 @@ def worker_threads(cases_per_host: Mapping[str, int]) -> int:
     return max(1, _cores() // max(1, at_once))
 
 
-def _engine(parameters, threads: int):
-    """This process's engine for ``parameters``, made with ``threads`` threads (kept between
-    cases)."""
-    import torch
+def _new_engines():
+    """A worker's engine factory (one engine kept: a worker runs one case at a time)."""
+    from .engines import EngineFactory
 
-    from . import segment_nodes
+    return EngineFactory()
+
+
+def engines_plugin():
+    """A Dask worker plugin that gives each worker process its own engine factory, made when the
+    worker starts (or when the plugin reaches it) and dropped with it. Registering it again, as
+    ``reproduce`` does for each data set, keeps the engines the workers have (idempotent)."""
+    from distributed import WorkerPlugin
+
+    class WorkerEngines(WorkerPlugin):
+        idempotent = True
+        name = ENGINES_PLUGIN
+
+        def setup(self, worker):
+            self.engines = _new_engines()
+
+        def teardown(self, worker):
+            self.engines.release()
+
+    return WorkerEngines()
+
+
+def _engine(parameters, threads: int):
+    """The calling worker's engine for ``parameters``, made with ``threads`` threads (kept between
+    cases; a change of thread count makes a new one, as its runtime sessions keep theirs)."""
+    import torch
+    from distributed import get_worker
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-        segment_nodes.release_engine()  # its runtime sessions took the old thread count
-    return segment_nodes.get_engine(parameters)
+    return get_worker().plugins[ENGINES_PLUGIN].engines.get(parameters)
 
 
 def run_case(
@@ -248,6 +275,7 @@ def evaluate(
     """
     from distributed.scheduler import KilledWorker
 
+    client.register_plugin(engines_plugin())
     recorder = Recorder(cases, folder, parameters, propagate_from, skipped, progress)
     by_name, waiting = {case.name: case for case in cases}, deque(recorder.todo)
     running: dict[object, str] = {}

@@ -13,28 +13,10 @@ order, so the simulation is deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Click:
-    """One user click on a slice: ``(row, col)`` in pixels; ``include`` adds, otherwise removes."""
-
-    row: int
-    col: int
-    include: bool
-
-    @property
-    def point(self) -> tuple[float, float]:
-        """The click as a SAM point ``(x, y)``."""
-        return float(self.col), float(self.row)
-
-    @property
-    def label(self) -> int:
-        """SAM's point label: 1 foreground (include), 0 background (exclude)."""
-        return int(self.include)
+from .interactive import DEFAULT_CORRECTION, Click, SliceEditor, depth
+from .prompts import box_prompt
 
 
 def largest_region(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -52,21 +34,6 @@ def largest_region(mask: np.ndarray) -> tuple[np.ndarray, int]:
     # Labels are numbered in row order, so argmax picks the first of equal sizes.
     best = int(np.argmax(sizes))
     return labels == best, int(sizes[best])
-
-
-def depth(region: np.ndarray) -> np.ndarray:
-    """Distance of each region pixel to the nearest pixel outside it (the border counts as
-    outside); 0 outside the region."""
-    import SimpleITK as sitk
-
-    padded = np.pad(region, 1, constant_values=False)
-    outside = sitk.GetImageFromArray((~padded).astype(np.uint8))
-    distance = sitk.SignedMaurerDistanceMap(
-        outside, insideIsPositive=False, squaredDistance=False, useImageSpacing=False
-    )
-    # Signed distance to the outside set: negative on it, positive everywhere else.
-    values = sitk.GetArrayFromImage(distance)[1:-1, 1:-1]
-    return np.where(region, np.maximum(values, 0.0), 0.0)
 
 
 def next_click(
@@ -114,8 +81,6 @@ def dice_by_clicks(
     ``correction`` that starts from the first result and the prompt's box.
     """
     from . import metrics
-    from .interactive import DEFAULT_CORRECTION, SliceEditor
-    from .prompts import box_prompt
 
     editors = {}
     for key, reference in references.items():

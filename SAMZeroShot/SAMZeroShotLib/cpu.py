@@ -3,7 +3,7 @@
 On Linux the flags come from ``/proc/cpuinfo`` (the kernel's names: ``avx2``, ``avx512f``,
 ``avx512_bf16``, ``amx_bf16``, ...). Elsewhere (Windows, macOS) PyTorch's CPU probes give the same
 facts under the same names. Everything here is plain data, so the choice that depends on it
-(:func:`runtimes.choose`) can be tested with any CPU's flags.
+(:func:`runtime_choice.choose`) can be tested with any CPU's flags.
 """
 
 from __future__ import annotations

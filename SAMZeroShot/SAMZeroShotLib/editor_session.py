@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import imaging, pipeline
-from .corrections import Click
 from .errors import InputError
-from .interactive import SliceEditor
+from .interactive import Click, SliceEditor
 
 #: Largest angle (as 1 - |cos|) between the view's normal and a volume axis still taken as aligned.
 ALIGNED_TOLERANCE = 1e-3

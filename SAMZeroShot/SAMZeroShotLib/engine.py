@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from . import runtimes
+from . import files, runtimes
 from .prompts import Prompt
 
 
@@ -84,16 +84,16 @@ class EmbeddingCache:
         self._remember(key, item)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            partial = self.directory / f"{key}.pt.part"
-            torch.save(
-                {
-                    "features": item.features,
-                    "original_size": list(item.original_size),
-                    "input_size": list(item.input_size),
-                },
-                partial,
-            )
-            os.replace(partial, self.directory / f"{key}.pt")
+            # Two processes filling one cache folder each write a file of their own, then rename.
+            with files.replaced_atomically(self.directory / f"{key}.pt") as partial:
+                torch.save(
+                    {
+                        "features": item.features,
+                        "original_size": list(item.original_size),
+                        "input_size": list(item.input_size),
+                    },
+                    partial,
+                )
 
     def _remember(self, key: str, item: Embedding) -> None:
         size = item.features.numel() * item.features.element_size()
@@ -119,7 +119,8 @@ class SamEngine:
     """Encodes slices and decodes prompts with one ``Sam`` model.
 
     ``backend`` and ``precision`` pick the runtime of both parts ("auto": chosen from the CPU and
-    what is installed, bf16 only where native and accurate; see :func:`runtimes.prepare`, which
+    what is installed, bf16 only where native and where it passes ``check``, the precision check
+    its builder hands in, e.g. ``accuracy_guard.GUARD``; see :func:`runtimes.prepare`, which
     logs the choice through ``log``); ``runtime`` gives a prepared one instead. ``batch_size`` is
     how many slices go through the encoder at once (default 1 on a CPU, where batches of 4 were
     measured 40% slower per slice, and 8 on a GPU).
@@ -145,6 +146,7 @@ class SamEngine:
         log=None,
         workers: int | None = None,
         runtime: runtimes.Runtime | None = None,
+        check: runtimes.PrecisionCheck | None = None,
     ):
         self.model = model
         self.device = str(model.device)
@@ -158,8 +160,11 @@ class SamEngine:
         self.encoded_slices = 0  # slices that went through the encoder (cache misses)
         self.seconds = {"encode": 0.0, "decode": 0.0}
         self._count_lock = threading.Lock()
+        self._lane = threading.local()  # per calling thread: its lane's thread count
         self.threads = torch.get_num_threads()
-        self.runtime = runtime or runtimes.prepare(model, backend, precision, self.threads, log=log)
+        self.runtime = runtime or runtimes.prepare(
+            model, backend, precision, self.threads, log=log, check=check
+        )
         self.encoder, self.decoder = self.runtime.encoder, self.runtime.decoder
         self.precision = self.runtime.precision
         self.backend = self.runtime.backend
@@ -171,17 +176,18 @@ class SamEngine:
     @contextmanager
     def lane(self):
         """Within this block the calling thread's model calls use ``threads // workers`` threads,
-        so that ``workers`` threads can each segment a slice at the same time."""
-        runtimes.LANE.threads = max(1, self.threads // self.workers)
+        so that ``workers`` threads can each segment a slice at the same time (each call hands
+        the runtime part its lane's thread count)."""
+        self._lane.threads = max(1, self.threads // self.workers)
         try:
             yield
         finally:
-            del runtimes.LANE.threads
+            del self._lane.threads
 
     def _timed(self, stage: str, function, *inputs):
         started = time.perf_counter()
         try:
-            return function(*inputs)
+            return function(*inputs, threads=getattr(self._lane, "threads", None))
         finally:
             with self._count_lock:
                 self.seconds[stage] += time.perf_counter() - started

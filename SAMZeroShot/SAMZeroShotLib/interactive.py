@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .corrections import Click
 from .prompts import Prompt, box_prompt
 
 CORRECTIONS = ("points", "box+points", "box+points+mask", "local", "local-box", "bounded")
@@ -48,6 +47,40 @@ WINDOW_MIN = 3
 #: Smallest half side of a ``local-box`` correction's box, in pixels.
 LOCAL_BOX_MIN = 8
 DEFAULT_CORRECTION = "bounded"
+
+
+@dataclass(frozen=True)
+class Click:
+    """One user click on a slice: ``(row, col)`` in pixels; ``include`` adds, otherwise removes."""
+
+    row: int
+    col: int
+    include: bool
+
+    @property
+    def point(self) -> tuple[float, float]:
+        """The click as a SAM point ``(x, y)``."""
+        return float(self.col), float(self.row)
+
+    @property
+    def label(self) -> int:
+        """SAM's point label: 1 foreground (include), 0 background (exclude)."""
+        return int(self.include)
+
+
+def depth(region: np.ndarray) -> np.ndarray:
+    """Distance of each region pixel to the nearest pixel outside it (the border counts as
+    outside); 0 outside the region."""
+    import SimpleITK as sitk
+
+    padded = np.pad(region, 1, constant_values=False)
+    outside = sitk.GetImageFromArray((~padded).astype(np.uint8))
+    distance = sitk.SignedMaurerDistanceMap(
+        outside, insideIsPositive=False, squaredDistance=False, useImageSpacing=False
+    )
+    # Signed distance to the outside set: negative on it, positive everywhere else.
+    values = sitk.GetArrayFromImage(distance)[1:-1, 1:-1]
+    return np.where(region, np.maximum(values, 0.0), 0.0)
 
 
 def _component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray:
@@ -65,8 +98,6 @@ def _component_at(mask: np.ndarray, row: int, col: int) -> np.ndarray:
 def local_box(mask: np.ndarray, click: Click) -> np.ndarray:
     """A square box around ``click`` whose half side is twice its distance to ``mask`` (at
     least :data:`LOCAL_BOX_MIN`), clipped to the slice."""
-    from .corrections import depth
-
     distance = float(depth(~mask)[click.row, click.col]) if mask.any() else 0.0
     half = max(LOCAL_BOX_MIN, 2.0 * distance)
     rows, cols = mask.shape
@@ -85,8 +116,6 @@ def click_window(mask: np.ndarray, click: Click) -> np.ndarray:
     """Where a ``bounded`` click may change the mask: a square around the click whose half side
     is twice the click's distance to the other side of the mask's border (at least
     :data:`WINDOW_MIN`)."""
-    from .corrections import depth
-
     other_side = ~mask if click.include else mask
     distance = float(depth(other_side)[click.row, click.col]) if other_side.any() else 0.0
     half = int(np.ceil(max(WINDOW_MIN, 2.0 * distance)))

