@@ -58,6 +58,25 @@ def _auto_backend(
     return "torch", "no ONNX Runtime or OpenVINO installed"
 
 
+def _check_asked(backend: str, precision: str, installed: frozenset[str], device: str) -> None:
+    """Raise SettingError for a backend or precision that is unknown, or a CPU runtime asked for
+    on another device or not installed."""
+    if backend not in BACKEND_NAMES:
+        raise SettingError(
+            f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}."
+        )
+    if precision not in ("auto",) + PRECISIONS:
+        raise SettingError(
+            f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}."
+        )
+    if backend in ("auto", "torch"):
+        return
+    if device != "cpu":
+        raise SettingError(f"The {backend} backend runs on the CPU only (device is {device}).")
+    if backend not in installed:
+        raise SettingError(f"The {backend} backend is not installed: pip install {backend} onnx.")
+
+
 def choose(
     flags: Iterable[str],
     installed: Iterable[str],
@@ -85,24 +104,11 @@ def choose(
       not installed, or a precision the backend cannot run.
     """
     flags, installed = frozenset(flags), frozenset(installed)
-    if backend not in BACKEND_NAMES:
-        raise SettingError(
-            f"Unknown backend {backend!r}: choose one of {', '.join(BACKEND_NAMES)}."
-        )
-    if precision not in ("auto",) + PRECISIONS:
-        raise SettingError(
-            f"Unknown precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}."
-        )
+    _check_asked(backend, precision, installed, device)
     if backend == "auto":
         backend, because = _auto_backend(flags, installed, device, architecture)
     else:
         because = "as asked"
-        if backend != "torch" and device != "cpu":
-            raise SettingError(f"The {backend} backend runs on the CPU only (device is {device}).")
-        if backend != "torch" and backend not in installed:
-            raise SettingError(
-                f"The {backend} backend is not installed: pip install {backend} onnx."
-            )
     native = cpu.has_native_bf16(flags)
     if precision != "auto":
         if precision not in SUPPORTED_PRECISIONS[backend]:
