@@ -122,15 +122,14 @@ class SamEngine:
     what is installed, bf16 only where native and where it passes ``check``, the precision check
     its builder hands in, e.g. ``accuracy_guard.GUARD``; see :func:`runtimes.prepare`, which
     logs the choice through ``log``); ``runtime`` gives a prepared one instead. ``batch_size`` is
-    how many slices go through the encoder at once (default 1 on a CPU, where batches of 4 were
-    measured 40% slower per slice, and 8 on a GPU).
+    how many slices go through the encoder at once (default 1 on a CPU, where batches were slower
+    per slice, and 8 on a GPU).
 
     ``workers``: how many slices a caller may segment at once, each in its own :meth:`lane`
     with an equal share of the threads. Default: 2 with ONNX Runtime or OpenVINO on 2 or more
-    cores, else 1. Measured on 2 cores (AMD EPYC): two one-thread ONNX Runtime sessions side by
-    side encode a slice in 0.885 s and decode a prompt in 51 ms, one two-thread session 0.947 s
-    and 61 ms (its threads wait on each other between the many small operations). PyTorch's
-    threads are shared by the whole process, so its engines keep one worker.
+    cores, else 1: two one-thread sessions side by side are faster than one two-thread session,
+    whose threads wait on each other between the many small operations (see the documentation on
+    speed). PyTorch's threads are shared by the whole process, so its engines keep one worker.
 
     ``seconds``: time spent in the encoder and decoder calls ("encode", "decode"), summed over
     the lanes, for benchmarks.
