@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import compare, evaluation, layouts, models, results, strategies  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
+from SAMZeroShotLib.evaluation import IGNORE_LABEL, prepare  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 SPLIT = ROOT / "Utilities" / "dev_split.json"
@@ -148,7 +149,7 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
                 keep = np.zeros(len(array), bool)
                 for first, last in split["ct_dev"][half]:
                     keep[first : last + 1] = True
-                array[~keep] = evaluation.IGNORE_LABEL  # the other half's slices: left out entirely
+                array[~keep] = IGNORE_LABEL  # the other half's slices: left out entirely
                 out = sitk.GetImageFromArray(array)
                 out.CopyInformation(labels)
                 sitk.WriteImage(out, str(mask))
@@ -173,7 +174,7 @@ def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str)
     """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on
     ``engine``."""
     parameters = Parameters(strategy=strategy)
-    cases, skipped = evaluation.prepare(layouts.paired(images, masks), images)
+    cases, skipped = prepare(layouts.paired(images, masks), images)
     settings = evaluation.run_settings(
         parameters, layouts.source("paired", images=images, masks=masks)
     )

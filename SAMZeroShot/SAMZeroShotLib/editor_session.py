@@ -25,6 +25,7 @@ from . import imaging, pipeline
 from .corrections import Click
 from .errors import InputError
 from .interactive import SliceEditor
+from .volumes import Volume
 
 #: Largest angle (as 1 - |cos|) between the view's normal and a volume axis still taken as aligned.
 ALIGNED_TOLERANCE = 1e-3
@@ -140,7 +141,7 @@ class EditorSession:
             raise InputError("The selected segment is empty: draw it on one slice first.")
         geometry = self.geometry(axis)
         result = pipeline.segment_volume(
-            self.volume,
+            Volume(self.volume, self.ijk_to_ras),
             geometry,
             {"segment": content},
             self.engine,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +34,10 @@ import numpy as np
 from . import __version__, imaging, metrics, voxels
 from .errors import BadVoxels, Cancelled, CaseError
 from .results import CaseResult, ResultsFolder
+from .volumes import IMAGE_EXTENSIONS, Volume, as_3d, file_stem, read_volume  # noqa: F401 (read by layouts)
 
-IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
 MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
 IGNORE_LABEL = 255
-
-# LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -90,95 +87,13 @@ def case_settings(case: Case, parameters) -> dict[str, str]:
     return chosen
 
 
-def file_stem(path: Path, extensions: Sequence[str]) -> str | None:
-    """The name without its (possibly double) extension, or None if it has none of
-    ``extensions``."""
-    lower = path.name.lower()
-    for extension in extensions:
-        if lower.endswith(extension):
-            return path.name[: -len(extension)]
-    return None
-
-
-def _ijk_to_ras(image) -> np.ndarray:
-    """IJK-to-RAS of a 3D SimpleITK image."""
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = _LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
-    return matrix
-
-
-def _as_volume(image):
-    """A 2D SimpleITK image as a one-slice 3D image (keeping spacing and origin)."""
-    import SimpleITK as sitk
-
-    if image.GetDimension() == 3:
-        return image
-    if image.GetDimension() != 2:
-        raise ValueError(f"{image.GetDimension()}D images are not supported")
-    return sitk.JoinSeries([image])
-
-
-def read_image(path) -> tuple[np.ndarray, np.ndarray]:
-    """Voxels ``[K, J, I]`` (float32; colour becomes luminance) and the IJK-to-RAS matrix.
-
-    DICOM MONOCHROME1 images (white = low values) are inverted so that air is dark, as on a CT.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        photometric = (
-            reader.GetMetaData("0028|0004").strip() if reader.HasMetaDataKey("0028|0004") else ""
-        )
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise CaseError(
-            path, f"not a readable image ({str(error).strip().splitlines()[-1][:120]})"
-        ) from None
-    components = image.GetNumberOfComponentsPerPixel()
-    try:
-        image = _as_volume(image)
-    except ValueError as error:
-        raise CaseError(path, str(error)) from None
-    array = sitk.GetArrayFromImage(image)
-    if components == 1:
-        array = array.astype(np.float32)
-    elif components in (3, 4):
-        array = imaging.luminance(array[..., :3])
-    else:
-        raise CaseError(
-            path, f"{components} values per pixel (a 4D or multi-channel image); expected one image"
-        )
-    if photometric == "MONOCHROME1":
-        array = array.max() - array
-    return array, _ijk_to_ras(image)
-
-
-def declared_modality(path) -> str | None:
-    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
-
-
 def _mask_values(path: Path, shape) -> np.ndarray:
     """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one
     label map."""
     import SimpleITK as sitk
 
     try:
-        image = _as_volume(sitk.ReadImage(str(path)))
+        image = as_3d(sitk.ReadImage(str(path)))
     except (RuntimeError, ValueError) as error:
         raise CaseError(
             path, f"not a readable mask ({str(error).strip().splitlines()[-1][:120]})"
@@ -254,14 +169,16 @@ def _size(shape) -> str:
     return " x ".join(str(d) for d in (dims[:2] if len(dims) == 3 and dims[2] == 1 else dims))
 
 
-def _voxels(case: Case, image: np.ndarray, ijk_to_ras: np.ndarray, fill_nonfinite: bool):
-    """``(voxels to use, slice geometry, notes)``; bad voxels raise :class:`CaseError`."""
-    geometry = imaging.slice_geometry(ijk_to_ras, image.shape)
+def _checked_volume(case: Case, fill_nonfinite: bool):
+    """``(the case's volume with usable voxels, slice geometry, notes)``; bad voxels raise
+    :class:`CaseError`."""
+    volume = read_volume(case.image_path)
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape)
     try:
-        image, notes = voxels.checked(image, geometry, fill=fill_nonfinite)
+        checked, notes = voxels.checked(volume.voxels, geometry, fill=fill_nonfinite)
     except BadVoxels as error:
         raise CaseError(case.image_path, str(error)) from None
-    return image, geometry, notes
+    return replace(volume, voxels=checked), geometry, notes
 
 
 def check_case(case: Case, fill_nonfinite: bool = False) -> None:
@@ -270,9 +187,8 @@ def check_case(case: Case, fill_nonfinite: bool = False) -> None:
     The arrays are dropped and read again when the case is segmented: holding every case of a
     cohort in memory (some 140 MB per CT) would cost more than reading twice.
     """
-    image, ijk_to_ras = read_image(case.image_path)
-    _voxels(case, image, ijk_to_ras, fill_nonfinite)
-    read_case_labels(case, image.shape)
+    volume, _, _ = _checked_volume(case, fill_nonfinite)
+    read_case_labels(case, volume.voxels.shape)
 
 
 def prompt_only_dice(
@@ -311,7 +227,6 @@ def evaluate_case(
     """
     from . import modality as modalities
     from . import pipeline, propagation
-    from .strategies import resolve
 
     started = time.perf_counter()
     volume, geometry, notes, reference, ignore = _read_case(case, parameters.fill_nonfinite)
@@ -320,15 +235,13 @@ def evaluate_case(
         prompts = pipeline.keep_slices(
             reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from)
         )
-    modality, reason = modalities.decide(
-        parameters.modality, geometry.view(volume), declared_modality(case.image_path)
-    )
+    modality, reason = modalities.decide(parameters.modality, volume, geometry)
     result = pipeline.segment_volume(
         volume,
         geometry,
         prompts,
         engine,
-        strategy=resolve(parameters.strategy, engine.model.spec.name)[0],
+        strategy=parameters.strategy,
         window=case_settings(case, parameters)["window"],
         cancel=cancel,
         propagate=propagate_from is not None,
@@ -336,7 +249,7 @@ def evaluate_case(
     )
     slice_rows, case_row = _case_scores(case.name, result, reference, prompts, ignore, geometry)
     if clicks:
-        views = (volume, reference, prompts, ignore)
+        views = (volume.voxels, reference, prompts, ignore)
         _click_scores(slice_rows, case_row, views, result, engine, clicks, correction)
     case_row.update(
         n_segments=len(reference),
@@ -377,11 +290,10 @@ def _click_scores(slice_rows, case_row, views, result, engine, clicks, correctio
     case_row["dice_by_clicks"] = [float(v) for v in curves.mean(axis=0)] if len(curves) else []
 
 
-def _read_case(case: Case, fill_nonfinite: bool):
-    """``(voxels, geometry, notes, {label: reference mask}, ignore mask)`` of a case."""
-    volume, ijk_to_ras = read_image(case.image_path)
-    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
-    labels = read_case_labels(case, volume.shape)
+def _read_case(case: Case, fill_nonfinite: bool) -> tuple[Volume, object, list, dict, np.ndarray]:
+    """``(volume, geometry, notes, {label: reference mask}, ignore mask)`` of a case."""
+    volume, geometry, notes = _checked_volume(case, fill_nonfinite)
+    labels = read_case_labels(case, volume.voxels.shape)
     segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
     reference = {value: labels == value for value in segment_labels}
     return volume, geometry, notes, reference, labels == IGNORE_LABEL
