@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from SAMZeroShotLib import imaging, layouts, segment_nodes
-from SAMZeroShotLib.evaluation import case_settings, read_case_labels
+from SAMZeroShotLib.cases import case_settings, read_case_labels
 from SAMZeroShotLib.parameters import Parameters
 from SAMZeroShotLib.volumes import read_volume
 

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import (  # noqa: E402
+    cases,
     cpu,
-    evaluation,
     imaging,
     metrics,
     models,
@@ -61,7 +61,7 @@ def load_data():
         image = sorted((DEV_CT / "images").iterdir())[0]
         mask = DEV_CT / "masks" / image.name
         volume = volumes.read_volume(image)
-        labels = evaluation.read_labels(mask, volume.voxels.shape)
+        labels = cases.read_labels(mask, volume.voxels.shape)
         return f"ct_dev/{image.name}", volume, {v: labels == v for v in (1, 2)}
     import slicerio
 

@@ -27,10 +27,9 @@ sys.path.insert(0, str(ROOT / "Utilities"))
 from heldout import HALVES, SPLIT, build_halves  # noqa: E402
 
 from SAMZeroShotLib import imaging, layouts, models, pipeline  # noqa: E402
+from SAMZeroShotLib.cases import prepare, read_case  # noqa: E402
 from SAMZeroShotLib.corrections import dice_by_clicks  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
-from SAMZeroShotLib.evaluation import _read_case as read_case  # noqa: E402
-from SAMZeroShotLib.evaluation import prepare  # noqa: E402
 from SAMZeroShotLib.interactive import CORRECTIONS  # noqa: E402
 
 RESULTS = ROOT / "Utilities" / "click_results.json"

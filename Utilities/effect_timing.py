@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import segment_nodes  # noqa: E402
+from SAMZeroShotLib.cases import read_labels  # noqa: E402
 from SAMZeroShotLib.corrections import next_click  # noqa: E402
 from SAMZeroShotLib.editor_session import EditorSession, voxel_at  # noqa: E402
-from SAMZeroShotLib.evaluation import read_labels  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 from SAMZeroShotLib.volumes import read_volume  # noqa: E402
 

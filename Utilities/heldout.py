@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import compare, evaluation, layouts, models, results, strategies  # noqa: E402
+from SAMZeroShotLib.cases import IGNORE_LABEL, prepare  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
-from SAMZeroShotLib.evaluation import IGNORE_LABEL, prepare  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 SPLIT = ROOT / "Utilities" / "dev_split.json"

@@ -33,9 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import imaging, propagation, segment_nodes  # noqa: E402
+from SAMZeroShotLib.cases import Case, MaskFile, read_case  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache  # noqa: E402
-from SAMZeroShotLib.evaluation import Case, MaskFile  # noqa: E402
-from SAMZeroShotLib.evaluation import _read_case as read_case  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

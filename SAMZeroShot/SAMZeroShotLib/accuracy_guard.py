@@ -90,7 +90,7 @@ def shipped_lungs(folder: Path = TEST_DATA) -> tuple[Volume, dict[str, np.ndarra
     the ``.seg.nrrd`` header)."""
     import SimpleITK as sitk
 
-    from .evaluation import read_labels
+    from .cases import read_labels
 
     volume = read_volume(folder / "CTChest4.nrrd")
     reader = sitk.ImageFileReader()

@@ -519,6 +519,7 @@ def _open_cohort(
 ) -> Cohort:
     """Find and read a data set's cases, and open its results folder: every check before the
     model."""
+    from . import cases as cohort_cases
     from . import evaluation
 
     found, source, input_folders = _data_set(layout, data, images, masks, data_option)
@@ -526,7 +527,7 @@ def _open_cohort(
     _check_results_folder(
         (out, out.parent) if args.command == "reproduce" else (out,), input_folders
     )
-    cases, problems = evaluation.prepare(
+    cases, problems = cohort_cases.prepare(
         found, data or images, keep_going=args.keep_going, fill_nonfinite=parameters.fill_nonfinite
     )
     settings = evaluation.run_settings(parameters, source, propagate_from, clicks, correction)

@@ -6,7 +6,7 @@ process) and are computed whole by :func:`~.evaluation.evaluate_case`, the funct
 single-process loop calls, so that both give the same rows. Each worker process loads the model
 on its first case and keeps it (:func:`~.segment_nodes.get_engine` keeps one engine per process,
 keyed by the model settings). Finished cases come back to this process, which alone writes the
-results folder (:class:`~.evaluation.Recorder`, :class:`~.results.ResultsFolder`).
+results folder (:class:`~.recorder.Recorder`, :class:`~.results.ResultsFolder`).
 
 Threads: the model of a worker uses ``cores // cases run at once on its machine`` threads, in
 PyTorch and in the engine's ONNX Runtime sessions (``--workers N`` on this machine: cores / N).
@@ -32,8 +32,10 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from .cases import Case
 from .errors import Cancelled, CaseError, ClusterError
-from .evaluation import Case, Recorder, engine_about, evaluate_case
+from .evaluation import evaluate_case
+from .recorder import Recorder, engine_about
 from .results import CaseResult, ResultsFolder
 
 #: Seconds to wait for a scheduler to answer, and then for it to have a worker.
