@@ -4,10 +4,11 @@ nodes, as a user's script would), for tests that need inputs other than the ship
 from __future__ import annotations
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
 
-from SAMZeroShotLib.mrml_io import set_segment_mask, vtk_matrix
+from SAMZeroShotLib.mrml_io import MODALITY_ATTRIBUTE, set_segment_mask, vtk_matrix
 
 
 def add_volume(scene, array: np.ndarray, ijk_to_ras_array, name: str):
@@ -43,3 +44,13 @@ def add_segmentation(
         segment_id = node.GetSegmentation().AddEmptySegment("", segment_name, color)
         set_segment_mask(node, segment_id, mask, ijk_to_ras_array)
     return node
+
+
+def record_modality(volume_node, value: str) -> None:
+    """Record a DICOM Modality for a volume where Slicer's DICOM loader does: the attribute
+    ``DICOM.Modality`` of the volume's subject hierarchy item."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
+    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(
+        hierarchy.GetSceneItemID(), volume_node
+    )
+    hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)

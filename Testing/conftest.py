@@ -115,6 +115,19 @@ def chest(ctchest):
     return voxels, geometry, dict(zip(("right", "left"), masks.values(), strict=True))
 
 
+@pytest.fixture
+def chest_volume(ctchest):
+    """CTChest4 as the pipeline takes it: ``(Volume, slice geometry, {"right": mask, "left":
+    mask})``."""
+    from SAMZeroShotLib import imaging, mrml_io, volumes
+
+    scene, node, segmentation, ids = ctchest
+    masks = mrml_io.segment_masks(segmentation, [ids["right lung"], ids["left lung"]], node)
+    volume = volumes.volume_from_node(node)
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape)
+    return volume, geometry, dict(zip(("right", "left"), masks.values(), strict=True))
+
+
 @pytest.fixture(scope="session")
 def default_whole_volume_run(slicerio_data, engines):
     """The default run on the whole of CTChest4, once per test session; its one-line summary.

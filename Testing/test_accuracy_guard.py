@@ -83,15 +83,15 @@ def test_the_guard_on_the_shipped_ct_rejects_a_damaging_runtime_and_keeps_an_exa
 
 
 def test_the_guard_uses_every_shipped_slice_with_both_lungs_by_default():
-    voxels, ijk_to_ras, lungs = accuracy_guard.shipped_lungs()
+    _, lungs = accuracy_guard.shipped_lungs()
     both = (lungs["right lung"].any(axis=(1, 2)) & lungs["left lung"].any(axis=(1, 2))).sum()
     assert both >= 20  # enough masks for a stable verdict (54 masks measured)
 
 
 def test_the_shipped_test_data_has_both_lungs():
-    voxels, ijk_to_ras, lungs = accuracy_guard.shipped_lungs()
-    assert voxels.shape == (34, 128, 128)
-    assert all(mask.shape == voxels.shape and mask.sum() > 1000 for mask in lungs.values())
+    volume, lungs = accuracy_guard.shipped_lungs()
+    assert volume.voxels.shape == (34, 128, 128)
+    assert all(mask.shape == volume.voxels.shape and mask.sum() > 1000 for mask in lungs.values())
     assert not (lungs["right lung"] & lungs["left lung"]).any()
 
 

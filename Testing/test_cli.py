@@ -37,6 +37,30 @@ def test_segment_writes_a_segmentation_slicerio_reads_and_a_metrics_table(
     assert re.search(r"^slice 1/\d+; [\d.]+ slices/s, about [\w ]+ left$", stderr, re.M), stderr
 
 
+def test_segment_takes_the_modality_the_file_records(
+    samzeroshot, capsys, slicerio_data, tmp_path, digests
+):
+    # CTChest4 with a header that records a radiograph: the file's word decides, as a DICOM
+    # Modality does, and nothing is written into the scene to carry it there.
+    image = sitk.ReadImage(str(slicerio_data / "CTChest4.nrrd"))
+    image.SetMetaData("modality", "CR")
+    volume = tmp_path / "recorded.nrrd"
+    sitk.WriteImage(image, str(volume))
+    before = digests(volume)
+    out = tmp_path / "o.seg.nrrd"
+    prompts = slicerio_data / "Segmentation.seg.nrrd"
+    code, _, stderr = samzeroshot.segment(volume, prompts, out, "--strategy", "prompt-only")
+    assert code == 0, stderr
+    assert (
+        "recorded: (128, 128, 34) voxels" in stderr and "a radiograph (DICOM Modality CR)" in stderr
+    )
+    code, _, stderr = samzeroshot.segment(
+        volume, prompts, out, "--strategy", "prompt-only", "--modality", "ct"
+    )
+    assert code == 0 and "a CT (set by the user)" in stderr, stderr
+    assert digests(volume) == before
+
+
 def test_evaluate_writes_slices_cases_and_summary(samzeroshot, capsys, cohort, tmp_path):
     images, labels = cohort
     out = tmp_path / "out"
@@ -80,12 +104,13 @@ def test_evaluate_writes_slices_cases_and_summary(samzeroshot, capsys, cohort, t
 def test_evaluate_on_a_folder_another_run_writes_exits_2_in_one_line(
     samzeroshot, capsys, cohort, tmp_path, monkeypatch
 ):
-    from SAMZeroShotLib import files, segment_nodes
+    from SAMZeroShotLib import files
+    from SAMZeroShotLib.engines import EngineFactory
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although the folder is in use")
 
-    monkeypatch.setattr(segment_nodes, "get_engine", refuse)
+    monkeypatch.setattr(EngineFactory, "get", refuse)
     images, labels = cohort
     out = tmp_path / "out"
     out.mkdir()

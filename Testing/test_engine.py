@@ -41,10 +41,10 @@ def test_engine_masks_match_segment_anythings_predictor(chest, litemedsam):
         assert prediction.score == pytest.approx(float(scores[best]), abs=1e-3)
 
 
-def test_the_cache_skips_the_encoder_on_a_rerun_with_other_prompts(engine, chest):
-    voxels, geometry, masks = chest
+def test_the_cache_skips_the_encoder_on_a_rerun_with_other_prompts(engine, chest_volume):
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [18, 19])
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
+    pipeline.segment_volume(volume, geometry, kept, engine, strategy="box")
     before = engine.encoded_slices
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
+    pipeline.segment_volume(volume, geometry, kept, engine, strategy="paper")
     assert engine.encoded_slices == before

@@ -9,9 +9,11 @@ set stores them.
 import numpy as np
 import pytest
 
-from SAMZeroShotLib import evaluation, imaging, layouts
+from SAMZeroShotLib import imaging, layouts
+from SAMZeroShotLib.cases import case_settings, read_case_labels
 from SAMZeroShotLib.engines import EngineFactory
 from SAMZeroShotLib.parameters import Parameters
+from SAMZeroShotLib.volumes import read_volume
 
 # The cases the montgomery_set and covid_set fixtures (conftest.py) lay out.
 MONTGOMERY_CASES = ("MCUCXR_0001_0", "MCUCXR_0002_0")
@@ -26,13 +28,13 @@ def test_montgomery_is_read_as_the_archive_unpacks(montgomery_set, chest_ct, rad
     ) and problems == []  # Thumbs.db is no case
     case = cases[0]
     assert case.settings == {"window": "xray"} and len(case.masks) == 2
-    image, _ = evaluation.read_image(case.image_path)
-    labels = evaluation.read_case_labels(case, image.shape)[0]
+    shape = read_volume(case.image_path).voxels.shape
+    labels = read_case_labels(case, shape)[0]
     voxels, matrix, (right, left) = chest_ct
     _, expected, _ = radiograph_from_ct(voxels, right, left, matrix)
     # 0/255 masks: the right lung is label 1, the left lung 2, as in the project's other data.
     np.testing.assert_array_equal(labels, expected.astype(np.int64))
-    mirrored = evaluation.read_case_labels(cases[1], image.shape)[0]
+    mirrored = read_case_labels(cases[1], shape)[0]
     np.testing.assert_array_equal(mirrored, expected[:, ::-1])
 
 
@@ -52,8 +54,8 @@ def test_covid19_ct_seg_swaps_its_lung_labels_and_windows_each_source_as_the_pap
     assert [case.name for case in cases] == [CORONACASE, RADIOPAEDIA] and problems == []
     by_name = {case.name: case for case in cases}
     voxels, _, (right, left) = chest_ct
-    volume, _ = evaluation.read_image(by_name[CORONACASE].image_path)
-    labels = evaluation.read_case_labels(by_name[CORONACASE], volume.shape)
+    volume = read_volume(by_name[CORONACASE].image_path)
+    labels = read_case_labels(by_name[CORONACASE], volume.voxels.shape)
     np.testing.assert_array_equal(
         labels == 1, right[18:21]
     )  # the data set's 2 (right lung) is our 1
@@ -61,12 +63,12 @@ def test_covid19_ct_seg_swaps_its_lung_labels_and_windows_each_source_as_the_pap
     # HU volumes get the lung window, exported grey levels only the min-max stretch.
     assert by_name[CORONACASE].settings == {"window": "ct-lung"}
     assert by_name[RADIOPAEDIA].settings == {"window": "xray"}
-    assert evaluation.case_settings(by_name[RADIOPAEDIA], Parameters()) == {"window": "xray"}
+    assert case_settings(by_name[RADIOPAEDIA], Parameters()) == {"window": "xray"}
     # A window the user chose applies to every case.
-    assert evaluation.case_settings(by_name[RADIOPAEDIA], Parameters(window="ct-lung")) == {
+    assert case_settings(by_name[RADIOPAEDIA], Parameters(window="ct-lung")) == {
         "window": "ct-lung"
     }
-    grey, _ = evaluation.read_image(by_name[RADIOPAEDIA].image_path)
+    grey = read_volume(by_name[RADIOPAEDIA].image_path).voxels
     assert imaging.resolve_window("xray", grey).level is None and grey.max() <= 255
 
 

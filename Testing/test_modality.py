@@ -7,18 +7,27 @@ radiograph, MONOCHROME1).
 """
 
 import json
+from dataclasses import replace
 
+import builders
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SAMZeroShotLib import cli, evaluation, imaging, modality, mrml_io, segment_nodes
+from SAMZeroShotLib import cli, imaging, modality, mrml_io, segment_nodes
+from SAMZeroShotLib.volumes import Volume, read_volume
 
 
 def dicom_file(name):
     from pydicom.data import get_testdata_file
 
     return get_testdata_file(name)
+
+
+def decide(setting: str, volume: Volume):
+    """:func:`modality.decide` with the volume's default slice geometry."""
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape)
+    return modality.decide(setting, volume, geometry)
 
 
 @pytest.fixture
@@ -49,21 +58,24 @@ def xray_png(chest, ctchest, tmp_path, radiograph_from_ct):
 
 
 def test_an_8_bit_ct_slice_is_a_ct_and_keeps_its_grey_levels(ct_png):
-    image, _ = evaluation.read_image(ct_png[0])
-    assert image.max() <= 255 and image.min() >= 0  # the value range alone would say "radiograph"
-    assert modality.decide("auto", image) == ("ct", "a body outline surrounded by air")
-    assert imaging.resolve_window("auto", image).name == "min-max"
+    image = read_volume(ct_png[0])
+    assert image.voxels.max() <= 255 and image.voxels.min() >= 0  # the range would say radiograph
+    assert decide("auto", image) == ("ct", "a body outline surrounded by air")
+    assert imaging.resolve_window("auto", image.voxels).name == "min-max"
 
 
 def test_a_16_bit_radiograph_is_a_radiograph(xray_png):
-    image, _ = evaluation.read_image(xray_png[0])
-    assert image.max() > 255
-    assert modality.decide("auto", image) == ("xray", "the image fills its frame")
+    image = read_volume(xray_png[0])
+    assert image.voxels.max() > 255
+    assert decide("auto", image) == ("xray", "the image fills its frame")
 
 
 def test_a_ct_volume_is_a_ct_by_its_slices(chest):
     voxels, geometry, _ = chest
-    assert modality.decide("auto", geometry.view(voxels))[0] == "ct"
+    assert modality.decide("auto", Volume(voxels, np.eye(4)), geometry) == (
+        "ct",
+        "a volume of 34 slices",
+    )
     # Every slice of it also looks like a cross-section (body surrounded by air).
     assert all(modality.looks_like_axial_slice(plane) for plane in geometry.view(voxels)[::5])
 
@@ -72,32 +84,28 @@ def test_a_ct_volume_is_a_ct_by_its_slices(chest):
     "name, tag, want", [("CT_small.dcm", "CT", "ct"), ("RG1_UNCI.dcm", "CR", "xray")]
 )
 def test_dicom_files_are_taken_at_their_word(name, tag, want):
-    path = dicom_file(name)
-    assert evaluation.declared_modality(path) == tag
-    image, _ = evaluation.read_image(path)
-    assert modality.decide("auto", image, evaluation.declared_modality(path)) == (
-        want,
-        f"DICOM Modality {tag}",
-    )
+    image = read_volume(dicom_file(name))
+    assert image.modality == tag
+    assert decide("auto", image) == (want, f"DICOM Modality {tag}")
 
 
 def test_content_alone_on_the_dicom_images():
     # The real radiograph (inverted from MONOCHROME1) fills its frame ...
-    radiograph, _ = evaluation.read_image(dicom_file("RG1_UNCI.dcm"))
-    assert not modality.looks_like_axial_slice(radiograph[0])
+    radiograph = read_volume(dicom_file("RG1_UNCI.dcm"))
+    assert not modality.looks_like_axial_slice(radiograph.voxels[0])
     # ... and so does CT_small, a CT slice cropped inside the body: only its tag tells.
-    ct_small, _ = evaluation.read_image(dicom_file("CT_small.dcm"))
-    assert not modality.looks_like_axial_slice(ct_small[0])
+    ct_small = read_volume(dicom_file("CT_small.dcm"))
+    assert not modality.looks_like_axial_slice(ct_small.voxels[0])
+    assert decide("auto", replace(ct_small, modality=None))[0] == "xray"
 
 
 def test_the_user_overrides_and_unknown_names_fail(ct_png):
-    image, _ = evaluation.read_image(ct_png[0])
-    assert modality.decide("xray", image, "CT") == ("xray", "set by the user")
-    assert (
-        modality.decide("auto", image, "MR")[0] == "ct"
-    )  # a tag that says neither: content decides
+    image = read_volume(ct_png[0])
+    assert decide("xray", replace(image, modality="CT")) == ("xray", "set by the user")
+    # A tag that says neither: the content decides.
+    assert decide("auto", replace(image, modality="MR"))[0] == "ct"
     with pytest.raises(ValueError, match="Unknown modality 'mri'"):
-        modality.decide("mri", image)
+        decide("mri", image)
 
 
 def test_a_blank_image_is_not_a_body_in_air():
@@ -151,7 +159,7 @@ def test_process_reads_the_modality_slicer_recorded_and_the_setting_wins(ctchest
     )
     assert table.GetAttribute("SAMZeroShot.Modality") == "ct"  # 34 slices
     # As Slicer's DICOM loader records it on the volume's subject hierarchy item.
-    mrml_io.record_modality(volume, "CR")
+    builders.record_modality(volume, "CR")
     assert mrml_io.declared_modality(volume) == "CR"
     _, table = segment_nodes.process(
         volume, segmentation, ids, parameters=settings, engines=engines

@@ -1,5 +1,7 @@
 """The slice loop on real CT slices with the built-in model, and propagation from one slice."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -7,8 +9,8 @@ from SAMZeroShotLib import errors, metrics, pipeline
 from SAMZeroShotLib.engine import EmbeddingCache
 
 
-def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypatch):
-    voxels, geometry, masks = chest
+def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest_volume, monkeypatch):
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [15, 20])
     before = engine.encoded_slices
     monkeypatch.setattr(
@@ -16,7 +18,7 @@ def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypa
     )  # empty, and the shared one stays as it was
     events = []
     result = pipeline.segment_volume(
-        voxels,
+        volume,
         geometry,
         kept,
         engine,
@@ -28,26 +30,26 @@ def test_only_slices_with_prompts_are_encoded_and_filled(engine, chest, monkeypa
     for mask in result.masks.values():
         filled = np.flatnonzero(geometry.view(mask).any(axis=(1, 2)))
         assert set(filled) <= {15, 20}
-        assert mask.shape == voxels.shape
+        assert mask.shape == volume.voxels.shape
     assert events[0] == 0.0 and events[-1] == 1.0 and events == sorted(events)
 
 
-def test_box_prompts_find_the_lungs_on_a_real_slice(engine, chest):
+def test_box_prompts_find_the_lungs_on_a_real_slice(engine, chest_volume):
     # Measured on this 3 mm, 128 x 128 slice: right 0.713, left 0.833 (the model misses the
     # anterior tip of the right lung that the coarse reference includes).
-    voxels, geometry, masks = chest
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [20])
-    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="box")
+    result = pipeline.segment_volume(volume, geometry, kept, engine, strategy="box")
     for key in ("right", "left"):
         predicted, reference = geometry.view(result.masks[key])[20], geometry.view(masks[key])[20]
         dice = metrics.overlap(predicted, reference)["dice"]
         assert dice > 0.65, f"{key} lung Dice {dice:.3f} on slice 20"
 
 
-def test_paper_prompt_yields_one_mask_split_between_the_lungs(engine, chest):
-    voxels, geometry, masks = chest
+def test_paper_prompt_yields_one_mask_split_between_the_lungs(engine, chest_volume):
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [20])
-    result = pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
+    result = pipeline.segment_volume(volume, geometry, kept, engine, strategy="paper")
     right, left = geometry.view(result.masks["right"])[20], geometry.view(result.masks["left"])[20]
     assert not (right & left).any()
     assert (right | left).any()
@@ -64,9 +66,9 @@ def slice_threads():
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(
-    engine, chest, monkeypatch, workers
+    engine, chest_volume, monkeypatch, workers
 ):
-    voxels, geometry, masks = chest
+    volume, geometry, masks = chest_volume
     monkeypatch.setattr(engine, "workers", workers)
     calls = []
 
@@ -75,33 +77,48 @@ def test_cancel_stops_before_the_next_slice_and_leaves_no_thread_behind(
         return len(calls) > 3
 
     with pytest.raises(errors.Cancelled):
-        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="box", cancel=cancel)
+        pipeline.segment_volume(volume, geometry, masks, engine, strategy="box", cancel=cancel)
     assert len(calls) == 4
     assert not slice_threads()
 
 
-def test_inputs_are_not_modified(engine, chest):
-    voxels, geometry, masks = chest
+def test_inputs_are_not_modified(engine, chest_volume):
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [20])
-    copies = voxels.copy(), {k: m.copy() for k, m in kept.items()}
-    pipeline.segment_volume(voxels, geometry, kept, engine, strategy="paper")
-    np.testing.assert_array_equal(voxels, copies[0])
+    copies = volume.voxels.copy(), {k: m.copy() for k, m in kept.items()}
+    pipeline.segment_volume(volume, geometry, kept, engine, strategy="paper")
+    np.testing.assert_array_equal(volume.voxels, copies[0])
     for key in kept:
         np.testing.assert_array_equal(kept[key], copies[1][key])
 
 
-def test_bad_inputs_are_named(engine, chest):
-    voxels, geometry, masks = chest
+def test_the_modality_the_volume_records_decides_unless_set(engine, chest_volume):
+    volume, geometry, masks = chest_volume
+    kept = pipeline.keep_slices(masks, geometry, [20])
+
+    def told(volume, modality="auto"):
+        result = pipeline.segment_volume(
+            volume, geometry, kept, engine, strategy="prompt-only", modality=modality
+        )
+        return result.modality
+
+    assert told(volume) == "ct"  # 34 slices, nothing recorded
+    assert told(replace(volume, modality="CR")) == "xray"  # as Slicer's DICOM loader records it
+    assert told(replace(volume, modality="CR"), "ct") == "ct"
+
+
+def test_bad_inputs_are_named(engine, chest_volume):
+    volume, geometry, masks = chest_volume
     with pytest.raises(ValueError, match="No prompt segments"):
-        pipeline.segment_volume(voxels, geometry, {}, engine)
+        pipeline.segment_volume(volume, geometry, {}, engine)
     with pytest.raises(ValueError, match="has shape"):
-        pipeline.segment_volume(voxels, geometry, {"a": np.zeros((2, 2, 2), bool)}, engine)
+        pipeline.segment_volume(volume, geometry, {"a": np.zeros((2, 2, 2), bool)}, engine)
     with pytest.raises(ValueError, match="Unknown strategy"):
-        pipeline.segment_volume(voxels, geometry, masks, engine, strategy="magic")
+        pipeline.segment_volume(volume, geometry, masks, engine, strategy="magic")
 
 
-def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkeypatch):
-    voxels, geometry, masks = chest
+def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest_volume, monkeypatch):
+    volume, geometry, masks = chest_volume
     kept = pipeline.keep_slices(masks, geometry, [14, 17, 21])
     results = {}
     for workers in (1, 2):
@@ -109,7 +126,7 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
         monkeypatch.setattr(engine, "cache", EmbeddingCache())  # encode again, in the lanes
         events = []
         results[workers] = pipeline.segment_volume(
-            voxels,
+            volume,
             geometry,
             kept,
             engine,
@@ -127,9 +144,9 @@ def test_slices_segmented_side_by_side_match_one_at_a_time(engine, chest, monkey
 
 
 def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(
-    engine, chest, monkeypatch
+    engine, chest_volume, monkeypatch
 ):
-    voxels, geometry, masks = chest
+    volume, geometry, masks = chest_volume
     monkeypatch.setattr(engine, "workers", 2)
 
     class FailsOnSecondSlice:
@@ -143,7 +160,7 @@ def test_an_error_on_one_slice_reaches_the_caller_when_slices_run_side_by_side(
             return {key: np.zeros(image.shape[:2], bool) for key in slice_masks}
 
     with pytest.raises(RuntimeError, match="slice failed"):
-        pipeline.segment_volume(voxels, geometry, masks, engine, strategy=FailsOnSecondSlice())
+        pipeline.segment_volume(volume, geometry, masks, engine, strategy=FailsOnSecondSlice())
     assert not slice_threads()
 
 
@@ -157,14 +174,14 @@ MIN_PROPAGATED_SLICE_DICE = 0.55
 
 
 def test_propagation_from_one_slice_carries_on_and_stops(
-    default_whole_volume_run, engine, chest, dice
+    default_whole_volume_run, engine, chest_volume, dice
 ):
-    voxels, geometry, masks = chest
+    volume, geometry, masks = chest_volume
     [middle] = pipeline.annotated_slices(masks, geometry)
     kept = pipeline.keep_slices(masks, geometry, [middle])
     assert geometry.view(kept["right"] | kept["left"]).any(axis=(1, 2)).sum() == 1
     result = pipeline.segment_volume(
-        voxels, geometry, kept, engine, strategy="flip4", propagate=True
+        volume, geometry, kept, engine, strategy="flip4", propagate=True
     )
     reference = geometry.view(masks["right"] | masks["left"])
     predicted = geometry.view(result.masks["right"] | result.masks["left"])

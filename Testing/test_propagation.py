@@ -13,6 +13,7 @@ import pytest
 from SAMZeroShotLib import imaging, pipeline, propagation
 from SAMZeroShotLib.errors import SettingError
 from SAMZeroShotLib.propagation import Rules, Stop
+from SAMZeroShotLib.volumes import Volume
 
 SIZE = 40
 
@@ -309,7 +310,7 @@ def test_segment_volume_propagates_from_k_slices_and_reports_the_stops(dark_lung
     slices = propagation.annotated_slices(truth, geometry, 2)
     kept = propagation.keep_slices(truth, geometry, slices)
     result = pipeline.segment_volume(
-        volume, geometry, kept, NoEngine(), strategy=DarkInBox(), propagate=True
+        Volume(volume, np.eye(4)), geometry, kept, NoEngine(), strategy=DarkInBox(), propagate=True
     )
     for key in truth:
         assert np.array_equal(result.masks[key], truth[key]), key

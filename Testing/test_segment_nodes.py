@@ -338,7 +338,7 @@ def test_nonfinite_voxels_are_refused_or_filled_and_the_scene_is_left_as_it_was(
     inputs = segment_nodes.read_inputs(
         broken, segmentation, lung_ids, parameters=Parameters(fill_nonfinite=True), log=lines.append
     )
-    assert np.isfinite(inputs.volume).all() and scene.GetNumberOfNodes() == count
+    assert np.isfinite(inputs.volume.voxels).all() and scene.GetNumberOfNodes() == count
     assert any("3 NaN or infinite voxels (slices 4, 9) were replaced" in line for line in lines), (
         lines
     )

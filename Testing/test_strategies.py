@@ -1,5 +1,7 @@
 """Every named strategy on a real CT slice, and the crop and click helpers."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,13 @@ def test_an_ensemble_averages_logits_where_its_members_see(engine, chest):
 
 def test_auto_resolves_per_model_and_unknown_names_fail():
     assert strategies.resolve("auto", "litemedsam")[0] == strategies.AUTO["litemedsam"]
+    # An engine's model names itself by its spec; a stand-in without one gets the default.
+    engine = SimpleNamespace(model=SimpleNamespace(spec=SimpleNamespace(name="litemedsam")))
+    assert strategies.model_name_of(engine) == "litemedsam"
+    stand_in = SimpleNamespace(model=object())
+    assert (
+        strategies.resolve("auto", strategies.model_name_of(stand_in))[0] == strategies.DEFAULT_AUTO
+    )
     with pytest.raises(ValueError, match="Unknown strategy 'magic'"):
         strategies.resolve("magic")
 

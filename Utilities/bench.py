@@ -41,13 +41,14 @@ sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
 from SAMZeroShotLib import (  # noqa: E402
     accuracy_guard,
+    cases,
     cpu,
-    evaluation,
     imaging,
     metrics,
     models,
     pipeline,
     strategies,
+    volumes,
 )
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
 from SAMZeroShotLib.prompts import box_prompt  # noqa: E402
@@ -56,13 +57,13 @@ DEV_CT = ROOT.parent / "shared" / "data" / "ct_dev"
 
 
 def load_data():
-    """(name, voxels, ijk_to_ras, {label: mask})."""
+    """(name, volume, {label: mask})."""
     if (DEV_CT / "images").is_dir():
         image = sorted((DEV_CT / "images").iterdir())[0]
         mask = DEV_CT / "masks" / image.name
-        voxels, matrix = evaluation.read_image(image)
-        labels = evaluation.read_labels(mask, voxels.shape)
-        return f"ct_dev/{image.name}", voxels, matrix, {v: labels == v for v in (1, 2)}
+        volume = volumes.read_volume(image)
+        labels = cases.read_labels(mask, volume.voxels.shape)
+        return f"ct_dev/{image.name}", volume, {v: labels == v for v in (1, 2)}
     import slicerio
 
     from SAMZeroShotLib import headless, mrml_io
@@ -73,7 +74,7 @@ def load_data():
     segmentation = headless.load_segmentation(app, data / "Segmentation.seg.nrrd")
     ids = mrml_io.resolve_segment_ids(segmentation, ["right lung", "left lung"])
     masks = mrml_io.segment_masks(segmentation, ids, volume)
-    return "slicerio/CTChest4.nrrd", mrml_io.volume_array(volume), mrml_io.ijk_to_ras(volume), masks
+    return "slicerio/CTChest4.nrrd", volumes.volume_from_node(volume), masks
 
 
 def naive(model, images, slice_masks):
@@ -129,7 +130,7 @@ def timed_run(engine, bench, strategy: str) -> tuple[float, tuple[float, float],
     encoded = engine.encoded_slices
     started = time.perf_counter()
     outcome = pipeline.segment_volume(
-        bench["voxels"],
+        bench["volume"],
         bench["geometry"],
         bench["kept"],
         engine,
@@ -141,7 +142,7 @@ def timed_run(engine, bench, strategy: str) -> tuple[float, tuple[float, float],
     return wall, stages, engine.encoded_slices - encoded, outcome
 
 
-def whole_volume(args, voxels, matrix, masks) -> dict:
+def whole_volume(args, volume, masks) -> dict:
     """The default strategy on every lung slice, model load and engine preparation included."""
     started = time.perf_counter()
     model = models.load_model("litemedsam", device="cpu")
@@ -152,8 +153,8 @@ def whole_volume(args, voxels, matrix, masks) -> dict:
         log=lambda _: None,
         check=accuracy_guard.GUARD,
     )
-    geometry = imaging.slice_geometry(matrix, voxels.shape)
-    outcome = pipeline.segment_volume(voxels, geometry, masks, engine, strategy="auto")
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape)
+    outcome = pipeline.segment_volume(volume, geometry, masks, engine, strategy="auto")
     seconds = time.perf_counter() - started
     slices = len(outcome.slices)
     return {
@@ -188,8 +189,9 @@ def cost_table(engine, bench, reference) -> dict:
     return table
 
 
-def bench_slices(args, voxels, matrix, masks) -> dict:
-    geometry = imaging.slice_geometry(matrix, voxels.shape)
+def bench_slices(args, volume, masks) -> dict:
+    voxels = volume.voxels
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, voxels.shape)
     union = geometry.view(np.logical_or.reduce(list(masks.values())))
     with_lung = np.flatnonzero(union.any(axis=(1, 2)))
     chosen = with_lung[
@@ -197,7 +199,7 @@ def bench_slices(args, voxels, matrix, masks) -> dict:
     ]
     window = imaging.resolve_window("auto", voxels)
     return {
-        "voxels": voxels,
+        "volume": volume,
         "geometry": geometry,
         "chosen": chosen,
         "kept": pipeline.keep_slices(masks, geometry, chosen),
@@ -247,8 +249,8 @@ def main(argv=None):
     parser.add_argument("--cost-table", action="store_true", help="time every strategy too")
     args = parser.parse_args(argv)
 
-    name, voxels, matrix, masks = load_data()
-    bench = bench_slices(args, voxels, matrix, masks)
+    name, volume, masks = load_data()
+    bench = bench_slices(args, volume, masks)
     started = time.perf_counter()
     model = models.load_model("litemedsam", device="cpu")
     model_load = time.perf_counter() - started
@@ -325,7 +327,7 @@ def main(argv=None):
         result["cost_table"] = cost_table(engine, bench, bench["reference"])
     if not args.no_whole_volume:
         del engine
-        result.update(whole_volume(args, voxels, matrix, masks))
+        result.update(whole_volume(args, volume, masks))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(result))
     return 0

@@ -28,13 +28,12 @@ from heldout import HALVES, SPLIT, build_halves  # noqa: E402
 
 from SAMZeroShotLib import (  # noqa: E402
     accuracy_guard,
-    evaluation,
     imaging,
     layouts,
     models,
     pipeline,
 )
-from SAMZeroShotLib import modality as modalities  # noqa: E402
+from SAMZeroShotLib.cases import prepare, read_case  # noqa: E402
 from SAMZeroShotLib.corrections import dice_by_clicks  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
 from SAMZeroShotLib.interactive import CORRECTIONS  # noqa: E402
@@ -44,12 +43,11 @@ RESULTS = ROOT / "Utilities" / "click_results.json"
 
 def case_curves(case, engine, designs, clicks: int) -> dict[str, list[list[float]]]:
     """``{design: [curve per scored slice]}`` for one case, from one first result."""
-    volume, geometry, _, reference, ignore = evaluation._read_case(case, False)
-    modality, _ = modalities.decide("auto", geometry.view(volume), None)
-    result = pipeline.segment_volume(volume, geometry, reference, engine, modality=modality)
+    volume, geometry, _, reference, ignore = read_case(case, False)
+    result = pipeline.segment_volume(volume, geometry, reference, engine, modality="auto")
     views = {key: geometry.view(mask) for key, mask in reference.items()}
     outputs = {key: geometry.view(mask) for key, mask in result.masks.items()}
-    ignore_view, volume_view = geometry.view(ignore), geometry.view(volume)
+    ignore_view, volume_view = geometry.view(ignore), geometry.view(volume.voxels)
     scored = [
         s
         for s in range(len(volume_view))
@@ -82,7 +80,7 @@ def run(
     for (dataset, half), (images, masks) in folders.items():
         if dataset not in sets or half not in halves:
             continue
-        cases, _ = evaluation.prepare(layouts.paired(images, masks), images)
+        cases, _ = prepare(layouts.paired(images, masks), images)
         cases = cases[:limit] if limit else cases
         started = time.perf_counter()
         pooled = {design: [] for design in designs}

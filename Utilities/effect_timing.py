@@ -21,11 +21,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import evaluation  # noqa: E402
+from SAMZeroShotLib.cases import read_labels  # noqa: E402
 from SAMZeroShotLib.corrections import next_click  # noqa: E402
 from SAMZeroShotLib.editor_session import EditorSession, voxel_at  # noqa: E402
 from SAMZeroShotLib.engines import EngineFactory  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
+from SAMZeroShotLib.volumes import read_volume  # noqa: E402
 
 
 def main() -> None:
@@ -34,8 +35,9 @@ def main() -> None:
     parser.add_argument("--case", default="lidc0001")
     args = parser.parse_args()
     folder = args.data / "ct_dev"
-    volume, ijk_to_ras = evaluation.read_image(folder / "images" / f"{args.case}.nii.gz")
-    labels = evaluation.read_labels(folder / "masks" / f"{args.case}.nii.gz", volume.shape)
+    image = read_volume(folder / "images" / f"{args.case}.nii.gz")
+    volume, ijk_to_ras = image.voxels, image.ijk_to_ras
+    labels = read_labels(folder / "masks" / f"{args.case}.nii.gz", volume.shape)
     started = time.perf_counter()
     engine = EngineFactory().get(Parameters())
     times = {"load_model_s": time.perf_counter() - started}

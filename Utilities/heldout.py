@@ -42,6 +42,7 @@ from SAMZeroShotLib import (  # noqa: E402
     results,
     strategies,
 )
+from SAMZeroShotLib.cases import IGNORE_LABEL, prepare  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache, SamEngine  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
 
@@ -156,7 +157,7 @@ def build_halves(data: Path, split: dict, work: Path) -> dict:
                 keep = np.zeros(len(array), bool)
                 for first, last in split["ct_dev"][half]:
                     keep[first : last + 1] = True
-                array[~keep] = evaluation.IGNORE_LABEL  # the other half's slices: left out entirely
+                array[~keep] = IGNORE_LABEL  # the other half's slices: left out entirely
                 out = sitk.GetImageFromArray(array)
                 out.CopyInformation(labels)
                 sitk.WriteImage(out, str(mask))
@@ -181,7 +182,7 @@ def evaluate_folder(images: Path, masks: Path, out: Path, engine, strategy: str)
     """``samzeroshot evaluate --images images --masks masks --out out --strategy strategy`` on
     ``engine``."""
     parameters = Parameters(strategy=strategy)
-    cases, skipped = evaluation.prepare(layouts.paired(images, masks), images)
+    cases, skipped = prepare(layouts.paired(images, masks), images)
     settings = evaluation.run_settings(
         parameters, layouts.source("paired", images=images, masks=masks)
     )

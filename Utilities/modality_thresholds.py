@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import evaluation, modality  # noqa: E402
+from SAMZeroShotLib import modality  # noqa: E402
+from SAMZeroShotLib.volumes import read_volume  # noqa: E402
 
 OUT = ROOT / "Utilities" / "modality_thresholds.json"
 # 8-bit renderings of HU slices: (lowest, highest) HU mapped to 0..255.
@@ -48,11 +49,11 @@ def measures(data: Path, split: dict) -> dict:
     """``{half: {"ct": [(touch, extent, label)], "xray": [...]}}``."""
     result = {}
     volume_path = sorted((data / "ct_dev" / "images").iterdir())[0]
-    volume, _ = evaluation.read_image(volume_path)
+    volume = read_volume(volume_path).voxels
     for half in ("selection", "heldout"):
         xray = []
         for case in split["cxr_dev"][half]:
-            image, _ = evaluation.read_image(data / "cxr_dev" / "images" / f"{case}.jpg")
+            image = read_volume(data / "cxr_dev" / "images" / f"{case}.jpg").voxels
             xray.append(modality.body_measures(image[0]) + (case,))
         ct = []
         for first, last in split["ct_dev"][half]:

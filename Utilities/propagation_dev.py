@@ -32,7 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "SAMZeroShot"))
 
-from SAMZeroShotLib import evaluation, imaging, propagation  # noqa: E402
+from SAMZeroShotLib import imaging, propagation  # noqa: E402
+from SAMZeroShotLib.cases import Case, MaskFile, read_case  # noqa: E402
 from SAMZeroShotLib.engine import EmbeddingCache  # noqa: E402
 from SAMZeroShotLib.engines import EngineFactory  # noqa: E402
 from SAMZeroShotLib.parameters import Parameters  # noqa: E402
@@ -52,7 +53,7 @@ SETS = {
 
 
 @dataclass
-class Volume:
+class DevVolume:
     name: str
     voxels: np.ndarray
     geometry: object
@@ -60,20 +61,20 @@ class Volume:
     scored: list  # slices scored (with reference lung, in the set's blocks)
 
 
-def load(name: str, data: Path) -> Volume:
+def load(name: str, data: Path) -> DevVolume:
     folder, stem, blocks = VOLUMES[name]
-    case = evaluation.Case(
+    case = Case(
         stem,
         data / folder / "images" / f"{stem}.nii.gz",
-        (evaluation.MaskFile(data / folder / "masks" / f"{stem}.nii.gz"),),
+        (MaskFile(data / folder / "masks" / f"{stem}.nii.gz"),),
     )
-    voxels, geometry, _, reference, _ = evaluation._read_case(case, False)
+    volume, geometry, _, reference, _ = read_case(case, False)
     union = geometry.view(np.logical_or.reduce(list(reference.values())))
     scored = [int(s) for s in np.flatnonzero(union.any(axis=(1, 2)))]
     if blocks:
         ranges = SPLIT["ct_dev"][blocks]
         scored = [s for s in scored if any(low <= s <= high for low, high in ranges)]
-    return Volume(name, voxels, geometry, reference, scored)
+    return DevVolume(name, volume.voxels, geometry, reference, scored)
 
 
 def engine_with_cache(cache: Path):
@@ -82,7 +83,7 @@ def engine_with_cache(cache: Path):
     return engine
 
 
-def dice_per_slice(masks: dict, volume: Volume) -> dict:
+def dice_per_slice(masks: dict, volume: DevVolume) -> dict:
     predicted = volume.geometry.view(np.logical_or.reduce(list(masks.values())))
     reference = volume.geometry.view(np.logical_or.reduce(list(volume.reference.values())))
     scores = {}
@@ -92,7 +93,7 @@ def dice_per_slice(masks: dict, volume: Volume) -> dict:
     return scores
 
 
-def run_propagated(volume: Volume, engine, which: str, rules) -> dict:
+def run_propagated(volume: DevVolume, engine, which: str, rules) -> dict:
     """Keep the reference on the annotated slices (``which``), propagate, score."""
     view = {key: volume.geometry.view(mask) for key, mask in volume.reference.items()}
     slices = propagation.annotated_slices(volume.reference, volume.geometry, which)
@@ -122,7 +123,7 @@ def run_propagated(volume: Volume, engine, which: str, rules) -> dict:
     }
 
 
-def run_oracle(volume: Volume, engine) -> dict:
+def run_oracle(volume: DevVolume, engine) -> dict:
     """Box prompts from the reference on every slice with lung (what propagation is read
     against)."""
     from SAMZeroShotLib import strategies

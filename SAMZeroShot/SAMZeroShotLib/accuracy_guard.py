@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .volumes import Volume, read_volume
+
 #: Largest accepted loss of mean Dice against the reference (the acceptance limit for bf16).
 MAX_MEAN_DICE_DROP = 0.002
 #: Largest accepted loss of one mask's Dice against the reference, compared with float32's mask.
@@ -82,14 +84,15 @@ def judge(
     return Verdict(passed, mean_twin, mean_ours, worst_drop, float(min(agreement)), len(truths))
 
 
-def shipped_lungs(folder: Path = TEST_DATA) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The shipped chest CT: voxels ``[K, J, I]``, IJK-to-RAS and the two lung masks, read with
-    SimpleITK (the segment names and label values are in the ``.seg.nrrd`` header)."""
+def shipped_lungs(folder: Path = TEST_DATA) -> tuple[Volume, dict[str, np.ndarray]]:
+    """The shipped chest CT (a :class:`~.volumes.Volume`, voxels ``[K, J, I]``) and its two lung
+    masks of the voxels' shape, read with SimpleITK (the segment names and label values are in
+    the ``.seg.nrrd`` header)."""
     import SimpleITK as sitk
 
-    from . import evaluation
+    from .cases import read_labels
 
-    voxels, ijk_to_ras = evaluation.read_image(folder / "CTChest4.nrrd")
+    volume = read_volume(folder / "CTChest4.nrrd")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(folder / "Segmentation.seg.nrrd"))
     reader.ReadImageInformation()
@@ -100,15 +103,15 @@ def shipped_lungs(folder: Path = TEST_DATA) -> tuple[np.ndarray, np.ndarray, dic
             if reader.GetMetaData(prefix + "Layer") != "0":
                 raise ValueError("the shipped segmentation's lungs are expected on its first layer")
             values[reader.GetMetaData(key)] = int(reader.GetMetaData(prefix + "LabelValue"))
-    labels = evaluation.read_labels(folder / "Segmentation.seg.nrrd", voxels.shape)
-    return voxels, ijk_to_ras, {name: labels == values[name] for name in LUNGS}
+    labels = read_labels(folder / "Segmentation.seg.nrrd", volume.voxels.shape)
+    return volume, {name: labels == values[name] for name in LUNGS}
 
 
-def _segment(engine, voxels, geometry, prompts) -> dict[str, np.ndarray]:
+def _segment(engine, volume: Volume, geometry, prompts) -> dict[str, np.ndarray]:
     from . import pipeline
 
     return pipeline.segment_volume(
-        voxels, geometry, prompts, engine, strategy="box", window="ct-lung"
+        volume, geometry, prompts, engine, strategy="box", window="ct-lung"
     ).masks
 
 
@@ -123,8 +126,8 @@ def check(model, reference, candidate, slices: int | None = None) -> Verdict:
     from .engine import SamEngine
     from .pipeline import keep_slices
 
-    voxels, ijk_to_ras, lungs = shipped_lungs()
-    geometry = imaging.slice_geometry(ijk_to_ras, voxels.shape)
+    volume, lungs = shipped_lungs()
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape)
     both = np.flatnonzero(
         np.logical_and.reduce([geometry.view(m).any(axis=(1, 2)) for m in lungs.values()])
     )
@@ -132,7 +135,7 @@ def check(model, reference, candidate, slices: int | None = None) -> Verdict:
     chosen = both[np.linspace(0, len(both) - 1, count).round().astype(int)]
     prompts = keep_slices(lungs, geometry, chosen)
     masks = {
-        name: _segment(SamEngine(model, runtime=runtime), voxels, geometry, prompts)
+        name: _segment(SamEngine(model, runtime=runtime), volume, geometry, prompts)
         for name, runtime in (("twin", reference), ("candidate", candidate))
     }
     picked = [(s, lung) for s in chosen for lung in LUNGS]

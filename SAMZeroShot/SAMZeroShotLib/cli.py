@@ -17,7 +17,7 @@ import contextlib
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -367,15 +367,16 @@ class _SliceProgress:
 
 
 def run_segment(args) -> int:
-    from . import evaluation, headless, mrml_io, segment_nodes
+    from . import headless, mrml_io, segment_nodes, volumes
 
     parameters = _parameters(args)
     inputs, outputs = _segment_files(args, parameters)
     scene, app = headless.new_scene()
-    volume = headless.load_volume(app, inputs["volume"])
-    recorded = evaluation.declared_modality(inputs["volume"])
-    if recorded:  # as Slicer's DICOM loader keeps it
-        mrml_io.record_modality(volume, recorded)
+    volume_node = headless.load_volume(app, inputs["volume"])
+    # The node holds the voxels as Slicer reads them; the modality is what the file records.
+    volume = replace(
+        volumes.volume_from_node(volume_node), modality=volumes.recorded_modality(inputs["volume"])
+    )
     prompts = headless.load_segmentation(app, inputs["prompt segmentation"])
     reference = (
         headless.load_segmentation(app, inputs["reference segmentation"])
@@ -383,12 +384,14 @@ def run_segment(args) -> int:
         else None
     )
     segments = [s.strip() for s in args.segments.split(",")] if args.segments else None
-    checked = segment_nodes.read_inputs(volume, prompts, segments, reference, parameters, log=_log)
+    checked = segment_nodes.read_inputs(
+        volume_node, prompts, segments, reference, parameters, log=_log, volume=volume
+    )
     _load_engine(args.engines, parameters)
     slices = _SliceProgress(checked, parameters.propagate)
     try:
         segmentation, table = segment_nodes.process(
-            volume,
+            volume_node,
             prompts,
             segments,
             reference,
@@ -517,6 +520,7 @@ def _open_cohort(
 ) -> Cohort:
     """Find and read a data set's cases, and open its results folder: every check before the
     model."""
+    from . import cases as cohort_cases
     from . import evaluation
 
     found, source, input_folders = _data_set(layout, data, images, masks, data_option)
@@ -524,7 +528,7 @@ def _open_cohort(
     _check_results_folder(
         (out, out.parent) if args.command == "reproduce" else (out,), input_folders
     )
-    cases, problems = evaluation.prepare(
+    cases, problems = cohort_cases.prepare(
         found, data or images, keep_going=args.keep_going, fill_nonfinite=parameters.fill_nonfinite
     )
     settings = evaluation.run_settings(parameters, source, propagate_from, clicks, correction)

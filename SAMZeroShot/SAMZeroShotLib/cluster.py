@@ -6,7 +6,7 @@ process) and are computed whole by :func:`~.evaluation.evaluate_case`, the funct
 single-process loop calls, so that both give the same rows. Each worker process loads the model
 on its first case and keeps it: a worker plugin (:func:`engines_plugin`) gives each worker an
 :class:`~.engines.EngineFactory` of its own, kept with the worker. Finished cases come back to
-this process, which alone writes the results folder (:class:`~.evaluation.Recorder`,
+this process, which alone writes the results folder (:class:`~.recorder.Recorder`,
 :class:`~.results.ResultsFolder`).
 
 Threads: the model of a worker uses ``cores // cases run at once on its machine`` threads, in
@@ -33,8 +33,10 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from .cases import Case
 from .errors import Cancelled, CaseError, ClusterError
-from .evaluation import Case, Recorder, engine_about, evaluate_case
+from .evaluation import evaluate_case
+from .recorder import Recorder, engine_about
 from .results import CaseResult, ResultsFolder
 
 #: Seconds to wait for a scheduler to answer, and then for it to have a worker.

@@ -24,6 +24,7 @@ import numpy as np
 from . import imaging, pipeline
 from .errors import InputError
 from .interactive import Click, SliceEditor
+from .volumes import Volume
 
 #: Largest angle (as 1 - |cos|) between the view's normal and a volume axis still taken as aligned.
 ALIGNED_TOLERANCE = 1e-3
@@ -139,7 +140,7 @@ class EditorSession:
             raise InputError("The selected segment is empty: draw it on one slice first.")
         geometry = self.geometry(axis)
         result = pipeline.segment_volume(
-            self.volume,
+            Volume(self.volume, self.ijk_to_ras),
             geometry,
             {"segment": content},
             self.engine,

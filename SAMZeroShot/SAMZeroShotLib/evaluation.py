@@ -1,8 +1,9 @@
-"""Cohort evaluation from files: the engine of ``samzeroshot evaluate``.
+"""Cohort evaluation from files: the loop of ``samzeroshot evaluate``.
 
-Images and masks are paired by file stem. Mask label 0 is background, 255 is "ignore" (left
-out of scoring and never a prompt), every other label is one prompt segment. An X-ray is one
-slice. Outputs (a stable interface, read by scripts outside this project):
+Each case (:mod:`.cases`: an image, its masks and settings of its own) is read as a
+:class:`~.volumes.Volume`, segmented by the pipeline and scored (:mod:`.scoring`); a
+:class:`~.recorder.Recorder` keeps it. Outputs (a stable interface, read by scripts outside this
+project):
 
 * ``slices.csv`` - one row per scored slice (reference has any label): case, slice, dice, jaccard,
   sensitivity, precision, pixel counts, ``prompt_only_dice``; scores are for the union of all
@@ -23,273 +24,15 @@ finished cases and a second run with the same settings carries on from them.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-
-from . import __version__, imaging, metrics, voxels
-from .errors import BadVoxels, Cancelled, CaseError
+from . import __version__
+from .cases import Case, case_settings, read_case
+from .errors import Cancelled, CaseError
+from .recorder import Recorder, engine_about
 from .results import CaseResult, ResultsFolder
-
-IMAGE_EXTENSIONS = (".nii.gz", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nii")
-MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".png", ".nrrd", ".nii")
-IGNORE_LABEL = 255
-
-# LPS (ITK, DICOM) to RAS (Slicer): flip the first two axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-@dataclass(frozen=True)
-class MaskFile:
-    """One mask file of a case and how its values become labels.
-
-    ``label`` None: the file is a label map read as it is (0 background, 255 ignore, others
-    segments), its values swapped by ``relabel`` (``((file value, label), ...)``) where a data set
-    numbers its segments otherwise. ``label`` set: the file is one segment's binary mask (any
-    value but 0 is in it, as with 0/255 masks), which becomes label ``label``.
-    """
-
-    path: Path
-    label: int | None = None
-    relabel: tuple[tuple[int, int], ...] = ()
-
-
-@dataclass
-class Case:
-    """One image, its masks, and settings of its own (e.g. ``{"window": "ct-lung"}``; see
-    :func:`case_settings`)."""
-
-    name: str
-    image_path: Path
-    masks: tuple[MaskFile, ...]
-    settings: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def mask_paths(self) -> list[Path]:
-        return [mask.path for mask in self.masks]
-
-
-#: Settings a case may carry (a data set's layout knows them per case); each applies where the
-#: user left the setting on ``auto``.
-CASE_SETTINGS = ("window",)
-
-
-def case_settings(case: Case, parameters) -> dict[str, str]:
-    """The settings ``case`` is segmented with: the user's, and the case's own where the user's is
-    ``auto``."""
-    chosen = {name: getattr(parameters, name) for name in CASE_SETTINGS}
-    for name, value in case.settings.items():
-        if name not in CASE_SETTINGS:
-            raise ValueError(f"case {case.name}: unknown setting {name!r}")
-        if chosen[name] == "auto":
-            chosen[name] = value
-    return chosen
-
-
-def file_stem(path: Path, extensions: Sequence[str]) -> str | None:
-    """The name without its (possibly double) extension, or None if it has none of
-    ``extensions``."""
-    lower = path.name.lower()
-    for extension in extensions:
-        if lower.endswith(extension):
-            return path.name[: -len(extension)]
-    return None
-
-
-def _ijk_to_ras(image) -> np.ndarray:
-    """IJK-to-RAS of a 3D SimpleITK image."""
-    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = _LPS_TO_RAS @ np.array(image.GetOrigin(), dtype=float)
-    return matrix
-
-
-def _as_volume(image):
-    """A 2D SimpleITK image as a one-slice 3D image (keeping spacing and origin)."""
-    import SimpleITK as sitk
-
-    if image.GetDimension() == 3:
-        return image
-    if image.GetDimension() != 2:
-        raise ValueError(f"{image.GetDimension()}D images are not supported")
-    return sitk.JoinSeries([image])
-
-
-def read_image(path) -> tuple[np.ndarray, np.ndarray]:
-    """Voxels ``[K, J, I]`` (float32; colour becomes luminance) and the IJK-to-RAS matrix.
-
-    DICOM MONOCHROME1 images (white = low values) are inverted so that air is dark, as on a CT.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        photometric = (
-            reader.GetMetaData("0028|0004").strip() if reader.HasMetaDataKey("0028|0004") else ""
-        )
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise CaseError(
-            path, f"not a readable image ({str(error).strip().splitlines()[-1][:120]})"
-        ) from None
-    components = image.GetNumberOfComponentsPerPixel()
-    try:
-        image = _as_volume(image)
-    except ValueError as error:
-        raise CaseError(path, str(error)) from None
-    array = sitk.GetArrayFromImage(image)
-    if components == 1:
-        array = array.astype(np.float32)
-    elif components in (3, 4):
-        array = imaging.luminance(array[..., :3])
-    else:
-        raise CaseError(
-            path, f"{components} values per pixel (a 4D or multi-channel image); expected one image"
-        )
-    if photometric == "MONOCHROME1":
-        array = array.max() - array
-    return array, _ijk_to_ras(image)
-
-
-def declared_modality(path) -> str | None:
-    """The DICOM Modality (0008,0060) a file records, or None (other formats record none)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else None
-
-
-def _mask_values(path: Path, shape) -> np.ndarray:
-    """A mask file's values ``[K, J, I]`` (int) of ``shape``; a layered ``.seg.nrrd`` becomes one
-    label map."""
-    import SimpleITK as sitk
-
-    try:
-        image = _as_volume(sitk.ReadImage(str(path)))
-    except (RuntimeError, ValueError) as error:
-        raise CaseError(
-            path, f"not a readable mask ({str(error).strip().splitlines()[-1][:120]})"
-        ) from None
-    array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        if not path.name.lower().endswith(".seg.nrrd"):
-            raise CaseError(
-                path, "a colour image, not a label mask: save the labels as one channel"
-            )
-        layers = np.moveaxis(array, -1, 0).astype(np.int64)
-        combined = np.zeros(layers.shape[1:], dtype=np.int64)
-        offset = 0
-        for layer in layers:
-            combined[layer > 0] = layer[layer > 0] + offset
-            offset += int(layer.max())
-        array = combined
-    if tuple(array.shape) != tuple(shape):
-        raise CaseError(
-            path, f"mask size {_size(array.shape)} differs from its image's {_size(shape)}"
-        )
-    if array.dtype.kind == "f" and not np.all(array == np.round(array)):
-        raise CaseError(path, "not a label mask: it holds non-integer values")
-    return array.astype(np.int64)
-
-
-def _relabelled(values: np.ndarray, relabel: Sequence[tuple[int, int]]) -> np.ndarray:
-    labels = values.copy()
-    for value, label in relabel:
-        labels[values == value] = label
-    return labels
-
-
-def _has_labels(labels: np.ndarray) -> bool:
-    return bool(np.any((labels != 0) & (labels != IGNORE_LABEL)))
-
-
-def read_labels(path, shape, relabel: Sequence[tuple[int, int]] = ()) -> np.ndarray:
-    """A label array ``[K, J, I]`` (int) of ``shape``: 0 background, 255 ignore, others segments.
-
-    A ``.seg.nrrd`` with several layers (overlapping segments) gets one label per layer and value.
-    ``relabel`` swaps values (``((file value, label), ...)``).
-    """
-    path = Path(path)
-    labels = _relabelled(_mask_values(path, shape), relabel)
-    if not _has_labels(labels):
-        raise CaseError(path, "no labels: every pixel is background (0) or ignore (255)")
-    return labels
-
-
-def read_case_labels(case: Case, shape) -> np.ndarray:
-    """The case's masks as one label array of ``shape`` (binary masks become their labels)."""
-    if len(case.masks) == 1 and case.masks[0].label is None:
-        return read_labels(case.masks[0].path, shape, case.masks[0].relabel)
-    labels = np.zeros(shape, dtype=np.int64)
-    for mask in case.masks:
-        values = _mask_values(mask.path, shape)
-        inside = values != 0
-        labels[inside] = (
-            mask.label if mask.label is not None else _relabelled(values, mask.relabel)[inside]
-        )
-    if not _has_labels(labels):
-        names = ", ".join(mask.path.name for mask in case.masks)
-        raise CaseError(
-            case.image_path, f"its masks ({names}) hold no labels: every pixel is background"
-        )
-    return labels
-
-
-def _size(shape) -> str:
-    """``[K, J, I]`` as "I x J x K" pixels, without K for a single slice."""
-    dims = list(shape)[::-1]
-    return " x ".join(str(d) for d in (dims[:2] if len(dims) == 3 and dims[2] == 1 else dims))
-
-
-def _voxels(case: Case, image: np.ndarray, ijk_to_ras: np.ndarray, fill_nonfinite: bool):
-    """``(voxels to use, slice geometry, notes)``; bad voxels raise :class:`CaseError`."""
-    geometry = imaging.slice_geometry(ijk_to_ras, image.shape)
-    try:
-        image, notes = voxels.checked(image, geometry, fill=fill_nonfinite)
-    except BadVoxels as error:
-        raise CaseError(case.image_path, str(error)) from None
-    return image, geometry, notes
-
-
-def check_case(case: Case, fill_nonfinite: bool = False) -> None:
-    """Read a case once to find bad input before any time is spent on the model.
-
-    The arrays are dropped and read again when the case is segmented: holding every case of a
-    cohort in memory (some 140 MB per CT) would cost more than reading twice.
-    """
-    image, ijk_to_ras = read_image(case.image_path)
-    _voxels(case, image, ijk_to_ras, fill_nonfinite)
-    read_case_labels(case, image.shape)
-
-
-def prompt_only_dice(
-    prompts, reference_union: np.ndarray, ignore: np.ndarray, geometry
-) -> np.ndarray:
-    """Per-slice Dice of the prompt itself (each segment's box filled, no model) against the
-    reference."""
-    from .strategies import fill_boxes
-
-    filled = np.zeros(reference_union.shape, bool)
-    views = {key: geometry.view(mask) for key, mask in prompts.items()}
-    for s in np.flatnonzero(
-        np.logical_or.reduce([view.any(axis=(1, 2)) for view in views.values()])
-    ):
-        for box in fill_boxes({key: view[s] for key, view in views.items()}).values():
-            filled[s] |= box
-    return metrics.per_slice_overlap(filled, reference_union, ignore)["dice"]
+from .scoring import case_scores, click_scores
 
 
 def evaluate_case(
@@ -311,33 +54,30 @@ def evaluate_case(
     """
     from . import modality as modalities
     from . import pipeline, propagation
-    from .strategies import resolve
 
     started = time.perf_counter()
-    volume, geometry, notes, reference, ignore = _read_case(case, parameters.fill_nonfinite)
+    volume, geometry, notes, reference, ignore = read_case(case, parameters.fill_nonfinite)
     prompts = reference
     if propagate_from is not None:
         prompts = pipeline.keep_slices(
             reference, geometry, pipeline.annotated_slices(reference, geometry, propagate_from)
         )
-    modality, reason = modalities.decide(
-        parameters.modality, geometry.view(volume), declared_modality(case.image_path)
-    )
+    modality, reason = modalities.decide(parameters.modality, volume, geometry)
     result = pipeline.segment_volume(
         volume,
         geometry,
         prompts,
         engine,
-        strategy=resolve(parameters.strategy, engine.model.spec.name)[0],
+        strategy=parameters.strategy,
         window=case_settings(case, parameters)["window"],
         cancel=cancel,
         propagate=propagate_from is not None,
         modality=modality,
     )
-    slice_rows, case_row = _case_scores(case.name, result, reference, prompts, ignore, geometry)
+    slice_rows, case_row = case_scores(case.name, result, reference, prompts, ignore, geometry)
     if clicks:
-        views = (volume, reference, prompts, ignore)
-        _click_scores(slice_rows, case_row, views, result, engine, clicks, correction)
+        views = (volume.voxels, reference, prompts, ignore)
+        click_scores(slice_rows, case_row, views, result, engine, clicks, correction)
     case_row.update(
         n_segments=len(reference),
         seconds=time.perf_counter() - started,
@@ -348,112 +88,6 @@ def evaluate_case(
         names = {key: f"label {key}" for key in reference}
         case_row["propagation_stops"] = propagation.describe_stops(result.stops, names)
     return CaseResult(case.name, slice_rows, case_row, notes)
-
-
-def _click_scores(slice_rows, case_row, views, result, engine, clicks, correction) -> None:
-    """Add ``dice_by_clicks`` to each scored slice's row and the case's means to its row."""
-    from .corrections import dice_by_clicks
-
-    volume, reference, prompts, ignore = views
-    geometry = result.geometry
-    volume_view, ignore_view = geometry.view(volume), geometry.view(ignore)
-    by_key = {
-        name: {key: geometry.view(mask) for key, mask in masks.items()}
-        for name, masks in (("reference", reference), ("result", result.masks), ("prompt", prompts))
-    }
-    for row in slice_rows:
-        s = row["slice"]
-        row["dice_by_clicks"] = dice_by_clicks(
-            imaging.to_rgb8(volume_view[s], result.window),
-            {key: view[s] for key, view in by_key["reference"].items()},
-            {key: view[s] for key, view in by_key["result"].items()},
-            {key: view[s] for key, view in by_key["prompt"].items()},
-            engine,
-            clicks,
-            ignore_view[s],
-            correction,
-        )
-    curves = np.array([row["dice_by_clicks"] for row in slice_rows], dtype=float)
-    case_row["dice_by_clicks"] = [float(v) for v in curves.mean(axis=0)] if len(curves) else []
-
-
-def _read_case(case: Case, fill_nonfinite: bool):
-    """``(voxels, geometry, notes, {label: reference mask}, ignore mask)`` of a case."""
-    volume, ijk_to_ras = read_image(case.image_path)
-    volume, geometry, notes = _voxels(case, volume, ijk_to_ras, fill_nonfinite)
-    labels = read_case_labels(case, volume.shape)
-    segment_labels = [int(v) for v in np.unique(labels) if v not in (0, IGNORE_LABEL)]
-    reference = {value: labels == value for value in segment_labels}
-    return volume, geometry, notes, reference, labels == IGNORE_LABEL
-
-
-def _case_scores(name: str, result, reference, prompts, ignore, geometry):
-    """A case's slice rows (scored slices) and the scores of its case row, from
-    :func:`~.metrics.score_volume` on the union of its segments."""
-    records = metrics.score_volume(
-        result.masks, reference, geometry, ignore=ignore, union_only=True
-    )
-    prompted = {outcome.slice for outcome in result.slices}
-    reference_union = geometry.view(np.logical_or.reduce(list(reference.values())))
-    baseline = prompt_only_dice(prompts, reference_union, geometry.view(ignore), geometry)
-    row_fields = metrics.SLICE_COLUMNS + ("reference_pixels", "predicted_pixels")
-    slice_rows = [
-        {
-            "case": name,
-            "slice": r["slice"],
-            **{field: r[field] for field in row_fields},
-            "prompted": int(r["slice"] in prompted),
-            "prompt_only_dice": float(baseline[r["slice"]]),
-        }
-        for r in records
-        if r["scope"] == "slice" and r["scored"]
-    ]
-    whole = next(r for r in records if r["scope"] == "volume")
-    scored = [r["slice"] for r in slice_rows]
-
-    def mean(column: str) -> float:
-        return float(np.mean([r[column] for r in slice_rows])) if slice_rows else math.nan
-
-    case_row = {
-        "case": name,
-        "n_scored_slices": len(scored),
-        "n_segmented_slices": len(result.slices),
-        "mean_dice": mean("dice"),
-        "mean_jaccard": mean("jaccard"),
-        "volume_dice": whole["dice"],
-        "volume_jaccard": whole["jaccard"],
-        **{column: whole[column] for column in metrics.DISTANCE_COLUMNS},
-        "prompt_only_dice": float(np.mean(baseline[scored])) if scored else math.nan,
-    }
-    return slice_rows, case_row
-
-
-def prepare(
-    found: tuple[list[Case], list[CaseError]],
-    where,
-    keep_going: bool = False,
-    fill_nonfinite: bool = False,
-) -> tuple[list[Case], list[CaseError]]:
-    """Read every case a layout found once: ``(usable cases, problems)``, before any time goes to
-    the model.
-
-    ``found`` is a layout's ``(cases, problems)``; ``where`` names the data in the error raised
-    when nothing is usable. Raises the first :class:`CaseError` unless ``keep_going``.
-    """
-    cases, problems = found
-    problems = list(problems)
-    good = []
-    for case in cases:
-        try:
-            check_case(case, fill_nonfinite)
-            good.append(case)
-        except CaseError as error:
-            problems.append(error)
-    if problems and not keep_going:
-        raise problems[0]
-    if not good:
-        raise CaseError(where, "no usable image/mask pairs")
-    return good, problems
 
 
 def run_settings(
@@ -485,85 +119,6 @@ def run_settings(
     }
 
 
-def engine_about(engine) -> dict[str, str]:
-    """Where and how an engine runs, for the summary (``threads``: of each process that ran
-    cases)."""
-    return {
-        "device": engine.device,
-        "precision": engine.precision,
-        "backend": engine.backend,
-        "threads": str(engine.threads),
-    }
-
-
-class Recorder:
-    """Keeps each finished case in the results folder and reports it, whoever computed it.
-
-    The loop of :func:`evaluate` and the cluster runner (:mod:`.cluster`) both hand their cases
-    here, so that a cohort's files and log are the same however it was computed.
-    """
-
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        folder: ResultsFolder,
-        parameters,
-        propagate_from: str | None,
-        skipped: Sequence[CaseError] = (),
-        progress: Callable[[int, int], object] | None = None,
-    ):
-        """``progress(total, done)`` makes the view of the run's progress (a
-        :class:`~.progress.Counter`; default: silent)."""
-        from .progress import Counter
-
-        about = {**parameters.summary_settings(), "propagate_from": propagate_from}
-        own = {case.name: case.settings for case in cases if case.settings}
-        if own:
-            about["case_settings"] = own
-        self.folder, self.n_cases = folder, len(cases)
-        self.todo = folder.plan(
-            [case.name for case in cases],
-            [{"file": p.path, "problem": p.problem} for p in skipped],
-            about,
-        )
-        self.progress = (progress or Counter)(len(cases), len(cases) - len(self.todo))
-        if len(self.todo) < len(cases):
-            self.progress.note(
-                f"resuming: {len(cases) - len(self.todo)} of {len(cases)} cases are already in "
-                f"{folder.folder}"
-            )
-        self._engines: dict[str, list[str]] = {}
-
-    def engine_used(self, about: dict[str, str]) -> None:
-        """Note where a case ran (device, precision, backend); workers that differ are all named."""
-        for key, value in about.items():
-            seen = self._engines.setdefault(key, [])
-            if value not in seen:
-                seen.append(value)
-                self.folder.about[key] = ", ".join(seen)
-
-    def keep(self, result: CaseResult) -> None:
-        self.folder.record(result)
-        for note in result.notes:
-            self.progress.note(f"{result.name}: {note}")
-        row = result.case_row
-        if row.get("propagation_stops"):
-            self.progress.note(f"{result.name}: propagation stopped: {row['propagation_stops']}")
-        self.progress.advance(
-            f"{result.name}: mean Dice {row['mean_dice']:.4f} over {row['n_scored_slices']} slices "
-            f"({row['seconds']:.1f} s)",
-            slices=row["n_segmented_slices"],
-        )
-
-    def fail(self, case: Case, reason: str) -> None:
-        """A case that could not be computed: listed in the summary; a later run tries it again."""
-        self.folder.fail(case.name, str(case.image_path), reason)
-        self.progress.note(f"{case.name}: failed: {reason}")
-
-    def finish(self) -> dict:
-        return self.folder.finish()
-
-
 def evaluate(
     cases: Sequence[Case],
     folder: ResultsFolder,
@@ -579,7 +134,7 @@ def evaluate(
     """Evaluate the cases not yet in ``folder`` in this process, recording each as it finishes; the
     summary.
 
-    ``progress``: see :class:`Recorder`. ``cancel()`` is asked between
+    ``progress``: see :class:`~.recorder.Recorder`. ``cancel()`` is asked between
     cases: when it returns True, :class:`~.errors.Cancelled` is raised and the folder keeps
     every case finished so far. ``clicks``, ``correction``: see :func:`evaluate_case`.
     """

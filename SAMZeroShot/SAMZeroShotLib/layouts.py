@@ -14,7 +14,7 @@
   min-max, i.e. window ``xray``.
 
 A layout's cases carry their settings (``Case.settings``, e.g. ``{"window": "ct-lung"}``); each
-applies where the user left that setting on ``auto`` (:func:`~.evaluation.case_settings`).
+applies where the user left that setting on ``auto`` (:func:`~.cases.case_settings`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .cases import MASK_EXTENSIONS, Case, MaskFile
 from .errors import CaseError, SettingError
-from .evaluation import IMAGE_EXTENSIONS, MASK_EXTENSIONS, Case, MaskFile, file_stem
+from .volumes import IMAGE_EXTENSIONS, file_stem
 
 LAYOUT_NAMES = ("paired", "montgomery", "covid19-ct-seg")
 Found = tuple[list[Case], list[CaseError]]

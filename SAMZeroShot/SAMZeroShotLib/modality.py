@@ -6,8 +6,8 @@ CT slice is a CT shown with its stored grey levels, an HU CT gets the lung windo
 
 ``auto`` decides, in this order:
 
-1. the modality the file or scene records (DICOM Modality ``CT``, or ``CR``/``DX`` for a
-   radiograph);
+1. the modality the file or scene records (:attr:`.volumes.Volume.modality`: DICOM Modality
+   ``CT``, or ``CR``/``DX`` for a radiograph);
 2. a volume with several slices is a CT;
 3. the content of the one slice: an axial CT slice shows a body outline surrounded by air, a
    radiograph fills its frame (:func:`looks_like_axial_slice`).
@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import SettingError
+from .imaging import SliceGeometry
+from .volumes import Volume
 
 MODALITY_NAMES = ("auto", "ct", "xray")
 
@@ -92,11 +94,15 @@ def looks_like_axial_slice(plane: np.ndarray) -> bool:
     return touch <= MAX_BORDER_TOUCH and extent <= MAX_BODY_EXTENT
 
 
-def decide(setting: str, slices: np.ndarray, declared: str | None = None) -> tuple[str, str]:
-    """``(modality, why)`` for a ``[slice, row, column]`` array.
+def decide(setting: str, volume: Volume, geometry: SliceGeometry) -> tuple[str, str]:
+    """``(modality, why)``: ``ct`` or ``xray``, and the reason in a few words.
 
-    ``setting``: ``ct`` or ``xray`` are taken as given; ``auto`` goes by ``declared`` (a DICOM
-    Modality value), then the number of slices, then the content of the one slice.
+    Arguments:
+      setting: the user's choice: ``ct`` or ``xray`` are taken as given; ``auto`` goes by
+        ``volume.modality`` (the DICOM Modality recorded), then the number of slices, then the
+        content of the one slice.
+      volume: the image (:class:`~.volumes.Volume`, voxels ``[K, J, I]``).
+      geometry: how its slices are taken (the slice axis gives the number of slices).
     """
     if setting not in MODALITY_NAMES:
         raise SettingError(
@@ -104,9 +110,10 @@ def decide(setting: str, slices: np.ndarray, declared: str | None = None) -> tup
         )
     if setting != "auto":
         return setting, "set by the user"
-    recorded = from_dicom(declared)
+    recorded = from_dicom(volume.modality)
     if recorded is not None:
-        return recorded, f"DICOM Modality {declared.strip().upper()}"
+        return recorded, f"DICOM Modality {volume.modality.strip().upper()}"
+    slices = geometry.view(volume.voxels)
     if len(slices) > 1:
         return "ct", f"a volume of {len(slices)} slices"
     if looks_like_axial_slice(slices[0]):

@@ -47,16 +47,6 @@ def declared_modality(volume_node) -> str | None:
     return hierarchy.GetItemAttribute(item, MODALITY_ATTRIBUTE) or None
 
 
-def record_modality(volume_node, value: str) -> None:
-    """Record a DICOM Modality for a volume where Slicer's DICOM loader would (see
-    :func:`declared_modality`)."""
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volume_node.GetScene())
-    item = hierarchy.GetItemByDataNode(volume_node) or hierarchy.CreateItem(
-        hierarchy.GetSceneItemID(), volume_node
-    )
-    hierarchy.SetItemAttribute(item, MODALITY_ATTRIBUTE, value)
-
-
 # -- volumes --------------------------------------------------------------------------------
 def ijk_to_ras(volume_node) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()

@@ -21,6 +21,7 @@ from . import modality as modalities
 from .engine import SamEngine
 from .errors import Cancelled
 from .propagation import Stop, annotated_slices, keep_slices  # noqa: F401 (their old home)
+from .volumes import Volume
 
 #: The propagation rules (see :class:`propagation.Rules`), by their old name.
 Propagation = propagation.Rules
@@ -102,7 +103,7 @@ def _in_order(
 
 
 def segment_volume(
-    volume: np.ndarray,
+    volume: Volume,
     geometry: imaging.SliceGeometry,
     prompt_masks: dict[Hashable, np.ndarray],
     engine: SamEngine,
@@ -112,32 +113,36 @@ def segment_volume(
     cancel: CancelCallback | None = None,
     propagate: bool | Propagation = False,
     modality: str = "auto",
-    declared_modality: str | None = None,
 ) -> PipelineResult:
-    """Segment every slice of ``volume`` on which ``prompt_masks`` have any label.
+    """Segment every slice of ``volume`` on which ``prompt_masks`` have any label; with
+    ``propagate``, the others too, outward from those, each prompted by its neighbour's result
+    (see :class:`Propagation`).
 
-    With ``propagate``, slices without prompts are segmented too: outward from the annotated
-    slices, each prompted by its neighbour's result (see :class:`Propagation`).
-    ``volume`` and the masks are arrays of the same shape (Slicer's ``[K, J, I]`` order);
-    ``geometry`` says how slices are taken. ``modality``: ``ct``, ``xray`` or ``auto``, decided
-    by :func:`modality.decide` from ``declared_modality`` (a DICOM Modality value), the number of
-    slices and the content. Inputs are never modified.
+    Arguments:
+      volume: the image (:class:`~.volumes.Volume`, voxels ``[K, J, I]``).
+      geometry: how its slices are taken (:func:`imaging.slice_geometry` of its IJK-to-RAS).
+      prompt_masks: bool arrays of the voxels' shape, one per segment.
+      strategy: a name (``auto``: the model's default, :func:`strategies.resolve`) or object.
+      modality: ``ct``, ``xray`` or ``auto`` (decided by :func:`modality.decide` from the volume).
+    Returns:
+      the masks, one bool array of the voxels' shape per segment, with what was used. Inputs are
+      never modified.
     """
-    _check_inputs(volume, prompt_masks)
-    model_name = getattr(getattr(engine.model, "spec", None), "name", "")
-    strategy_name, segmenter = strategies.resolve(strategy, model_name)
+    voxels = volume.voxels
+    _check_inputs(voxels, prompt_masks)
+    strategy_name, segmenter = strategies.resolve(strategy, strategies.model_name_of(engine))
     rules = propagate if isinstance(propagate, Propagation) or not propagate else Propagation()
-    window = imaging.resolve_window(window, volume)
+    window = imaging.resolve_window(window, voxels)
     keys = list(prompt_masks)
-    volume_view = geometry.view(volume)
-    modality, _ = modalities.decide(modality, volume_view, declared_modality)
+    volume_view = geometry.view(voxels)
+    modality, _ = modalities.decide(modality, volume, geometry)
     prompt_views = {key: geometry.view(mask) for key, mask in prompt_masks.items()}
     has_prompt = np.logical_or.reduce([view.any(axis=(1, 2)) for view in prompt_views.values()])
     annotated = [int(s) for s in np.flatnonzero(has_prompt)]
     report = progress or (lambda fraction, message: None)
     report(0.0, f"{len(annotated)} slices with prompts")
     total = len(volume_view) if rules else len(annotated)
-    written = _Written(volume.shape, geometry, keys, total, report, bool(rules))
+    written = _Written(voxels.shape, geometry, keys, total, report, bool(rules))
     slices = _SliceSegmenter(volume_view, window, engine, modality)
 
     def annotated_slice(s: int):

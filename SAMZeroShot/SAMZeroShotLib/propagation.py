@@ -434,8 +434,7 @@ def propagate(
 
     view = geometry.view(volume)
     _check_annotated(annotated, view)
-    model_name = getattr(getattr(engine.model, "spec", None), "name", "")
-    _, chooser = strategies.resolve(strategy, model_name)
+    _, chooser = strategies.resolve(strategy, strategies.model_name_of(engine))
     model = StrategyModel(view, imaging.resolve_window(window, volume), engine, chooser, modality)
     rules = rules or Rules()
     predicted = {}

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import imaging, metrics, mrml_io, placement, voxels
+from . import imaging, metrics, mrml_io, placement, volumes, voxels
 from . import modality as modalities
 from .errors import BadVoxels, Cancelled, InputError
 from .mrml_io import DICE_PLOT_REFERENCE, SUMMARY_ATTRIBUTE
@@ -72,7 +72,7 @@ def _reference_masks(reference_node, prompt_node, ids, volume_node):
 class Inputs:
     """The checked inputs of one run, as arrays in the volume's geometry."""
 
-    volume: np.ndarray
+    volume: volumes.Volume  # voxels checked (NaN/inf filled where asked)
     geometry: imaging.SliceGeometry
     ids: list[str]
     prompt_masks: dict[str, np.ndarray]
@@ -87,27 +87,21 @@ def read_inputs(
     reference_node=None,
     parameters: Parameters | None = None,
     log: Callable[[str], None] | None = None,
+    volume: volumes.Volume | None = None,
 ) -> Inputs:
     """Every check :func:`process` makes of its inputs, without the model; raises
     :class:`InputError`.
 
     Empty prompt segments are left out (and logged); NaN or infinite voxels are refused unless
-    ``parameters.fill_nonfinite``. Nothing is added to the scene.
+    ``parameters.fill_nonfinite``. Nothing is added to the scene. ``volume``: what
+    :func:`~.volumes.volume_from_node` gives for ``volume_node`` (the default), with a modality
+    the node does not record where the caller knows it (the command line: the file's).
     """
     parameters = parameters or Parameters()
     say = log or logging.getLogger(__name__).info
-    volume = mrml_io.volume_array(volume_node)
-    if volume.ndim != 3:
-        raise InputError(f"Volume {volume_node.GetName()} is not a 3D image.")
-    geometry = imaging.slice_geometry(
-        mrml_io.ijk_to_ras(volume_node), volume.shape, parameters.slice_axis
-    )
-    try:
-        volume, notes = voxels.checked(volume, geometry, fill=parameters.fill_nonfinite)
-    except BadVoxels as error:
-        raise InputError(f"Volume {volume_node.GetName()}: {error}") from None
-    for note in notes:
-        say(f"{volume_node.GetName()}: {note}")
+    if volume is None:
+        volume = volumes.volume_from_node(volume_node)
+    volume, geometry = _checked_volume(volume, parameters, say)
     ids = mrml_io.resolve_segment_ids(prompt_node, segment_ids)
     prompt_masks = mrml_io.segment_masks(prompt_node, ids, volume_node)
     empty = [
@@ -125,15 +119,27 @@ def read_inputs(
         ids = [i for i in ids if prompt_masks[i].any()]
         prompt_masks = {i: prompt_masks[i] for i in ids}
     reference_masks = _reference_masks(reference_node, prompt_node, ids, volume_node)
-    modality, why = modalities.decide(
-        parameters.modality, geometry.view(volume), mrml_io.declared_modality(volume_node)
-    )
+    modality, why = modalities.decide(parameters.modality, volume, geometry)
     say(
-        f"{volume_node.GetName()}: {volume.shape[::-1]} voxels, {geometry.orientation} slices, "
+        f"{volume.name}: {volume.voxels.shape[::-1]} voxels, {geometry.orientation} slices, "
         f"{'a CT' if modality == 'ct' else 'a radiograph'} ({why}); "
         f"segments: {', '.join(prompt_node.GetSegmentation().GetSegment(i).GetName() for i in ids)}"
     )
     return Inputs(volume, geometry, ids, prompt_masks, reference_masks, modality)
+
+
+def _checked_volume(volume: volumes.Volume, parameters: Parameters, say):
+    """``(volume with usable voxels, slice geometry)``; the notes on its voxels go to ``say``."""
+    if volume.voxels.ndim != 3:
+        raise InputError(f"Volume {volume.name} is not a 3D image.")
+    geometry = imaging.slice_geometry(volume.ijk_to_ras, volume.voxels.shape, parameters.slice_axis)
+    try:
+        checked, notes = voxels.checked(volume.voxels, geometry, fill=parameters.fill_nonfinite)
+    except BadVoxels as error:
+        raise InputError(f"Volume {volume.name}: {error}") from None
+    for note in notes:
+        say(f"{volume.name}: {note}")
+    return replace(volume, voxels=checked), geometry
 
 
 def process(

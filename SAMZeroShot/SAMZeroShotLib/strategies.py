@@ -442,8 +442,15 @@ def without_refinement(strategy):
     return strategy
 
 
+def model_name_of(engine) -> str:
+    """The name of the model an engine runs (``""`` for a stand-in without a model spec): what
+    :func:`resolve` picks ``auto`` by."""
+    return getattr(getattr(engine.model, "spec", None), "name", "")
+
+
 def resolve(strategy, model_name: str = ""):
-    """``(name, strategy object)`` for a name (``auto`` picks per model) or a strategy object."""
+    """``(name, strategy object)`` for a name (``auto`` picks per model, :data:`AUTO`) or a
+    strategy object: the one place a strategy setting becomes the strategy that runs."""
     if not isinstance(strategy, str):
         return getattr(strategy, "name", "custom"), strategy
     if strategy == "auto":
