@@ -216,19 +216,21 @@ def cases_per_host(client) -> dict[str, int]:
     return dict(counts)
 
 
-def free_slots(client, running: Mapping) -> int:
-    """Cases the workers can start now: their threads less the tasks they hold, less ours not yet
-    placed.
+def free_workers(client, running: Mapping) -> list[str]:
+    """The workers that can start a case now, once per free thread: their threads less the tasks
+    they hold, less ours not yet placed.
 
     Asked of the scheduler each time (a worker that died or joined changes it).
     """
     nthreads, processing = client.nthreads(), client.processing()
     placed = {key for keys in processing.values() for key in keys}
     unplaced = sum(1 for future in running if future.key not in placed)
-    return (
-        sum(max(0, n - len(processing.get(worker, ()))) for worker, n in nthreads.items())
-        - unplaced
-    )
+    free = [
+        worker
+        for worker, n in sorted(nthreads.items())
+        for _ in range(max(0, n - len(processing.get(worker, ()))))
+    ]
+    return free[: max(0, len(free) - unplaced)]
 
 
 def _finished(running: Mapping, timeout: float = 1.0) -> list:
@@ -251,9 +253,22 @@ def _failure(error, tries: int) -> str:
     )
 
 
-def _send(client, case: Case, parameters, propagate_from, share, key: str):
-    """Submit one case (its own key per try: a resent case is a new task, not Dask's retry)."""
-    return client.submit(run_case, case, parameters, propagate_from, share, pure=False, key=key)
+def _send(client, case: Case, parameters, propagate_from, share, key: str, worker: str):
+    """Submit one case (its own key per try: a resent case is a new task, not Dask's retry) to
+    ``worker``, a worker with a free thread: two cases never wait on one worker while another is
+    idle, where one death would take both down. Should that worker be gone by then, the case
+    goes to another."""
+    return client.submit(
+        run_case,
+        case,
+        parameters,
+        propagate_from,
+        share,
+        pure=False,
+        key=key,
+        workers=[worker],
+        allow_other_workers=True,
+    )
 
 
 def evaluate(
@@ -285,15 +300,19 @@ def evaluate(
     run, share, stopping = uuid.uuid4().hex[:8], cases_per_host(client), False
     try:
         while waiting or running:
-            for _ in range(min(len(waiting), free_slots(client, running))):
+            for worker in free_workers(client, running)[: len(waiting)]:
                 name = waiting.popleft()
                 tries[name] += 1
                 key = f"{KEY_PREFIX}{name}-{run}-{tries[name]}"
-                running[_send(client, by_name[name], parameters, propagate_from, share, key)] = name
+                case = by_name[name]
+                running[_send(client, case, parameters, propagate_from, share, key, worker)] = name
             for future in _finished(running):
                 name = running.pop(future)
                 try:
                     result, about = future.result()
+                    # Let go of it at once: a finished case held on a worker that dies would be
+                    # computed again, taking a thread no case was sent to.
+                    future.release()
                 except KilledWorker as error:
                     if tries[name] <= RETRIES and not stopping:
                         waiting.appendleft(name)
