@@ -77,8 +77,9 @@ def load(name: str, data: Path) -> DevVolume:
     return DevVolume(name, volume.voxels, geometry, reference, scored)
 
 
-def engine_with_cache(cache: Path):
-    engine = EngineFactory().build(Parameters(strategy="box"), log=print)
+def engine_with_cache(cache: Path, precision: str = "fp32"):
+    # fp32 by default, so that the numbers do not depend on whether the CPU has native bf16.
+    engine = EngineFactory().build(Parameters(strategy="box", precision=precision), log=print)
     engine.cache = EmbeddingCache(max_bytes=3 << 30, directory=cache)
     return engine
 
@@ -93,14 +94,49 @@ def dice_per_slice(masks: dict, volume: DevVolume) -> dict:
     return scores
 
 
-def run_propagated(volume: DevVolume, engine, which: str, rules) -> dict:
+def _box_and_point(masks, negative=False):
+    from SAMZeroShotLib import prompts
+
+    keys = [key for key, mask in masks.items() if mask.any()]
+    union = np.logical_or.reduce([masks[key] for key in keys]) if keys else None
+    out = []
+    for key in keys:
+        points, labels = [prompts.positive_point(masks[key])], [1]
+        if negative and len(keys) > 1:
+            row, col = prompts.negative_point(union)
+            if not masks[key][row, col]:
+                points, labels = points + [(row, col)], labels + [0]
+        out.append(
+            prompts.Prompt(
+                segments=(key,),
+                points=[(c, r) for r, c in points],
+                labels=labels,
+                box=prompts.box_prompt(masks[key]),
+            )
+        )
+    return out
+
+
+def strategy_named(name: str):
+    from SAMZeroShotLib import strategies
+
+    extra = {
+        "box+point": lambda masks: _box_and_point(masks),
+        "box+point+negative": lambda masks: _box_and_point(masks, negative=True),
+    }
+    if name in extra:
+        return strategies.PromptStrategy(name, extra[name])
+    return name
+
+
+def run_propagated(volume: DevVolume, engine, which: str, rules, strategy="box") -> dict:
     """Keep the reference on the annotated slices (``which``), propagate, score."""
     view = {key: volume.geometry.view(mask) for key, mask in volume.reference.items()}
     slices = propagation.annotated_slices(volume.reference, volume.geometry, which)
     annotated = {s: {key: v[s].copy() for key, v in view.items()} for s in slices}
     started, encoded = time.perf_counter(), engine.encoded_slices
     masks, stops = propagation.propagate(
-        volume.voxels, volume.geometry, annotated, engine, "box", rules=rules
+        volume.voxels, volume.geometry, annotated, engine, strategy_named(strategy), rules=rules
     )
     seconds = time.perf_counter() - started
     scores = dice_per_slice(masks, volume)
@@ -153,13 +189,17 @@ def parse_rules(setting: str):
     for item in filter(None, setting.split(",")):
         name, value = item.split("=", 1)
         current = getattr(rules, name)
-        rules = replace(rules, **{name: type(current)(value)})
+        if isinstance(current, tuple):  # values separated by "/"
+            parsed = tuple(float(v) for v in value.split("/") if v)
+        else:
+            parsed = type(current)(value)
+        rules = replace(rules, **{name: parsed})
     return rules
 
 
 def precompute(args) -> None:
     """Encode every slice near the lung of every volume once (the disk cache keeps them)."""
-    engine = engine_with_cache(args.cache)
+    engine = engine_with_cache(args.cache, args.precision)
     for name in ("ct_dev-selection", "pyrad_lung1", "pyrad_lung2"):
         volume = load(name, args.data)
         window = imaging.resolve_window("auto", volume.voxels)
@@ -176,7 +216,7 @@ def precompute(args) -> None:
 
 def sweep(args) -> None:
     """Each rule setting of ``--try`` on each volume of the set, from each number of slices."""
-    engine = engine_with_cache(args.cache)
+    engine = engine_with_cache(args.cache, args.precision)
     volumes = [load(name, args.data) for name in SETS[args.set]]
     with open(args.out, "a") as out:
         for volume in volumes:
@@ -188,8 +228,9 @@ def sweep(args) -> None:
             rules = parse_rules(setting)
             for volume in volumes:
                 for which in args.slices.split(","):
-                    result = run_propagated(volume, engine, which, rules)
+                    result = run_propagated(volume, engine, which, rules, args.strategy)
                     row = {"volume": volume.name, "set": args.set, "slices": which}
+                    row["strategy"] = args.strategy
                     out.write(json.dumps({**row, "rules": asdict(rules), **result}) + "\n")
                     out.flush()
                     print(
@@ -252,6 +293,8 @@ def main(argv=None) -> None:
         default=[],
         help="a rule setting to try: name=value,name=value of propagation.Rules (repeatable)",
     )
+    parser.add_argument("--precision", default="fp32", help="the model's precision (fp32, bf16)")
+    parser.add_argument("--strategy", default="box", help="what the propagated slices use")
     parser.add_argument("--oracle", action="store_true", help="also box on every slice")
     args = parser.parse_args(argv)
     commands = {"precompute": precompute, "sweep": sweep, "summary": summary, "curve": curve}

@@ -22,7 +22,7 @@ goes unnoticed. :func:`propagate` is the entry point for callers with a volume a
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -51,6 +51,9 @@ CHOSEN_FROM_DATA = {
     # own outline, which that slice then keeps, scored higher on every selection run and tied on
     # the propagated slices alone (-0.0003 on ct_dev from the middle).
     "start_from": "drawn",
+    # Prompts tried again on the same slice when the new mask breaks a rule (grow values; none
+    # tried before).
+    "retry_grow": (),
     # 0 / 1 tried (0): equal on the selection scores (-0.0004 on ct_dev from the middle), but from
     # 3 slices ct_dev's left lung, skipping the slice where it had rightly stopped, went on for
     # 14 slices below its base (masks on slices without lung): not used.
@@ -100,6 +103,11 @@ class Rules:
     patience: int = CHOSEN_FROM_DATA["patience"]
     max_growth: float = CHOSEN_FROM_DATA["max_growth"]
     start_from: str = CHOSEN_FROM_DATA["start_from"]
+    retry_grow: tuple[float, ...] = CHOSEN_FROM_DATA["retry_grow"]
+    reprompt: int = 0
+    max_annotated_shift: float = 0.0
+    max_grey: float = 0.0
+    reprompt_grow: float = 0.0
 
     def __post_init__(self):
         if self.start_from not in ("model", "drawn"):
@@ -188,7 +196,7 @@ def stop_reason(
     """``(reason, detail)`` when ``mask`` on ``image`` (following ``previous``) breaks a rule;
     else None. ``reference``: the segment's largest annotated area and the mean intensity that
     the intensity rule compares with."""
-    largest_area, intensity = reference
+    largest_area, intensity = reference[:2]
     area = int(mask.sum())
     if area == 0:
         return "empty", "no pixels"
@@ -202,6 +210,14 @@ def stop_reason(
     shift = abs(float(image[mask].mean()) - intensity)
     if shift > rules.max_intensity_shift:
         return "intensity shift", f"{shift:.0f} > {rules.max_intensity_shift:.0f} grey levels"
+    if rules.max_grey and float(image[mask].mean()) > rules.max_grey:
+        return "bright", f"mean grey level {float(image[mask].mean()):.0f} > {rules.max_grey:.0f}"
+    if rules.max_annotated_shift and len(reference) > 2:
+        shift = abs(float(image[mask].mean()) - reference[2])
+        if shift > rules.max_annotated_shift:
+            return "intensity drift", (
+                f"{shift:.0f} > {rules.max_annotated_shift:.0f} grey levels from the annotated"
+            )
     return None
 
 
@@ -276,11 +292,29 @@ class _Walker:
         for group, is_small in (([k for k in prompts if k not in small], False), (small, True)):
             if group:
                 predicted.update(self.model.segment(t, {k: prompts[k] for k in group}, is_small))
+        for _ in range(rules.reprompt):
+            again = {
+                key: grown(mask, replace(rules, grow=rules.reprompt_grow, min_grow_pixels=0))
+                for key, mask in predicted.items()
+                if mask.any()
+            }
+            if not again:
+                break
+            for group, is_small in (([k for k in again if k not in small], False), (small, True)):
+                group = [k for k in group if k in again]
+                if group:
+                    predicted.update(self.model.segment(t, {k: again[k] for k in group}, is_small))
         image = self.model.image(t)
         carried, failed = {}, {}
         for key, mask in predicted.items():
-            reference = (self.references[key][0], intensities[key])
+            reference = (self.references[key][0], intensities[key], self.references[key][1])
             why = stop_reason(mask, previous[key], image, reference, rules)
+            for grow in rules.retry_grow if why is not None else ():
+                prompt = grown(previous[key], replace(rules, grow=grow))
+                mask = self.model.segment(t, {key: prompt}, key in small)[key]
+                if stop_reason(mask, previous[key], image, reference, rules) is None:
+                    why = None
+                    break
             if why is None:
                 carried[key] = mask
             else:
