@@ -218,6 +218,26 @@ def test_a_segment_that_slides_onto_brighter_tissue_stops_there():
     assert stop.detail == "100 > 40 grey levels"
 
 
+def test_a_segment_that_creeps_onto_soft_tissue_stops_where_it_is_bright():
+    # Below slice 15 the right "lung" brightens by 30 grey levels a slice: each step is within
+    # the shift limit, but from slice 10 its mean (200 + 30) is above the brightness limit.
+    truth = two_lungs()
+    images = {}
+    for s in range(15):
+        image = TruthInBox(truth).image(s)
+        image[truth[s]["right"]] = min(255, 50 + 30 * (15 - s))
+        images[s] = image
+    rules = Rules(max_intensity_shift=40, max_grey=200)
+    result, _ = walk(truth, [20], rules, TruthInBox(truth, images))
+    [stop] = [s for s in result.stops if s.segment == "right" and s.direction < 0]
+    assert (stop.slice, stop.reason) == (9, "bright")
+    assert stop.detail == "mean grey level 230 > 200"
+    assert all("right" not in result.masks[s] for s in range(10))
+    assert all("right" in result.masks[s] for s in range(10, 20))
+    no_limit, _ = walk(truth, [20], replace(rules, max_grey=0), TruthInBox(truth, images))
+    assert all("right" in no_limit.masks[s] for s in range(20))
+
+
 @pytest.mark.parametrize(
     "mask, rules, reason",
     [
@@ -226,6 +246,7 @@ def test_a_segment_that_slides_onto_brighter_tissue_stops_there():
         (disc((20, 5), 4), Rules(min_overlap=0.5), "low overlap"),
         (disc((20, 20), 12), Rules(max_growth=2), "grew"),
         (disc((20, 20), 8), Rules(max_intensity_shift=10), "intensity shift"),
+        (disc((20, 20), 8), Rules(max_grey=60), "bright"),
     ],
 )
 def test_stop_reason_names_the_rule_broken(mask, rules, reason):

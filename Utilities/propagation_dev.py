@@ -2,8 +2,8 @@
 
 Selection: ct_dev's selection blocks (dev_split.json; the whole volume is segmented, only those
 slices are scored) and ct_dev2's pyrad_lung1. Report: ct_dev's held-out blocks and pyrad_lung2.
-Data: ../shared/data (or --data). Built-in model, ``box`` strategy (what the propagated slices are
-segmented with), the window ``auto`` gives.
+Data: ../shared/data (or --data). Built-in model in fp32 (``--precision``), ``box`` strategy
+(``--strategy``: what the propagated slices are segmented with), the window ``auto`` gives.
 
 Every slice's embedding is computed once and kept on disk (``--cache``), so a sweep over rule
 values costs decoder calls only: run ``precompute`` first (best with OMP_NUM_THREADS=1 on a shared
@@ -12,6 +12,7 @@ machine), then ``sweep`` with rule settings, e.g.::
     propagation_dev.py precompute
     propagation_dev.py sweep --set selection --slices middle,3 --try min_overlap=0.3 --try ""
     propagation_dev.py sweep --set report --slices middle,2,3,5 --oracle
+    propagation_dev.py sweep --set report --slices middle,3 --strategy adaptive
 
 Each run appends one JSON line per (rules, volume, annotated slices) to ``--out`` (default
 propagation_dev.jsonl): mean slice Dice over the scored slices, the volume's stops, seconds.
@@ -94,41 +95,6 @@ def dice_per_slice(masks: dict, volume: DevVolume) -> dict:
     return scores
 
 
-def _box_and_point(masks, negative=False):
-    from SAMZeroShotLib import prompts
-
-    keys = [key for key, mask in masks.items() if mask.any()]
-    union = np.logical_or.reduce([masks[key] for key in keys]) if keys else None
-    out = []
-    for key in keys:
-        points, labels = [prompts.positive_point(masks[key])], [1]
-        if negative and len(keys) > 1:
-            row, col = prompts.negative_point(union)
-            if not masks[key][row, col]:
-                points, labels = points + [(row, col)], labels + [0]
-        out.append(
-            prompts.Prompt(
-                segments=(key,),
-                points=[(c, r) for r, c in points],
-                labels=labels,
-                box=prompts.box_prompt(masks[key]),
-            )
-        )
-    return out
-
-
-def strategy_named(name: str):
-    from SAMZeroShotLib import strategies
-
-    extra = {
-        "box+point": lambda masks: _box_and_point(masks),
-        "box+point+negative": lambda masks: _box_and_point(masks, negative=True),
-    }
-    if name in extra:
-        return strategies.PromptStrategy(name, extra[name])
-    return name
-
-
 def run_propagated(volume: DevVolume, engine, which: str, rules, strategy="box") -> dict:
     """Keep the reference on the annotated slices (``which``), propagate, score."""
     view = {key: volume.geometry.view(mask) for key, mask in volume.reference.items()}
@@ -136,7 +102,7 @@ def run_propagated(volume: DevVolume, engine, which: str, rules, strategy="box")
     annotated = {s: {key: v[s].copy() for key, v in view.items()} for s in slices}
     started, encoded = time.perf_counter(), engine.encoded_slices
     masks, stops = propagation.propagate(
-        volume.voxels, volume.geometry, annotated, engine, strategy_named(strategy), rules=rules
+        volume.voxels, volume.geometry, annotated, engine, strategy, rules=rules
     )
     seconds = time.perf_counter() - started
     scores = dice_per_slice(masks, volume)
@@ -189,11 +155,7 @@ def parse_rules(setting: str):
     for item in filter(None, setting.split(",")):
         name, value = item.split("=", 1)
         current = getattr(rules, name)
-        if isinstance(current, tuple):  # values separated by "/"
-            parsed = tuple(float(v) for v in value.split("/") if v)
-        else:
-            parsed = type(current)(value)
-        rules = replace(rules, **{name: parsed})
+        rules = replace(rules, **{name: type(current)(value)})
     return rules
 
 
@@ -249,12 +211,13 @@ def summary(args) -> None:
     for row in rows:
         if "rules" not in row:
             continue
-        key = (row["set"], json.dumps(row["rules"], sort_keys=True), row["slices"])
+        rules = json.dumps(row["rules"], sort_keys=True)
+        key = (row["set"], row.get("strategy", "box"), rules, row["slices"])
         table.setdefault(key, {})[row["volume"]] = row["mean_dice"]
-    for (set_name, rules, which), by_volume in sorted(table.items()):
+    for (set_name, strategy, rules, which), by_volume in sorted(table.items()):
         values = " ".join(f"{v}={d:.4f}" for v, d in sorted(by_volume.items()))
         mean = np.mean(list(by_volume.values()))
-        print(f"{set_name} {which:>6} mean {mean:.4f} | {values} | {rules}")
+        print(f"{set_name} {strategy} {which:>6} mean {mean:.4f} | {values} | {rules}")
 
 
 def curve(args) -> None:
@@ -265,7 +228,11 @@ def curve(args) -> None:
     oracle = {row["volume"]: row["oracle"]["mean_dice"] for row in rows if "oracle" in row}
     found: dict = {}
     for row in rows:
-        if "rules" in row and json.dumps(row["rules"], sort_keys=True) == wanted:
+        if (
+            "rules" in row
+            and row.get("strategy", "box") == args.strategy
+            and json.dumps(row["rules"], sort_keys=True) == wanted
+        ):
             found.setdefault(row["volume"], {})[row["slices"]] = row
     counts = sorted({k for by in found.values() for k in by}, key=lambda k: (k != "middle", k))
     print("| volume | set | box, every slice | " + " | ".join(counts) + " | seconds |")
