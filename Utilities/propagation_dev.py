@@ -191,8 +191,12 @@ def sweep(args) -> None:
             for volume in volumes:
                 for which in args.slices.split(","):
                     result = run_propagated(volume, engine, which, rules, args.strategy)
-                    row = {"volume": volume.name, "set": args.set, "slices": which}
-                    row["strategy"] = args.strategy
+                    row = {
+                        "volume": volume.name,
+                        "set": args.set,
+                        "slices": which,
+                        "strategy": args.strategy,
+                    }
                     out.write(json.dumps({**row, "rules": asdict(rules), **result}) + "\n")
                     out.flush()
                     print(

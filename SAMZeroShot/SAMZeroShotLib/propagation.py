@@ -208,10 +208,10 @@ def stop_reason(
     overlap = float((mask & previous).sum()) / max(1, min(area, int(previous.sum())))
     if overlap < rules.min_overlap:
         return "low overlap", f"{overlap:.2f} < {rules.min_overlap}"
-    shift = abs(float(image[mask].mean()) - intensity)
+    grey = float(image[mask].mean())
+    shift = abs(grey - intensity)
     if shift > rules.max_intensity_shift:
         return "intensity shift", f"{shift:.0f} > {rules.max_intensity_shift:.0f} grey levels"
-    grey = float(image[mask].mean())
     if rules.max_grey and grey > rules.max_grey:
         return "bright", f"mean grey level {grey:.0f} > {rules.max_grey:.0f}"
     return None
