@@ -22,7 +22,7 @@ goes unnoticed. :func:`propagate` is the entry point for callers with a volume a
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -108,6 +108,11 @@ class Rules:
     max_growth: float = CHOSEN_FROM_DATA["max_growth"]
     start_from: str = CHOSEN_FROM_DATA["start_from"]
     max_grey: float = CHOSEN_FROM_DATA["max_grey"]
+    # Tried on the selection data, off (docs/propagation.md): rules broken (reasons joined by
+    # "+") after which the mask is cut to its prompt and carried on when it then keeps the rules;
+    # the growth used while the segment's mask shrinks from slice to slice (-1: ``grow``).
+    clip: str = ""
+    grow_shrinking: float = -1.0
 
     def __post_init__(self):
         if self.start_from not in ("model", "drawn"):
@@ -251,11 +256,13 @@ class _Walker:
             image = self.model.image(walk.start)
             intensities = {key: float(image[mask].mean()) for key, mask in live.items()}
         t, missed = walk.start, {}  # missed: key -> (slices missed in a row, the first stop)
+        shrinking: set = set()
         while live and t != walk.limit:
             t += walk.direction
             if self.cancel is not None and self.cancel():
                 raise Cancelled()
-            carried, failed, image = self.step(t, live, intensities)
+            carried, failed, image = self.step(t, live, intensities, shrinking)
+            shrinking = {k for k, m in carried.items() if k in live and m.sum() < live[k].sum()}
             walk.masks[t] = dict(carried)
             for key in carried:
                 missed.pop(key, None)
@@ -279,10 +286,14 @@ class _Walker:
         walk.stops += [first for _, first in missed.values()]
         return walk
 
-    def step(self, t: int, previous: Masks, intensities: dict):
+    def step(self, t: int, previous: Masks, intensities: dict, shrinking=frozenset()):
         """``(carried masks, {key: (reason, detail)} of the stopped, image)`` on slice ``t``."""
         rules = self.rules
-        prompts = {key: grown(mask, rules) for key, mask in previous.items()}
+        slower = replace(rules, grow=rules.grow_shrinking) if rules.grow_shrinking >= 0 else rules
+        prompts = {
+            key: grown(mask, slower if key in shrinking else rules)
+            for key, mask in previous.items()
+        }
         small = {key for key, mask in previous.items() if mask.sum() < rules.small_piece}
         predicted: Masks = {}
         for group, is_small in (([k for k in prompts if k not in small], False), (small, True)):
@@ -293,6 +304,10 @@ class _Walker:
         for key, mask in predicted.items():
             reference = (self.references[key][0], intensities[key])
             why = stop_reason(mask, previous[key], image, reference, rules)
+            if why is not None and rules.clip and why[0] in rules.clip.split("+"):
+                clipped = mask & prompts[key]
+                if stop_reason(clipped, previous[key], image, reference, rules) is None:
+                    mask, why = clipped, None
             if why is None:
                 carried[key] = mask
             else:
