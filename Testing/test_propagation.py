@@ -201,7 +201,7 @@ def test_each_stop_says_which_segment_stopped_where_and_that_the_other_went_on()
         " went on to 0; left lung: walk up from 15 stopped at 25 (empty: no pixels), while the"
         " other segments went on to 29"
     )
-    # Where it stopped, it kept nothing.
+    # Where it stopped (no pixels), it kept nothing.
     assert all("left" not in result.masks[s] for s in list(range(5)) + list(range(25, 30)))
 
 
@@ -236,6 +236,73 @@ def test_a_segment_that_creeps_onto_soft_tissue_stops_where_it_is_bright():
     assert all("right" in result.masks[s] for s in range(10, 20))
     no_limit, _ = walk(truth, [20], replace(rules, max_grey=0), TruthInBox(truth, images))
     assert all("right" in no_limit.masks[s] for s in range(20))
+
+
+class LeaksOnFirstVisit(TruthInBox):
+    """The first time slice ``s`` is segmented, ``key``'s mask spreads over ``leak`` (and loses
+    ``lost`` of the true mask)."""
+
+    def __init__(self, truth, s, key, leak, lost=None):
+        super().__init__(truth)
+        self.leaking, self.leak, self.lost = (s, key), leak, lost
+
+    def segment(self, s, prompts, small):
+        masks = super().segment(s, prompts, small)
+        key = self.leaking[1]
+        if (s, key) == self.leaking and key in prompts:
+            lost = self.lost if self.lost is not None else np.zeros((SIZE, SIZE), bool)
+            masks[key] = (self.truth[s][key] | self.leak) & ~lost
+            self.leaking = None, None
+        return masks
+
+
+def test_where_a_segment_stops_it_keeps_its_part_inside_the_neighbours_mask():
+    # Walking down from 20, the right "lung" spreads on slice 10 to four times its neighbour's
+    # area: it stops there, keeping the part inside slice 11's mask (the true disc), nothing below.
+    truth = two_lungs()
+    model = LeaksOnFirstVisit(truth, 10, "right", disc((20, 10), 12))
+    result, _ = walk(truth, [20], Rules(), model)
+    [stop] = [s for s in result.stops if s.segment == "right" and s.direction < 0]
+    assert (stop.slice, stop.reason, stop.kept) == (10, "grew", int(truth[10]["right"].sum()))
+    assert np.array_equal(result.masks[10]["right"], truth[10]["right"])
+    assert all("right" not in result.masks[s] for s in range(10))
+    assert "keeping there its 113 px inside the neighbour's mask" in stop.describe()
+    # Without the rule it keeps nothing where it stopped.
+    model = LeaksOnFirstVisit(truth, 10, "right", disc((20, 10), 12))
+    result, _ = walk(truth, [20], Rules(keep_at_stop=False), model)
+    [stop] = [s for s in result.stops if s.segment == "right" and s.direction < 0]
+    assert (stop.slice, stop.kept) == (10, 0)
+    assert all("right" not in result.masks[s] for s in range(11))
+
+
+def test_a_segment_stopped_for_brightness_keeps_nothing_there():
+    # On slice 10 the right "lung" takes in a bright ring (255) around a grey disc (190): its
+    # mean is above the limit; the disc alone, inside the neighbour's mask, is not, but is no lung.
+    truth = two_lungs()
+    ring = disc((20, 10), 8) & ~disc((20, 10), 6)
+    image = TruthInBox(truth).image(10)
+    image[truth[10]["right"]], image[ring] = 190, 255
+    model = LeaksOnFirstVisit(truth, 10, "right", ring)
+    model.images = {10: image}
+    result, _ = walk(truth, [20], Rules(max_intensity_shift=255, max_grey=200), model)
+    [stop] = [s for s in result.stops if s.segment == "right" and s.direction < 0]
+    assert (stop.slice, stop.reason, stop.kept) == (10, "bright", 0)
+    assert all("right" not in result.masks[s] for s in range(11))
+
+
+def test_a_part_kept_where_a_walk_stopped_gives_way_to_the_other_sides_whole_mask():
+    # In the gap 10-20 the walk up from 10 stops on 13 keeping the lower half of the left disc;
+    # the walk down from 20 carried the whole disc there, and slice 13 takes that.
+    truth = two_lungs()
+    upper = np.zeros((SIZE, SIZE), bool)
+    upper[:20] = True
+    model = LeaksOnFirstVisit(truth, 13, "left", disc((20, 30), 16), lost=upper)
+    result, _ = walk(truth, [10, 20], Rules(), model)
+    [stop] = [s for s in result.stops if s.slice == 13]
+    assert (stop.segment, stop.reason, stop.covered) == ("left", "grew", True)
+    assert 0 < stop.kept < truth[13]["left"].sum()
+    for s in range(10, 21):
+        assert np.array_equal(result.masks[s]["left"], truth[s]["left"]), s
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,11 @@ machine), then ``sweep`` with rule settings, e.g.::
     propagation_dev.py sweep --set selection --slices middle,3 --try min_overlap=0.3 --try ""
     propagation_dev.py sweep --set report --slices middle,2,3,5 --oracle
     propagation_dev.py sweep --set report --slices middle,3 --strategy adaptive
+    propagation_dev.py sweep --set thin --slices middle,3 --oracle
+
+``--set thin`` is pyrad_lung1 (a selection volume) resampled from 5 mm to 5/3 mm slices by linear
+interpolation of the image and of each lung's mask, written under ``thin/`` in the working folder
+on first use: a synthetic check of the walk over three times as many steps, not a thin-slice scan.
 
 Each run appends one JSON line per (rules, volume, annotated slices) to ``--out`` (default
 propagation_dev.jsonl): mean slice Dice over the scored slices, the volume's stops, seconds.
@@ -50,7 +55,9 @@ VOLUMES = {  # name: (folder, stem, scored slices: "selection" / "heldout" block
 SETS = {
     "selection": ("ct_dev-selection", "pyrad_lung1"),
     "report": ("ct_dev-heldout", "pyrad_lung2"),
+    "thin": ("pyrad_lung1-thin",),
 }
+THIN = {"pyrad_lung1-thin": ("pyrad_lung1", 3)}  # name: (ct_dev2 volume, slices per slice)
 
 
 @dataclass
@@ -62,12 +69,51 @@ class DevVolume:
     scored: list  # slices scored (with reference lung, in the set's blocks)
 
 
+def thin_copy(data: Path, stem: str, factor: int, out: Path = Path("thin")) -> Path:
+    """ct_dev2's ``stem`` with ``factor`` times as many slices, image and each label linearly
+    interpolated (a label where its interpolated indicator is at least 0.5), under ``out``."""
+    import SimpleITK as sitk
+
+    if (out / "masks" / f"{stem}.nii.gz").is_file():
+        return out
+    image = sitk.ReadImage(str(data / "ct_dev2" / "images" / f"{stem}.nii.gz"))
+    mask = sitk.ReadImage(str(data / "ct_dev2" / "masks" / f"{stem}.nii.gz"))
+    size, spacing = list(image.GetSize()), list(image.GetSpacing())
+    new_size = [size[0], size[1], (size[2] - 1) * factor + 1]
+    new_spacing = [spacing[0], spacing[1], spacing[2] / factor]
+
+    def resampled(item, pixel):
+        return sitk.Resample(
+            item, new_size, sitk.Transform(), sitk.sitkLinear, item.GetOrigin(), new_spacing,
+            item.GetDirection(), 0, pixel,
+        )  # fmt: skip
+
+    labels = sitk.GetArrayFromImage(mask)
+    thin = np.zeros((new_size[2], size[1], size[0]), np.uint8)
+    for label in np.unique(labels[labels > 0]):
+        indicator = sitk.GetImageFromArray((labels == label).astype(np.float32))
+        indicator.CopyInformation(mask)
+        thin[sitk.GetArrayFromImage(resampled(indicator, sitk.sitkFloat32)) >= 0.5] = label
+    thin_mask = sitk.GetImageFromArray(thin)
+    thin_image = resampled(image, image.GetPixelID())
+    thin_mask.CopyInformation(thin_image)
+    for kind, item in (("images", thin_image), ("masks", thin_mask)):
+        (out / kind).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(item, str(out / kind / f"{stem}.nii.gz"))
+    return out
+
+
 def load(name: str, data: Path) -> DevVolume:
-    folder, stem, blocks = VOLUMES[name]
+    if name in THIN:
+        stem, factor = THIN[name]
+        folder, blocks = thin_copy(data, stem, factor), None
+    else:
+        folder, stem, blocks = VOLUMES[name]
+        folder = data / folder
     case = Case(
         stem,
-        data / folder / "images" / f"{stem}.nii.gz",
-        (MaskFile(data / folder / "masks" / f"{stem}.nii.gz"),),
+        folder / "images" / f"{stem}.nii.gz",
+        (MaskFile(folder / "masks" / f"{stem}.nii.gz"),),
     )
     volume, geometry, _, reference, _ = read_case(case, False)
     union = geometry.view(np.logical_or.reduce(list(reference.values())))
