@@ -71,7 +71,7 @@ class DevVolume:
 
 def thin_copy(data: Path, stem: str, factor: int, out: Path = Path("thin")) -> Path:
     """ct_dev2's ``stem`` with ``factor`` times as many slices, image and each label linearly
-    interpolated (a label where its interpolated indicator is at least 0.5), under ``out``."""
+    interpolated (SimpleITK's label-linear interpolator for the mask), under ``out``."""
     import SimpleITK as sitk
 
     if (out / "masks" / f"{stem}.nii.gz").is_file():
@@ -82,21 +82,13 @@ def thin_copy(data: Path, stem: str, factor: int, out: Path = Path("thin")) -> P
     new_size = [size[0], size[1], (size[2] - 1) * factor + 1]
     new_spacing = [spacing[0], spacing[1], spacing[2] / factor]
 
-    def resampled(item, pixel):
+    def resampled(item, interpolator):
         return sitk.Resample(
-            item, new_size, sitk.Transform(), sitk.sitkLinear, item.GetOrigin(), new_spacing,
-            item.GetDirection(), 0, pixel,
+            item, new_size, sitk.Transform(), interpolator, item.GetOrigin(), new_spacing,
+            item.GetDirection(), 0, item.GetPixelID(),
         )  # fmt: skip
 
-    labels = sitk.GetArrayFromImage(mask)
-    thin = np.zeros((new_size[2], size[1], size[0]), np.uint8)
-    for label in np.unique(labels[labels > 0]):
-        indicator = sitk.GetImageFromArray((labels == label).astype(np.float32))
-        indicator.CopyInformation(mask)
-        thin[sitk.GetArrayFromImage(resampled(indicator, sitk.sitkFloat32)) >= 0.5] = label
-    thin_mask = sitk.GetImageFromArray(thin)
-    thin_image = resampled(image, image.GetPixelID())
-    thin_mask.CopyInformation(thin_image)
+    thin_image, thin_mask = resampled(image, sitk.sitkLinear), resampled(mask, sitk.sitkLabelLinear)
     for kind, item in (("images", thin_image), ("masks", thin_mask)):
         (out / kind).mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(item, str(out / kind / f"{stem}.nii.gz"))

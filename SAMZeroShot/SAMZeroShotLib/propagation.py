@@ -77,6 +77,11 @@ CHOSEN_FROM_DATA = {
 }
 
 
+#: Stops after which ``keep_at_stop`` keeps nothing: a bright mask is soft tissue on average, and
+#: a part of it just under the limit is no lung.
+_NOTHING_KEPT_AFTER = frozenset({"bright"})
+
+
 @dataclass(frozen=True)
 class Rules:
     """How a prompt travels to the next slice, and when a segment's walk stops.
@@ -316,14 +321,10 @@ class _Walker:
                 carried[key] = mask
                 continue
             failed[key] = why
-            inside = mask & previous[key]
-            # A bright mask is soft tissue on average: a part of it just under the limit is no lung.
-            if (
-                rules.keep_at_stop
-                and why[0] != "bright"
-                and not stop_reason(inside, previous[key], image, reference, rules)
-            ):
-                kept[key] = inside
+            if rules.keep_at_stop and why[0] not in _NOTHING_KEPT_AFTER:
+                inside = mask & previous[key]
+                if not stop_reason(inside, previous[key], image, reference, rules):
+                    kept[key] = inside
         return carried, failed, image, kept
 
 
